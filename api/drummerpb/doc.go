@@ -1,0 +1,10 @@
+// Package drummerpb holds the generated protobuf and gRPC code of Drummer's
+// public API: the Drummer control-plane service (api/drummer/v1/drummer.proto)
+// and the NodehostAPI data-plane service (api/drummer/v1/nodehost.proto).
+//
+// Regenerate with `go generate ./api/...`; the generators are pinned (buf in
+// tools/go.mod, protoc-gen-go and protoc-gen-go-grpc as go tool dependencies
+// of the main module), so the output is reproduced byte for byte.
+package drummerpb
+
+//go:generate sh -c "cd ../.. && go tool -modfile=tools/go.mod buf generate"

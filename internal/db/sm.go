@@ -1,0 +1,161 @@
+package db
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+// StateMachine adapts State to dragonboat's IConcurrentStateMachine. The
+// scheduler reads the local replica's state through View, which is cheap:
+// records are immutable, so a view shares them and copies only the maps.
+type StateMachine struct {
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	st      *State
+	applied uint64
+	// changed is closed and replaced after every applied batch, so readers
+	// can wait for the state to move.
+	changed chan struct{}
+}
+
+var _ sm.IConcurrentStateMachine = (*StateMachine)(nil)
+var _ sm.IHash = (*StateMachine)(nil)
+
+// NewStateMachine returns an empty DB state machine.
+func NewStateMachine(log *slog.Logger) *StateMachine {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &StateMachine{log: log, st: New(), changed: make(chan struct{})}
+}
+
+// Update applies a batch of committed entries.
+func (m *StateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range entries {
+		r := m.applyOne(entries[i].Cmd)
+		entries[i].Result = sm.Result{Value: uint64(r.Code), Data: r.Data}
+		m.applied = entries[i].Index
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+	return entries, nil
+}
+
+// applyOne applies one command. Apply validates everything and is fuzzed;
+// the recover is the last line of defence so that a bug in it becomes a
+// rejected command (deterministically, on every replica) instead of a crash
+// loop of the whole drummer cluster.
+func (m *StateMachine) applyOne(cmd []byte) (r Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.log.Error("BUG: Drummer DB apply panicked; command rejected", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			r = Result{Code: dbpb.Code_CODE_INTERNAL}
+		}
+	}()
+	return m.st.Apply(cmd)
+}
+
+// Query types accepted by Lookup (through dragonboat's SyncRead).
+type (
+	// QueryView asks for a View of the whole state.
+	QueryView struct{}
+)
+
+// Lookup serves linearizable reads.
+func (m *StateMachine) Lookup(q interface{}) (interface{}, error) {
+	switch q.(type) {
+	case QueryView:
+		v, _ := m.View()
+		return v, nil
+	}
+	return nil, fmt.Errorf("unknown DB query %T", q)
+}
+
+// View returns a read-only copy of the state and the index it reflects.
+func (m *StateMachine) View() (*State, uint64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Clone(), m.applied
+}
+
+// ViewIfChanged returns a view and what changed since the previous call.
+func (m *StateMachine) ViewIfChanged() (*State, Dirty, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.Clone(), m.st.TakeDirty(), m.applied
+}
+
+// Changed returns a channel closed when the next batch is applied.
+func (m *StateMachine) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changed
+}
+
+// Applied is the index of the last applied entry.
+func (m *StateMachine) Applied() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.applied
+}
+
+// PrepareSnapshot captures the state to write; Update may run while the
+// capture is being written.
+func (m *StateMachine) PrepareSnapshot() (interface{}, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Clone(), nil
+}
+
+// SaveSnapshot writes a prepared capture.
+func (m *StateMachine) SaveSnapshot(ctx interface{}, w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
+	st, ok := ctx.(*State)
+	if !ok {
+		return errors.New("DB snapshot: unexpected snapshot context")
+	}
+	b, err := st.MarshalSnapshot()
+	if err != nil {
+		return fmt.Errorf("DB snapshot: %w", err)
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// RecoverFromSnapshot replaces the state with a snapshot's.
+func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("DB snapshot: %w", err)
+	}
+	st, err := FromSnapshot(b)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st = st
+	close(m.changed)
+	m.changed = make(chan struct{})
+	return nil
+}
+
+// GetHash returns the state hash, equal on replicas at the same index.
+func (m *StateMachine) GetHash() (uint64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Hash(), nil
+}
+
+// Close releases nothing; the state lives in memory.
+func (m *StateMachine) Close() error { return nil }

@@ -1,0 +1,305 @@
+// Package db is the Drummer DB: the durable, Raft-replicated record of shards,
+// replica assignments, hosts, repairs in flight, cleanups, drummer members,
+// the scheduler epoch, runtime configuration and a small KV map.
+//
+// State.Apply is a pure function of (state, command bytes): it validates every
+// command and answers bad ones with a result code instead of panicking, never
+// reads a clock (times come from the proposer), and leaves no trace of a
+// rejected command. Records stored in the maps are immutable once inserted;
+// apply replaces them with modified copies, so a View taken under the DB lock
+// can be read without locks while apply continues.
+//
+// Sizes are bounded: deleted shards leave only cleanup entries (one per
+// replica, dropped when the host confirms or is forgotten), dead hosts are
+// forgotten once they hold nothing, and repair history is a fixed-size ring.
+package db
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+// SnapshotVersion is the version of the snapshot encoding.
+const SnapshotVersion = 1
+
+// CommandVersion is the only command version this build applies.
+const CommandVersion = 1
+
+// RecentRepairs is how many finished repairs are remembered.
+const RecentRepairs = 128
+
+// Limits on command contents; generous, but they keep a single command from
+// growing the DB without bound.
+const (
+	MaxShardsPerCommand = 100_000
+	MaxReplicas         = 9
+	MaxNameLen          = 128
+	MaxLabels           = 32
+	MaxKVKeyLen         = 256
+	MaxKVValueLen       = 64 << 10
+	MaxKVEntries        = 10_000
+	MaxApps             = 64
+	MaxDecisions        = 100_000
+)
+
+// CleanupKey identifies a replica to stop and delete on a host.
+type CleanupKey struct {
+	HostID    string
+	ShardID   uint64
+	ReplicaID uint64
+}
+
+// State is the DB contents. The zero value is not usable; call New.
+type State struct {
+	DeploymentID   uint64
+	Epoch          uint64
+	EpochHolder    uint64
+	Launched       bool
+	Regions        map[string]uint32
+	NextRepairID   uint64
+	ReplicaIDFloor uint64
+	Config         *dbpb.Config
+
+	Shards   map[uint64]*dbpb.Shard
+	Hosts    map[string]*dbpb.Host
+	Cleanups map[CleanupKey]*dbpb.Cleanup
+	Drummers map[uint64]*dbpb.Drummer
+	KV       map[string]*dbpb.KVRecord
+	Recent   []*dbpb.FinishedRepair // oldest first, at most RecentRepairs
+
+	// Not replicated: which records changed since the last TakeDirty, so the
+	// scheduler re-plans only what changed.
+	dirty Dirty
+}
+
+// Dirty lists records changed by applied commands.
+type Dirty struct {
+	Shards map[uint64]struct{}
+	Hosts  map[string]struct{}
+	// All is set when everything must be considered changed (snapshot
+	// recovery, configuration change).
+	All bool
+}
+
+// DefaultConfig returns the runtime configuration a new DB starts with.
+func DefaultConfig() *dbpb.Config {
+	return &dbpb.Config{
+		ReportIntervalMs:     1000,
+		SuspectTimeoutMs:     5000,
+		DeadTimeoutMs:        30000,
+		MaxConcurrentRepairs: 64,
+		MaxRepairsPerHost:    8,
+		HostGcAfterMs:        24 * 3600 * 1000,
+	}
+}
+
+// New returns an empty DB.
+func New() *State {
+	return &State{
+		Regions:        map[string]uint32{},
+		NextRepairID:   1,
+		ReplicaIDFloor: 1,
+		Config:         DefaultConfig(),
+		Shards:         map[uint64]*dbpb.Shard{},
+		Hosts:          map[string]*dbpb.Host{},
+		Cleanups:       map[CleanupKey]*dbpb.Cleanup{},
+		Drummers:       map[uint64]*dbpb.Drummer{},
+		KV:             map[string]*dbpb.KVRecord{},
+		dirty:          newDirty(),
+	}
+}
+
+func newDirty() Dirty {
+	return Dirty{Shards: map[uint64]struct{}{}, Hosts: map[string]struct{}{}}
+}
+
+// Clone returns a copy that shares the (immutable) records but not the maps,
+// so it can be read while the original keeps applying commands.
+func (s *State) Clone() *State {
+	c := *s
+	c.Regions = cloneMap(s.Regions)
+	c.Shards = cloneMap(s.Shards)
+	c.Hosts = cloneMap(s.Hosts)
+	c.Cleanups = cloneMap(s.Cleanups)
+	c.Drummers = cloneMap(s.Drummers)
+	c.KV = cloneMap(s.KV)
+	c.Recent = slices.Clone(s.Recent)
+	c.dirty = newDirty()
+	return &c
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	c := make(map[K]V, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// TakeDirty returns what changed since the previous call and resets it.
+func (s *State) TakeDirty() Dirty {
+	d := s.dirty
+	s.dirty = newDirty()
+	return d
+}
+
+func (s *State) touchShard(id uint64) { s.dirty.Shards[id] = struct{}{} }
+func (s *State) touchHost(id string)  { s.dirty.Hosts[id] = struct{}{} }
+
+// SortedShardIDs returns every shard ID in increasing order.
+func (s *State) SortedShardIDs() []uint64 {
+	ids := make([]uint64, 0, len(s.Shards))
+	for id := range s.Shards {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// SortedHostIDs returns every host ID in increasing order.
+func (s *State) SortedHostIDs() []string {
+	ids := make([]string, 0, len(s.Hosts))
+	for id := range s.Hosts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// HostByRaftAddress finds the registered host using addr, if any.
+func (s *State) HostByRaftAddress(addr string) *dbpb.Host {
+	for _, h := range s.Hosts {
+		if h.RaftAddress == addr {
+			return h
+		}
+	}
+	return nil
+}
+
+// CleanupsFor returns the cleanups recorded for a host, sorted.
+func (s *State) CleanupsFor(hostID string) []*dbpb.Cleanup {
+	var out []*dbpb.Cleanup
+	for k, c := range s.Cleanups {
+		if k.HostID == hostID {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b *dbpb.Cleanup) int {
+		return cmp.Or(cmp.Compare(a.ShardId, b.ShardId), cmp.Compare(a.ReplicaId, b.ReplicaId))
+	})
+	return out
+}
+
+// Member returns the member record of a shard, or nil.
+func Member(sh *dbpb.Shard, replicaID uint64) *dbpb.Replica {
+	for _, m := range sh.Members {
+		if m.ReplicaId == replicaID {
+			return m
+		}
+	}
+	return nil
+}
+
+// MemberOnHost returns the shard's member placed on hostID, or nil.
+func MemberOnHost(sh *dbpb.Shard, hostID string) *dbpb.Replica {
+	for _, m := range sh.Members {
+		if m.HostId == hostID {
+			return m
+		}
+	}
+	return nil
+}
+
+// Voters counts the shard's voting members.
+func Voters(sh *dbpb.Shard) int {
+	n := 0
+	for _, m := range sh.Members {
+		if m.Role == dbpb.Role_ROLE_VOTER {
+			n++
+		}
+	}
+	return n
+}
+
+// Quorum is the number of voters needed for a majority of n.
+func Quorum(n int) int { return n/2 + 1 }
+
+// ShardTimeouts returns the liveness timeouts in force for a shard.
+func (s *State) ShardTimeouts(shardID uint64) (suspectMs, deadMs uint64) {
+	suspectMs, deadMs = s.Config.SuspectTimeoutMs, s.Config.DeadTimeoutMs
+	if o, ok := s.Config.ShardOverrides[shardID]; ok {
+		if o.SuspectTimeoutMs != 0 {
+			suspectMs = o.SuspectTimeoutMs
+		}
+		if o.DeadTimeoutMs != 0 {
+			deadMs = o.DeadTimeoutMs
+		}
+	}
+	return suspectMs, deadMs
+}
+
+// RepairSteps lists the steps of a repair kind, in order.
+func RepairSteps(kind dbpb.RepairKind) []dbpb.RepairStep {
+	switch kind {
+	case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE:
+		return []dbpb.RepairStep{
+			dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING,
+			dbpb.RepairStep_REPAIR_STEP_START,
+			dbpb.RepairStep_REPAIR_STEP_CATCH_UP,
+			dbpb.RepairStep_REPAIR_STEP_PROMOTE,
+			dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD,
+		}
+	case dbpb.RepairKind_REPAIR_KIND_ADD:
+		return []dbpb.RepairStep{
+			dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING,
+			dbpb.RepairStep_REPAIR_STEP_START,
+			dbpb.RepairStep_REPAIR_STEP_CATCH_UP,
+			dbpb.RepairStep_REPAIR_STEP_PROMOTE,
+		}
+	case dbpb.RepairKind_REPAIR_KIND_REMOVE:
+		return []dbpb.RepairStep{dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD}
+	}
+	return nil
+}
+
+// NextStep returns the step after cur for kind, or UNSPECIFIED when cur is
+// the last one.
+func NextStep(kind dbpb.RepairKind, cur dbpb.RepairStep) dbpb.RepairStep {
+	steps := RepairSteps(kind)
+	for i, st := range steps {
+		if st == cur && i+1 < len(steps) {
+			return steps[i+1]
+		}
+	}
+	return dbpb.RepairStep_REPAIR_STEP_UNSPECIFIED
+}
+
+// StepIndex returns the 1-based position of step in kind's list, and the
+// list's length; a rollback counts as one extra step at the end.
+func StepIndex(kind dbpb.RepairKind, step dbpb.RepairStep) (int, int) {
+	steps := RepairSteps(kind)
+	if step == dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
+		return len(steps) + 1, len(steps) + 1
+	}
+	for i, st := range steps {
+		if st == step {
+			return i + 1, len(steps)
+		}
+	}
+	return 0, len(steps)
+}
+
+// Backoff is how long a shard waits before another repair after n
+// consecutive failures.
+func Backoff(failures uint32) int64 {
+	if failures == 0 {
+		return 0
+	}
+	ms := int64(5000)
+	for i := uint32(1); i < failures && ms < 300_000; i++ {
+		ms *= 2
+	}
+	return min(ms, 300_000)
+}

@@ -1,0 +1,205 @@
+// Package planner is Drummer's scheduling brain: a pure, deterministic
+// function from (desired state, observed state, now) to actions.
+//
+// Desired state is the Drummer DB (db.State). Observed state is what the
+// nodehosts report (soft state, never written through Raft). The output is
+// a list of DB decisions, to be proposed under the scheduler epoch, and
+// orders for nodehosts, delivered in heartbeat replies. The planner reads a
+// clock only through Input.Now and draws randomness only from Input.Seed, so
+// the server, the tests and the simulator run exactly the same logic and a
+// failing simulation replays from its seed.
+package planner
+
+import (
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+// ReplicaKey identifies a replica.
+type ReplicaKey struct {
+	ShardID   uint64
+	ReplicaID uint64
+}
+
+// HostObs is what the scheduler knows about a nodehost from its reports.
+type HostObs struct {
+	ID          string
+	RaftAddress string
+	APIAddress  string
+	Labels      map[string]string
+	Apps        []string
+	// LastHeard is when the last report arrived; zero if never.
+	LastHeard time.Time
+	// Replicas running on the host, by shard ID (dragonboat runs at most one
+	// replica of a shard per host).
+	Replicas map[uint64]*drummerpb.ReplicaReport
+	// Disk is the replica inventory of the host's LogDB, when known.
+	DiskKnown bool
+	DiskAt    time.Time
+	Disk      map[ReplicaKey]struct{}
+	// Results of orders the host executed recently, by order ID.
+	Results map[string]*drummerpb.OrderResult
+}
+
+// Observed is the soft state: the scheduler's view of the fleet.
+type Observed struct {
+	Hosts map[string]*HostObs
+	// Memberships holds, per shard, the membership with the highest
+	// ConfigChangeID any replica or order result reported.
+	Memberships map[uint64]*drummerpb.Membership
+	// LastRunning is when a replica was last reported running.
+	LastRunning map[ReplicaKey]time.Time
+}
+
+// NewObserved returns an empty Observed.
+func NewObserved() *Observed {
+	return &Observed{
+		Hosts:       map[string]*HostObs{},
+		Memberships: map[uint64]*drummerpb.Membership{},
+		LastRunning: map[ReplicaKey]time.Time{},
+	}
+}
+
+// ShardConfig is the Raft configuration given to every shard's replicas.
+type ShardConfig = drummerpb.ShardConfig
+
+// DefaultShardConfig is used when Input.ShardConfig is nil. PreVote and
+// CheckQuorum keep a stranded or restarted replica from disturbing its shard;
+// ElectionRTT 10 ticks gives a 1-2 s failover with 100 ms ticks.
+func DefaultShardConfig() *ShardConfig {
+	return &ShardConfig{
+		ElectionRtt:        10,
+		HeartbeatRtt:       1,
+		SnapshotEntries:    10000,
+		CompactionOverhead: 5000,
+		CheckQuorum:        true,
+		PreVote:            true,
+	}
+}
+
+// Limits bound the work started per round (the DB's runtime configuration
+// bounds the work in flight).
+type Limits struct {
+	// Initial placements per round.
+	MaxPlacements int
+	// New repairs per round.
+	MaxNewRepairs int
+	// Cleanup (zombie) decisions per round.
+	MaxCleanups int
+	// Orders per host per round (start and stop orders; config changes are
+	// never held back).
+	MaxOrdersPerHost int
+}
+
+// DefaultLimits are the per-round limits used when Input.Limits is zero.
+func DefaultLimits() Limits {
+	return Limits{MaxPlacements: 512, MaxNewRepairs: 256, MaxCleanups: 1024, MaxOrdersPerHost: 256}
+}
+
+// Step deadlines: a repair step that does not finish in time is rolled back
+// and the repair re-planned elsewhere.
+var StepTimeouts = map[string]time.Duration{
+	"add_non_voting": 30 * time.Second,
+	"start":          60 * time.Second,
+	"catch_up":       5 * time.Minute,
+	"promote":        30 * time.Second,
+}
+
+// Input is everything one planning round depends on.
+type Input struct {
+	Now   time.Time
+	State *db.State
+	Obs   *Observed
+	// ObsSince is when this scheduler's observations became complete (the
+	// server's start). Silence from before it is not evidence of death: a
+	// new leader never declares a host dead on missing memory.
+	ObsSince time.Time
+	// Epoch under which the decisions and orders are issued.
+	Epoch uint64
+	// Seed for tie-breaking among equally good hosts.
+	Seed uint64
+	// Shards and Hosts to evaluate; All evaluates everything.
+	Shards []uint64
+	Hosts  []string
+	All    bool
+
+	ShardConfig *ShardConfig
+	Limits      Limits
+}
+
+// HostOrder is an order addressed to a host.
+type HostOrder struct {
+	HostID string
+	Order  *drummerpb.Order
+}
+
+// Output is the result of a planning round.
+type Output struct {
+	// Decisions to propose, in order, in one command.
+	Decisions []*dbpb.Decision
+	// ShardOrders replaces the orders of every evaluated shard.
+	ShardOrders map[uint64][]HostOrder
+	// HostOrders replaces the host-level orders (cleanups) of every
+	// evaluated host.
+	HostOrders map[string][]*drummerpb.Order
+	// Reports for the evaluated shards and hosts.
+	Shards map[uint64]*ShardReport
+	Hosts  map[string]*HostReport
+	// Again lists shards held back by a per-round limit, to evaluate again
+	// next round.
+	Again []uint64
+}
+
+// Liveness of a host or replica as the planner judges it.
+type Liveness int
+
+// Liveness values.
+const (
+	Up Liveness = iota
+	Suspect
+	Dead
+)
+
+func (l Liveness) String() string {
+	switch l {
+	case Up:
+		return "up"
+	case Suspect:
+		return "suspect"
+	}
+	return "dead"
+}
+
+// ShardReport is the planner's verdict on one shard.
+type ShardReport struct {
+	ShardID uint64
+	// healthy | under_replicated | unavailable | pending
+	Health      string
+	LeaderID    uint64
+	Term        uint64
+	CCI         uint64
+	Members     []MemberReport
+	Explanation []string
+}
+
+// MemberReport describes one member of a shard.
+type MemberReport struct {
+	ReplicaID uint64
+	HostID    string
+	Role      string // voter | non_voting
+	// live | starting | suspect | dead | away
+	State    string
+	IsLeader bool
+}
+
+// HostReport is the planner's verdict on one host.
+type HostReport struct {
+	HostID      string
+	Liveness    Liveness
+	Registered  bool
+	Replicas    int
+	Explanation string
+}

@@ -1,0 +1,233 @@
+package planner
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+// RegionLabel is the host label placement spreads replicas over.
+const RegionLabel = "region"
+
+func sortU64(s []uint64) []uint64 {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// exclusion counts why hosts were not eligible, for explanations.
+type exclusion map[string]int
+
+func (e exclusion) String() string {
+	if len(e) == 0 {
+		return "no hosts registered"
+	}
+	keys := slices.Sorted(maps.Keys(e))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", e[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// eligible lists the hosts that may receive a new replica of sh: active
+// (not cordoned, draining or in maintenance), up (not suspect or dead),
+// able to run the app, not already holding a member, and below the
+// per-host repair limit when forRepair.
+func (p *planner) eligible(sh *dbpb.Shard, forRepair bool) ([]*dbpb.Host, exclusion) {
+	used := map[string]bool{}
+	for _, m := range sh.Members {
+		used[m.HostId] = true
+		if h := p.st.Hosts[m.HostId]; h != nil {
+			used["addr:"+h.RaftAddress] = true
+		}
+	}
+	why := exclusion{}
+	var out []*dbpb.Host
+	for _, id := range p.st.SortedHostIDs() {
+		h := p.st.Hosts[id]
+		l, _ := p.globalLiveness(id)
+		switch {
+		case h.Admin != dbpb.HostAdmin_HOST_ADMIN_ACTIVE:
+			why[strings.ToLower(strings.TrimPrefix(h.Admin.String(), "HOST_ADMIN_"))]++
+		case p.inMaintenance(h):
+			why["in maintenance"]++
+		case l != Up:
+			why[l.String()]++
+		case !slices.Contains(h.Apps, sh.App):
+			why["without app "+sh.App]++
+		case used[id] || used["addr:"+h.RaftAddress]:
+			why["already holding a replica"]++
+		case forRepair && p.inFlightPerHost[id] >= int(p.cfg.MaxRepairsPerHost):
+			why["at the per-host repair limit"]++
+		default:
+			out = append(out, h)
+		}
+	}
+	return out, why
+}
+
+// desiredRegions returns the shard's region placement and whether it is
+// exact (counts add up to the replica count).
+func (p *planner) desiredRegions(sh *dbpb.Shard) (map[string]uint32, bool) {
+	if len(sh.Regions) > 0 {
+		return sh.Regions, true
+	}
+	if len(p.st.Regions) == 0 {
+		return nil, false
+	}
+	var total uint32
+	for _, n := range p.st.Regions {
+		total += n
+	}
+	return p.st.Regions, total == sh.Replicas
+}
+
+// better orders candidate hosts: fewer replicas of this shard in the
+// host's region (spread), then fewer replicas overall (least loaded), then
+// a seeded random tie-break.
+type scored struct {
+	h      *dbpb.Host
+	spread int
+	load   int
+	tie    uint64
+}
+
+func (p *planner) best(cands []*dbpb.Host, regionCount map[string]int) *dbpb.Host {
+	var all []scored
+	for _, h := range cands {
+		all = append(all, scored{h: h, spread: regionCount[h.Labels[RegionLabel]], load: p.load[h.Id], tie: p.rng.Uint64()})
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	b := all[0]
+	for _, s := range all[1:] {
+		if s.spread < b.spread || (s.spread == b.spread && (s.load < b.load || (s.load == b.load && s.tie < b.tie))) {
+			b = s
+		}
+	}
+	return b.h
+}
+
+// pickHost chooses the host for a new replica of v's shard, replacing
+// `replaced` (nil when adding). It explains and returns "" when none fits.
+func (p *planner) pickHost(v *shardView, replaced *member) string {
+	sh := v.sh
+	cands, why := p.eligible(sh, true)
+	regions, exact := p.desiredRegions(sh)
+	count := map[string]int{}
+	for _, m := range v.members {
+		if replaced != nil && m.rec.ReplicaId == replaced.rec.ReplicaId {
+			continue
+		}
+		if m.host != nil {
+			count[m.host.Labels[RegionLabel]]++
+		}
+	}
+	if len(regions) > 0 {
+		var want []string
+		for r, n := range regions {
+			if exact && count[r] < int(n) {
+				want = append(want, r)
+			}
+		}
+		if len(want) == 0 {
+			for r := range regions {
+				want = append(want, r)
+			}
+		}
+		slices.Sort(want)
+		in := cands[:0:0]
+		for _, h := range cands {
+			if slices.Contains(want, h.Labels[RegionLabel]) {
+				in = append(in, h)
+			}
+		}
+		if len(in) == 0 {
+			v.say("no eligible host: needs region %s, none available (hosts: %s)", strings.Join(want, " or "), why.withOthers(len(cands), "in other regions"))
+			return ""
+		}
+		cands = in
+	}
+	h := p.best(cands, count)
+	if h == nil {
+		v.say("no eligible host for a new replica (hosts: %s)", why)
+		return ""
+	}
+	return h.Id
+}
+
+func (e exclusion) withOthers(n int, what string) exclusion {
+	c := maps.Clone(e)
+	if n > 0 {
+		c[what] += n
+	}
+	return c
+}
+
+// place chooses hosts for a pending shard's initial replicas.
+func (p *planner) place(v *shardView) {
+	sh := v.sh
+	if p.placements >= p.lim.MaxPlacements {
+		v.say("waiting: placement queued for the next round")
+		p.out.Again = append(p.out.Again, sh.Id)
+		return
+	}
+	cands, why := p.eligible(sh, false)
+	regions, exact := p.desiredRegions(sh)
+	chosen := []string{}
+	count := map[string]int{}
+	take := func(h *dbpb.Host) {
+		chosen = append(chosen, h.Id)
+		count[h.Labels[RegionLabel]]++
+		cands = slices.DeleteFunc(cands, func(c *dbpb.Host) bool { return c.Id == h.Id || c.RaftAddress == h.RaftAddress })
+	}
+	if exact {
+		for _, r := range slices.Sorted(maps.Keys(regions)) {
+			for i := 0; i < int(regions[r]); i++ {
+				var in []*dbpb.Host
+				for _, h := range cands {
+					if h.Labels[RegionLabel] == r {
+						in = append(in, h)
+					}
+				}
+				h := p.best(in, count)
+				if h == nil {
+					v.say("cannot place: needs %d eligible hosts in region %s, found %d (other hosts: %s); will retry",
+						regions[r], r, i, why)
+					return
+				}
+				take(h)
+			}
+		}
+	} else {
+		if len(regions) > 0 {
+			cands = slices.DeleteFunc(cands, func(h *dbpb.Host) bool { _, ok := regions[h.Labels[RegionLabel]]; return !ok })
+		}
+		for i := 0; i < int(sh.Replicas); i++ {
+			h := p.best(cands, count)
+			if h == nil {
+				v.say("cannot place: needs %d eligible hosts, found %d (other hosts: %s); will retry", sh.Replicas, i, why)
+				return
+			}
+			take(h)
+		}
+	}
+	p.placements++
+	for _, id := range chosen {
+		p.load[id]++
+	}
+	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: sh.Id, HostIds: chosen}}})
+	v.say("placing replicas on %s", strings.Join(p.addrs(chosen), ", "))
+}
+
+func (p *planner) addrs(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = p.addr(id)
+	}
+	return out
+}

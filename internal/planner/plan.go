@@ -1,0 +1,345 @@
+package planner
+
+import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+type planner struct {
+	in  Input
+	st  *db.State
+	obs *Observed
+	now time.Time
+	cfg *dbpb.Config
+	rng *rand.Rand
+	lim Limits
+	sc  *ShardConfig
+	out *Output
+
+	// Members per host, counting replicas planned this round.
+	load map[string]int
+	// Repairs in flight, overall and by the host receiving the new replica.
+	inFlight        int
+	inFlightPerHost map[string]int
+	ordersPerHost   map[string]int
+	placements      int
+	newRepairs      int
+	cleanups        int
+}
+
+// Plan runs one planning round. It does not modify its input.
+func Plan(in Input) *Output {
+	p := &planner{
+		in:              in,
+		st:              in.State,
+		obs:             in.Obs,
+		now:             in.Now,
+		cfg:             in.State.Config,
+		rng:             rand.New(rand.NewPCG(in.Seed, in.Seed^0x9e3779b97f4a7c15)),
+		lim:             in.Limits,
+		sc:              in.ShardConfig,
+		load:            map[string]int{},
+		inFlightPerHost: map[string]int{},
+		ordersPerHost:   map[string]int{},
+		out: &Output{
+			ShardOrders: map[uint64][]HostOrder{},
+			HostOrders:  map[string][]*drummerpb.Order{},
+			Shards:      map[uint64]*ShardReport{},
+			Hosts:       map[string]*HostReport{},
+		},
+	}
+	if p.obs == nil {
+		p.obs = NewObserved()
+	}
+	if p.lim == (Limits{}) {
+		p.lim = DefaultLimits()
+	}
+	if p.sc == nil {
+		p.sc = DefaultShardConfig()
+	}
+	for _, sh := range p.st.Shards {
+		for _, m := range sh.Members {
+			p.load[m.HostId]++
+		}
+		if sh.Repair != nil {
+			p.inFlight++
+			if sh.Repair.NewHostId != "" {
+				p.inFlightPerHost[sh.Repair.NewHostId]++
+			}
+		}
+	}
+	p.hosts()
+	p.shards()
+	return p.out
+}
+
+func (p *planner) decide(d *dbpb.Decision) { p.out.Decisions = append(p.out.Decisions, d) }
+
+func (p *planner) ms(d uint64) time.Duration { return time.Duration(d) * time.Millisecond }
+
+func (p *planner) unixMs(ms int64) time.Time { return time.UnixMilli(ms) }
+
+// lastHeard is when the host was last heard from, never earlier than the
+// moment this scheduler's observations became complete.
+func (p *planner) lastHeard(hostID string) time.Time {
+	last := p.in.ObsSince
+	if o := p.obs.Hosts[hostID]; o != nil && o.LastHeard.After(last) {
+		last = o.LastHeard
+	}
+	return last
+}
+
+// hostLiveness judges a host with the given timeouts.
+func (p *planner) hostLiveness(hostID string, suspectMs, deadMs uint64) (Liveness, time.Duration) {
+	h := p.st.Hosts[hostID]
+	silence := max(0, p.now.Sub(p.lastHeard(hostID)))
+	if h == nil || h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED {
+		return Dead, silence
+	}
+	switch {
+	case silence >= p.ms(deadMs):
+		return Dead, silence
+	case silence >= p.ms(suspectMs):
+		return Suspect, silence
+	}
+	return Up, silence
+}
+
+func (p *planner) globalLiveness(hostID string) (Liveness, time.Duration) {
+	return p.hostLiveness(hostID, p.cfg.SuspectTimeoutMs, p.cfg.DeadTimeoutMs)
+}
+
+func (p *planner) inMaintenance(h *dbpb.Host) bool {
+	return h != nil && h.MaintenanceUntilUnixMs != 0 && p.now.Before(p.unixMs(h.MaintenanceUntilUnixMs))
+}
+
+// evalHosts lists the hosts to evaluate: registered or reporting.
+func (p *planner) evalHosts() []string {
+	if p.in.All {
+		set := map[string]struct{}{}
+		for id := range p.st.Hosts {
+			set[id] = struct{}{}
+		}
+		for id := range p.obs.Hosts {
+			set[id] = struct{}{}
+		}
+		ids := make([]string, 0, len(set))
+		for id := range set {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	ids := slices.Clone(p.in.Hosts)
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+func (p *planner) evalShards() []uint64 {
+	if p.in.All {
+		return p.st.SortedShardIDs()
+	}
+	ids := slices.Clone(p.in.Shards)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	return ids
+}
+
+// hosts registers reporting hosts, keeps the host records tidy and turns
+// recorded cleanups into stop orders.
+func (p *planner) hosts() {
+	for _, id := range p.evalHosts() {
+		h := p.st.Hosts[id]
+		o := p.obs.Hosts[id]
+		rep := &HostReport{HostID: id, Registered: h != nil}
+		rep.Liveness, _ = p.globalLiveness(id)
+		p.out.Hosts[id] = rep
+		if o != nil && !o.LastHeard.IsZero() {
+			p.register(h, o, rep)
+		}
+		if h == nil {
+			continue
+		}
+		rep.Replicas = p.load[id]
+		p.housekeeping(h, rep)
+		p.hostCleanups(h, o, rep)
+		if o != nil && rep.Liveness == Up {
+			p.findZombies(h, o)
+		}
+	}
+}
+
+func (p *planner) register(h *dbpb.Host, o *HostObs, rep *HostReport) {
+	apps := slices.Clone(o.Apps)
+	slices.Sort(apps)
+	apps = slices.Compact(apps)
+	if h != nil {
+		if h.RaftAddress != o.RaftAddress {
+			rep.Explanation = fmt.Sprintf("reports raft address %s but is registered with %s", o.RaftAddress, h.RaftAddress)
+			return
+		}
+		if h.ApiAddress == o.APIAddress && labelsEqual(h.Labels, o.Labels) && slices.Equal(h.Apps, apps) {
+			return
+		}
+	}
+	reg := &dbpb.RegisterHost{HostId: o.ID, RaftAddress: o.RaftAddress, ApiAddress: o.APIAddress, Labels: o.Labels, Apps: apps}
+	if db.ValidateHostRegistration(reg) != nil {
+		return
+	}
+	if other := p.st.HostByRaftAddress(o.RaftAddress); other != nil && other.Id != o.ID &&
+		other.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED {
+		// Two processes cannot listen on one address, so if the registered
+		// owner has gone quiet this is the same machine with a new identity
+		// (its data directory was wiped). Its old replicas are lost for good.
+		if l, silence := p.globalLiveness(other.Id); l == Up {
+			rep.Explanation = fmt.Sprintf("raft address %s is registered to host %s, which reported %s ago", o.RaftAddress, other.Id, silence.Round(time.Second))
+			return
+		}
+		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_ReplaceHost{ReplaceHost: &dbpb.ReplaceHost{OldHostId: other.Id, NewHostId: o.ID}}})
+	}
+	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_RegisterHost{RegisterHost: reg}})
+}
+
+func labelsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || v != w {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *planner) housekeeping(h *dbpb.Host, rep *HostReport) {
+	if h.MaintenanceUntilUnixMs != 0 && !p.inMaintenance(h) {
+		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_EndMaintenance{EndMaintenance: &dbpb.EndMaintenance{HostId: h.Id}}})
+	}
+	members := p.load[h.Id]
+	if h.Admin == dbpb.HostAdmin_HOST_ADMIN_DRAINING && members == 0 {
+		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_MarkDrained{MarkDrained: &dbpb.MarkDrained{HostId: h.Id}}})
+	}
+	if members == 0 {
+		l, silence := p.globalLiveness(h.Id)
+		if h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED || (l == Dead && silence >= p.ms(p.cfg.HostGcAfterMs)) {
+			p.decide(&dbpb.Decision{Kind: &dbpb.Decision_ForgetHost{ForgetHost: &dbpb.ForgetHost{HostId: h.Id}}})
+		}
+	}
+	switch {
+	case h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED:
+		rep.Explanation = "replaced: another host identity registered on its raft address"
+	case h.Admin == dbpb.HostAdmin_HOST_ADMIN_DRAINING:
+		rep.Explanation = fmt.Sprintf("draining: %d replicas remaining", members)
+	case p.inMaintenance(h):
+		rep.Explanation = fmt.Sprintf("maintenance for %s more: its replicas are not repaired", p.unixMs(h.MaintenanceUntilUnixMs).Sub(p.now).Round(time.Second))
+	}
+}
+
+func compareKeys(a, b ReplicaKey) int {
+	return cmp.Or(cmp.Compare(a.ShardID, b.ShardID), cmp.Compare(a.ReplicaID, b.ReplicaID))
+}
+
+func (p *planner) newOrder(id string) *drummerpb.Order {
+	return &drummerpb.Order{Id: id, Epoch: p.in.Epoch}
+}
+
+func stopOrderID(epoch, shardID, replicaID uint64) string {
+	return fmt.Sprintf("%d/stop/%d/%d", epoch, shardID, replicaID)
+}
+
+// hostCleanups orders a host to stop and delete replicas that are no longer
+// members, and forgets each cleanup once the host confirms it.
+func (p *planner) hostCleanups(h *dbpb.Host, o *HostObs, rep *HostReport) {
+	cleanups := p.st.CleanupsFor(h.Id)
+	if len(cleanups) == 0 {
+		return
+	}
+	if l, _ := p.globalLiveness(h.Id); l == Dead {
+		return // nothing to do until it returns (or is forgotten)
+	}
+	var orders []*drummerpb.Order
+	for _, c := range cleanups {
+		id := stopOrderID(p.in.Epoch, c.ShardId, c.ReplicaId)
+		if o != nil {
+			if r := o.Results[id]; r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+				p.decide(&dbpb.Decision{Kind: &dbpb.Decision_DoneCleanup{DoneCleanup: &dbpb.DoneCleanup{HostId: h.Id, ShardId: c.ShardId, ReplicaId: c.ReplicaId}}})
+				continue
+			}
+		}
+		if p.ordersPerHost[h.Id] >= p.lim.MaxOrdersPerHost {
+			break
+		}
+		p.ordersPerHost[h.Id]++
+		ord := p.newOrder(id)
+		ord.Kind = &drummerpb.Order_Stop{Stop: &drummerpb.StopReplicaOrder{ShardId: c.ShardId, ReplicaId: c.ReplicaId, RemoveData: true}}
+		orders = append(orders, ord)
+	}
+	p.out.HostOrders[h.Id] = orders
+}
+
+// findZombies records replicas that run (or have data) on a host although
+// they are not members there. Apply re-checks each one against the DB.
+func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
+	check := func(k ReplicaKey, running bool) {
+		if p.cleanups >= p.lim.MaxCleanups {
+			return
+		}
+		if _, ok := p.st.Cleanups[db.CleanupKey{HostID: h.Id, ShardID: k.ShardID, ReplicaID: k.ReplicaID}]; ok {
+			return
+		}
+		reason := ""
+		sh, ok := p.st.Shards[k.ShardID]
+		switch {
+		case !ok:
+			reason = "shard does not exist (deleted)"
+		case db.Member(sh, k.ReplicaID) != nil:
+			m := db.Member(sh, k.ReplicaID)
+			if m.HostId == h.Id {
+				return
+			}
+			reason = fmt.Sprintf("replica belongs to host %s", m.HostId)
+		case k.ReplicaID >= sh.NextReplicaId:
+			return // not allocated as far as we know: never touch it
+		case sh.Repair != nil && sh.Repair.NewReplicaId == k.ReplicaID:
+			return
+		default:
+			reason = "no longer a member"
+		}
+		if !running {
+			reason += " (data on disk)"
+		}
+		p.cleanups++
+		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_AddCleanup{AddCleanup: &dbpb.AddCleanup{
+			HostId: h.Id, ShardId: k.ShardID, ReplicaId: k.ReplicaID, Reason: "zombie: " + reason}}})
+	}
+	shardIDs := make([]uint64, 0, len(o.Replicas))
+	for id := range o.Replicas {
+		shardIDs = append(shardIDs, id)
+	}
+	slices.Sort(shardIDs)
+	for _, id := range shardIDs {
+		r := o.Replicas[id]
+		check(ReplicaKey{r.ShardId, r.ReplicaId}, true)
+	}
+	if o.DiskKnown {
+		keys := make([]ReplicaKey, 0, len(o.Disk))
+		for k := range o.Disk {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareKeys)
+		for _, k := range keys {
+			if r := o.Replicas[k.ShardID]; r != nil && r.ReplicaId == k.ReplicaID {
+				continue
+			}
+			check(k, false)
+		}
+	}
+}
