@@ -23,14 +23,14 @@ var (
 	once sync.Once
 	dest atomic.Pointer[slog.Logger]
 	// Minimum level for dragonboat's chattiest packages; others use min.
-	noisy = map[string]bool{"raft": true, "rsm": true, "transport": true, "logdb": true, "dragonboat": true, "grpc": true}
+	noisy = map[string]bool{"raft": true, "rsm": true, "transport": true, "logdb": true, "dragonboat": true, "grpc": true, "config": true, "pebblekv": true, "LogDB": true, "settings": true}
 	min   atomic.Int64
 )
 
 // Route sends dragonboat's (and the standard library logger's, which
-// pebble uses) output to l. Messages below level are dropped; the noisy
-// engine packages (raft, rsm, transport, logdb) log only from WARN up
-// unless level is DEBUG.
+// pebble uses) output to l. Messages below level are dropped; the engine's
+// chatty packages (raft, rsm, transport, logdb, ...), which log every
+// election at WARN, log only errors unless level is DEBUG.
 func Route(l *slog.Logger, level slog.Level) {
 	dest.Store(l)
 	min.Store(int64(level))
@@ -85,8 +85,8 @@ func (a *adapter) SetLevel(l logger.LogLevel) {
 
 func (a *adapter) enabled(l slog.Level) bool {
 	floor := slog.Level(min.Load())
-	if noisy[a.pkg] && floor > slog.LevelDebug && floor < slog.LevelWarn {
-		floor = slog.LevelWarn
+	if noisy[a.pkg] && floor > slog.LevelDebug && floor < slog.LevelError {
+		floor = slog.LevelError
 	}
 	if a.set.Load() && slog.Level(a.level.Load()) > floor {
 		floor = slog.Level(a.level.Load())

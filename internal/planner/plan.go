@@ -36,6 +36,13 @@ type planner struct {
 
 // Plan runs one planning round. It does not modify its input.
 func Plan(in Input) *Output {
+	p := newPlanner(in)
+	p.hosts()
+	p.shards()
+	return p.out
+}
+
+func newPlanner(in Input) *planner {
 	p := &planner{
 		in:              in,
 		st:              in.State,
@@ -75,9 +82,7 @@ func Plan(in Input) *Output {
 			}
 		}
 	}
-	p.hosts()
-	p.shards()
-	return p.out
+	return p
 }
 
 func (p *planner) decide(d *dbpb.Decision) { p.out.Decisions = append(p.out.Decisions, d) }

@@ -1,0 +1,390 @@
+// Package agent is the embeddable nodehost agent: it runs one dragonboat
+// NodeHost with the applications' state machines, reports to every drummer
+// server, carries out the scheduler leader's orders, and serves the data
+// API (NodehostAPI) for applications.
+//
+// Users build their own nodehost binary by registering their state machines
+// in a Registry and calling New:
+//
+//	apps := agent.DefaultRegistry() // includes the built-in "kv" app
+//	apps.Register(agent.App{Name: "orders", Regular: newOrdersSM})
+//	a, err := agent.New(ctx, agent.Config{
+//		RaftAddress:      "10.0.0.5:7001",
+//		APIAddress:       "10.0.0.5:7002",
+//		DataDir:          "/var/lib/nodehost",
+//		DrummerEndpoints: []string{"10.0.0.1:7101", "10.0.0.2:7101", "10.0.0.3:7101"},
+//		Labels:           map[string]string{"region": "r1"},
+//		Apps:             apps,
+//	})
+//
+// Every order is validated before it reaches dragonboat (several dragonboat
+// calls panic on bad input) and is idempotent: executing one twice, late,
+// or after a restart does no harm.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/events"
+)
+
+// Config configures a nodehost agent.
+type Config struct {
+	// RaftAddress is the host:port other nodehosts reach this one's Raft
+	// transport on. It is tied to the data directory for good.
+	RaftAddress string
+	// ListenAddress optionally binds the Raft transport elsewhere (e.g.
+	// 0.0.0.0:7001); default RaftAddress.
+	ListenAddress string
+	// APIAddress is where the NodehostAPI data plane listens.
+	APIAddress string
+	DataDir    string
+	// DrummerEndpoints are drummer gRPC endpoints; more are learned from
+	// their replies.
+	DrummerEndpoints []string
+	Labels           map[string]string
+	// Apps are the state machines this nodehost can run (default: kv).
+	Apps *Registry
+	// RTTMillisecond is the NodeHost tick (default 100ms; election and
+	// heartbeat timeouts of shards are counted in ticks).
+	RTTMillisecond uint64
+	// ReportInterval is the initial report period (default 1s); the
+	// drummers' runtime configuration overrides it.
+	ReportInterval time.Duration
+	// FullReportEvery and DiskInventoryEvery pace full reports and on-disk
+	// inventories (defaults 30s and 60s).
+	FullReportEvery    time.Duration
+	DiskInventoryEvery time.Duration
+	// DeploymentID, when non-zero, must match the drummers'; when zero it
+	// is learned from them on first start and then kept.
+	DeploymentID uint64
+	// RegisterAPI, when set, registers extra services on the API server.
+	RegisterAPI func(*grpc.Server)
+	Logger  *slog.Logger
+	Version string
+}
+
+func (c *Config) setDefaults() {
+	if c.Apps == nil {
+		c.Apps = DefaultRegistry()
+	}
+	if c.RTTMillisecond == 0 {
+		c.RTTMillisecond = 100
+	}
+	if c.ReportInterval <= 0 {
+		c.ReportInterval = time.Second
+	}
+	if c.FullReportEvery <= 0 {
+		c.FullReportEvery = 30 * time.Second
+	}
+	if c.DiskInventoryEvery <= 0 {
+		c.DiskInventoryEvery = 60 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+}
+
+// Validate checks the configuration and says how to fix it.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := db.ValidateAddress(c.RaftAddress); err != nil {
+		errs = append(errs, fmt.Errorf("--raft-address: %w", err))
+	}
+	if err := db.ValidateAddress(c.APIAddress); err != nil {
+		errs = append(errs, fmt.Errorf("--api-address: %w", err))
+	}
+	if c.APIAddress != "" && c.APIAddress == c.RaftAddress {
+		errs = append(errs, errors.New("--api-address must differ from --raft-address"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	var eps []string
+	for _, e := range c.DrummerEndpoints {
+		for _, p := range strings.Split(e, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				if err := db.ValidateAddress(p); err != nil {
+					errs = append(errs, fmt.Errorf("--drummer-endpoints: %w", err))
+				}
+				eps = append(eps, p)
+			}
+		}
+	}
+	if len(eps) == 0 {
+		errs = append(errs, errors.New("--drummer-endpoints is required, e.g. 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"))
+	}
+	if err := db.ValidateLabels(c.Labels); err != nil {
+		errs = append(errs, fmt.Errorf("--labels: %w", err))
+	}
+	if c.RTTMillisecond > 1000 {
+		errs = append(errs, errors.New("rtt must be at most 1000ms"))
+	}
+	return errors.Join(errs...)
+}
+
+// Agent is a running nodehost agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *store
+	nh      *dragonboat.NodeHost
+	session uint64
+
+	grpc   *grpc.Server
+	lis    net.Listener
+	health *health.Server
+
+	col  *collector
+	exec *executor
+	reps *reporters
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// New starts an agent: it learns its deployment from the drummers if it
+// does not know it yet (waiting until ctx ends), starts the NodeHost,
+// brings back the replicas it was running, and begins reporting.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create --data-dir: %w", err)
+	}
+	st, err := loadStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if st.raftAddress != "" && st.raftAddress != cfg.RaftAddress {
+		return nil, fmt.Errorf("data directory %s belongs to raft address %s, not %s: dragonboat ties its data to the raft address; use --raft-address %s or a new --data-dir",
+			cfg.DataDir, st.raftAddress, cfg.RaftAddress, st.raftAddress)
+	}
+	a := &Agent{
+		cfg:     cfg,
+		store:   st,
+		session: randomUint64(),
+	}
+	if st.hostID == "" {
+		st.hostID = newUUID()
+	}
+	a.log = cfg.Logger.With("component", "agent", "host_id", st.hostID)
+	lis, err := net.Listen("tcp", cfg.APIAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listen on --api-address %s: %w", cfg.APIAddress, err)
+	}
+	a.lis = lis
+	deployment, err := a.deploymentID(ctx)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	if err := st.setIdentity(st.hostID, deployment, cfg.RaftAddress); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	if err := a.startNodeHost(deployment); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	a.col = newCollector(a)
+	a.exec = newExecutor(a)
+	a.reps = newReporters(a)
+
+	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+	if cfg.RegisterAPI != nil {
+		cfg.RegisterAPI(a.grpc)
+	}
+	reflection.Register(a.grpc)
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	rctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.wg.Add(4)
+	go func() {
+		defer a.wg.Done()
+		if err := a.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			a.log.Error("API server stopped", "err", err)
+		}
+	}()
+	go func() { defer a.wg.Done(); a.exec.restore(rctx) }()
+	go func() { defer a.wg.Done(); a.col.run(rctx) }()
+	go func() { defer a.wg.Done(); a.reps.run(rctx) }()
+	a.exec.startWorkers(rctx, &a.wg)
+	a.log.Info("nodehost agent started", "raft_address", cfg.RaftAddress, "api_address", cfg.APIAddress,
+		"deployment_id", deployment, "apps", cfg.Apps.Names())
+	return a, nil
+}
+
+// deploymentID returns the deployment this host belongs to, asking the
+// drummers on first start.
+func (a *Agent) deploymentID(ctx context.Context) (uint64, error) {
+	known := a.store.deployment
+	switch {
+	case known != 0 && a.cfg.DeploymentID != 0 && known != a.cfg.DeploymentID:
+		return 0, fmt.Errorf("data directory belongs to deployment %d, not %d", known, a.cfg.DeploymentID)
+	case known != 0:
+		return known, nil
+	case a.cfg.DeploymentID != 0:
+		return a.cfg.DeploymentID, nil
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		for _, ep := range splitEndpoints(a.cfg.DrummerEndpoints) {
+			id, err := a.askDeployment(ctx, ep)
+			if err == nil && id != 0 {
+				return id, nil
+			}
+		}
+		a.log.Info("waiting for a drummer server to report the deployment ID", "endpoints", a.cfg.DrummerEndpoints)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no drummer server at %s answered with a deployment ID: %w", strings.Join(a.cfg.DrummerEndpoints, ","), ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func (a *Agent) askDeployment(ctx context.Context, ep string) (uint64, error) {
+	cc, err := grpc.NewClient(ep, grpcInsecure())
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := drummerpb.NewDrummerClient(cc).Report(rctx, a.hello())
+	if err != nil {
+		return 0, err
+	}
+	return resp.DeploymentId, nil
+}
+
+// hello is a report with identity only, used before the NodeHost runs.
+func (a *Agent) hello() *drummerpb.ReportRequest {
+	return &drummerpb.ReportRequest{
+		HostId: a.store.hostID, RaftAddress: a.cfg.RaftAddress, ApiAddress: a.cfg.APIAddress,
+		Labels: a.cfg.Labels, Apps: a.cfg.Apps.Names(), Version: a.cfg.Version,
+		Session: a.session ^ 0x5555, Seq: 1,
+	}
+}
+
+func (a *Agent) startNodeHost(deployment uint64) error {
+	dir := filepath.Join(a.cfg.DataDir, "nodehost")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	l := events.New(func(e events.Event) {
+		if a.col != nil {
+			a.col.onEvent(e)
+		}
+	})
+	nhc := config.NodeHostConfig{
+		DeploymentID:        deployment,
+		NodeHostDir:         dir,
+		NodeHostID:          a.store.hostID,
+		RTTMillisecond:      a.cfg.RTTMillisecond,
+		RaftAddress:         a.cfg.RaftAddress,
+		ListenAddress:       a.cfg.ListenAddress,
+		RaftEventListener:   l,
+		SystemEventListener: l,
+		Expert:              config.ExpertConfig{LogDB: config.GetSmallMemLogDBConfig()},
+	}
+	if err := nhc.Validate(); err != nil {
+		return fmt.Errorf("nodehost config: %w", err)
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return fmt.Errorf("start NodeHost in %s: %w", dir, err)
+	}
+	a.nh = nh
+	return nil
+}
+
+// NodeHost returns the agent's dragonboat NodeHost.
+func (a *Agent) NodeHost() *dragonboat.NodeHost { return a.nh }
+
+// HostID is this nodehost's identity (its dragonboat NodeHostID).
+func (a *Agent) HostID() string { return a.store.hostID }
+
+// APIAddress is the address the data API listens on.
+func (a *Agent) APIAddress() string { return a.lis.Addr().String() }
+
+// Close stops reporting and the NodeHost. It is safe to call more than once.
+func (a *Agent) Close() {
+	if a.closed.Swap(true) {
+		return
+	}
+	a.health.Shutdown()
+	a.cancel()
+	done := make(chan struct{})
+	go func() { a.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		a.grpc.Stop()
+	}
+	a.wg.Wait()
+	a.nh.Close()
+	a.log.Info("nodehost agent stopped")
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return uint64(time.Now().UnixNano()) | 1
+	}
+	return binary.LittleEndian.Uint64(b[:]) | 1
+}
+
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		binary.LittleEndian.PutUint64(b[:], uint64(time.Now().UnixNano()))
+	}
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func splitEndpoints(in []string) []string {
+	var out []string
+	for _, e := range in {
+		for _, p := range strings.Split(e, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,458 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+)
+
+const (
+	// A failed order is not retried before this pause.
+	failedRetryAfter = 2 * time.Second
+	// A completed order is not repeated within this window (the drummer
+	// stops sending it once its effect shows in a report).
+	doneMemory = 30 * time.Second
+	resultTTL  = 2 * time.Minute
+	workers    = 8
+)
+
+type result struct {
+	seq uint64
+	at  time.Time
+	res *drummerpb.OrderResult
+}
+
+type finished struct {
+	at      time.Time
+	outcome drummerpb.OrderOutcome
+}
+
+// executor carries out orders. Orders are deduplicated by ID (one
+// execution at a time, completed ones not repeated), serialized per shard,
+// and refused when they come from an epoch older than one already seen:
+// a deposed scheduler cannot order this host around.
+type executor struct {
+	a     *Agent
+	queue chan *drummerpb.Order
+
+	mu       sync.Mutex
+	maxEpoch uint64
+	inflight map[string]bool
+	busy     map[uint64]bool // shards with an order executing
+	done     map[string]finished
+	results  []result
+	seq      uint64
+}
+
+func newExecutor(a *Agent) *executor {
+	return &executor{
+		a:        a,
+		queue:    make(chan *drummerpb.Order, 4096),
+		inflight: map[string]bool{},
+		busy:     map[uint64]bool{},
+		done:     map[string]finished{},
+	}
+}
+
+func (e *executor) epochSeen() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.maxEpoch
+}
+
+// submit queues the orders of a leader's reply.
+func (e *executor) submit(epoch uint64, orders []*drummerpb.Order) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if epoch < e.maxEpoch {
+		return // a deposed leader; the current one will send its own
+	}
+	e.maxEpoch = epoch
+	for id, f := range e.done {
+		keep := doneMemory
+		if f.outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+			keep = failedRetryAfter
+		}
+		if now.Sub(f.at) > keep {
+			delete(e.done, id)
+		}
+	}
+	for _, o := range orders {
+		if o == nil || o.Id == "" || e.inflight[o.Id] {
+			continue
+		}
+		if _, recent := e.done[o.Id]; recent {
+			continue
+		}
+		if o.Epoch != epoch {
+			e.record(&drummerpb.OrderResult{Id: o.Id, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED,
+				Error: fmt.Sprintf("order epoch %d differs from its reply's epoch %d", o.Epoch, epoch)})
+			continue
+		}
+		select {
+		case e.queue <- o:
+			e.inflight[o.Id] = true
+		default:
+			return // full: the orders come again with the next reply
+		}
+	}
+}
+
+// record stores a result for the reporters; callers hold e.mu.
+func (e *executor) record(r *drummerpb.OrderResult) {
+	e.seq++
+	now := time.Now()
+	e.results = append(e.results, result{seq: e.seq, at: now, res: r})
+	i := 0
+	for i < len(e.results) && now.Sub(e.results[i].at) > resultTTL {
+		i++
+	}
+	e.results = e.results[i:]
+}
+
+// resultsSince returns results after seq and the latest seq.
+func (e *executor) resultsSince(seq uint64) ([]*drummerpb.OrderResult, uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*drummerpb.OrderResult
+	for _, r := range e.results {
+		if r.seq > seq {
+			out = append(out, r.res)
+		}
+	}
+	return out, e.seq
+}
+
+func (e *executor) startWorkers(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(workers)
+	for range workers {
+		go func() {
+			defer wg.Done()
+			e.work(ctx)
+		}()
+	}
+}
+
+func orderShard(o *drummerpb.Order) uint64 {
+	switch k := o.Kind.(type) {
+	case *drummerpb.Order_Start:
+		return k.Start.GetShardId()
+	case *drummerpb.Order_Stop:
+		return k.Stop.GetShardId()
+	case *drummerpb.Order_ConfigChange:
+		return k.ConfigChange.GetShardId()
+	case *drummerpb.Order_TransferLeader:
+		return k.TransferLeader.GetShardId()
+	}
+	return 0
+}
+
+func (e *executor) work(ctx context.Context) {
+	for {
+		var o *drummerpb.Order
+		select {
+		case <-ctx.Done():
+			return
+		case o = <-e.queue:
+		}
+		shard := orderShard(o)
+		e.mu.Lock()
+		if e.busy[shard] {
+			// Another order of this shard is running: let it come back
+			// with the next reply instead of blocking a worker.
+			delete(e.inflight, o.Id)
+			e.mu.Unlock()
+			continue
+		}
+		e.busy[shard] = true
+		e.mu.Unlock()
+
+		res := e.execute(ctx, o)
+		res.Id = o.Id
+		if res.ShardId == 0 {
+			res.ShardId = shard
+		}
+
+		e.mu.Lock()
+		delete(e.busy, shard)
+		delete(e.inflight, o.Id)
+		e.done[o.Id] = finished{at: time.Now(), outcome: res.Outcome}
+		e.record(res)
+		e.mu.Unlock()
+		if res.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+			e.a.log.Debug("order not carried out", "order", o.Id, "outcome", res.Outcome.String(), "err", res.Error)
+		}
+		e.a.col.onEvent(eventsNudge)
+	}
+}
+
+func done() *drummerpb.OrderResult {
+	return &drummerpb.OrderResult{Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE}
+}
+
+func failed(format string, args ...any) *drummerpb.OrderResult {
+	return &drummerpb.OrderResult{Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED, Error: fmt.Sprintf(format, args...)}
+}
+
+func rejected(format string, args ...any) *drummerpb.OrderResult {
+	return &drummerpb.OrderResult{Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED, Error: fmt.Sprintf(format, args...)}
+}
+
+// execute carries out one order; it never panics.
+func (e *executor) execute(ctx context.Context, o *drummerpb.Order) (res *drummerpb.OrderResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.a.log.Error("BUG: order execution panicked", "order", o.Id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			res = failed("panic: %v", p)
+		}
+	}()
+	switch k := o.Kind.(type) {
+	case *drummerpb.Order_Start:
+		return e.start(k.Start)
+	case *drummerpb.Order_Stop:
+		return e.stop(ctx, k.Stop)
+	case *drummerpb.Order_ConfigChange:
+		return e.configChange(ctx, k.ConfigChange)
+	case *drummerpb.Order_TransferLeader:
+		t := k.TransferLeader
+		if t == nil || t.ShardId == 0 || t.ToReplicaId == 0 {
+			return rejected("malformed leader transfer")
+		}
+		if err := e.a.nh.RequestLeaderTransfer(t.ShardId, t.ToReplicaId); err != nil {
+			return failed("leader transfer: %v", err)
+		}
+		return done()
+	}
+	return rejected("unknown order kind")
+}
+
+// running returns the replica ID of the shard's replica running here.
+func (e *executor) running(shardID uint64) (uint64, bool) {
+	if r := e.a.col.view().replicas[shardID]; r != nil {
+		return r.ReplicaId, true
+	}
+	// The view may lag a start that just happened; ask the NodeHost.
+	info := e.a.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	if info == nil {
+		return 0, false
+	}
+	for _, si := range info.ShardInfoList {
+		if si.ShardID == shardID {
+			return si.ReplicaID, true
+		}
+	}
+	return 0, false
+}
+
+// replicaConfig builds and validates a dragonboat replica config; an
+// invalid one would panic inside dragonboat after the bootstrap record is
+// written.
+func replicaConfig(o *drummerpb.StartReplicaOrder) (config.Config, error) {
+	c := o.GetConfig()
+	rc := config.Config{
+		ShardID:             o.ShardId,
+		ReplicaID:           o.ReplicaId,
+		ElectionRTT:         c.GetElectionRtt(),
+		HeartbeatRTT:        c.GetHeartbeatRtt(),
+		CheckQuorum:         c.GetCheckQuorum(),
+		PreVote:             c.GetPreVote(),
+		SnapshotEntries:     c.GetSnapshotEntries(),
+		CompactionOverhead:  c.GetCompactionOverhead(),
+		OrderedConfigChange: true,
+		IsNonVoting:         o.NonVoting,
+	}
+	if rc.ElectionRTT == 0 || rc.HeartbeatRTT == 0 {
+		return rc, errors.New("missing election/heartbeat RTT")
+	}
+	if err := rc.Validate(); err != nil {
+		return rc, err
+	}
+	return rc, nil
+}
+
+func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult {
+	if o == nil || o.ShardId == 0 || o.ReplicaId == 0 {
+		return rejected("malformed start order")
+	}
+	res := &drummerpb.OrderResult{ShardId: o.ShardId, ReplicaId: o.ReplicaId}
+	app, ok := e.a.cfg.Apps.Get(o.App)
+	if !ok {
+		return rejected("app %q is not registered on this nodehost (registered: %v)", o.App, e.a.cfg.Apps.Names())
+	}
+	rc, err := replicaConfig(o)
+	if err != nil {
+		return rejected("invalid shard config: %v", err)
+	}
+	if id, ok := e.running(o.ShardId); ok {
+		if id == o.ReplicaId {
+			_ = e.a.store.assign(o)
+			return done()
+		}
+		return failed("replica %d of shard %d runs here; it must be stopped first", id, o.ShardId)
+	}
+	var members map[uint64]dragonboat.Target
+	join := o.Join
+	if e.a.nh.HasNodeInfo(o.ShardId, o.ReplicaId) {
+		// Restart from the data on disk; the bootstrap record decides.
+		join = false
+	} else {
+		switch {
+		case join && len(o.InitialMembers) > 0:
+			return rejected("start order has both join and initial members")
+		case !join && len(o.InitialMembers) == 0:
+			return rejected("replica %d of shard %d has no data here and the order gives no initial members", o.ReplicaId, o.ShardId)
+		case !join:
+			if addr := o.InitialMembers[o.ReplicaId]; addr != e.a.cfg.RaftAddress {
+				return rejected("initial members give %q for replica %d, but this host is %s", addr, o.ReplicaId, e.a.cfg.RaftAddress)
+			}
+			members = map[uint64]dragonboat.Target{}
+			for id, addr := range o.InitialMembers {
+				if id == 0 || db.ValidateAddress(addr) != nil {
+					return rejected("invalid initial member %d=%q", id, addr)
+				}
+				members[id] = addr
+			}
+		}
+	}
+	// Record the assignment first: if this process dies mid-start, the
+	// replica is brought back on restart.
+	if err := e.a.store.assign(o); err != nil {
+		return failed("persist assignment: %v", err)
+	}
+	err = e.startReplica(app, members, join, rc)
+	switch {
+	case err == nil:
+	case errors.Is(err, dragonboat.ErrShardAlreadyExist):
+		return failed("shard %d is still being unloaded here; retrying later", o.ShardId)
+	case errors.Is(err, dragonboat.ErrReplicaRemoved):
+		_ = e.a.store.unassign(o.ShardId, o.ReplicaId)
+		return rejected("replica %d of shard %d was removed from this host for good", o.ReplicaId, o.ShardId)
+	case errors.Is(err, dragonboat.ErrInvalidShardSettings):
+		return rejected("dragonboat refused the start: %v", err)
+	default:
+		return failed("start replica: %v", err)
+	}
+	res.Outcome = drummerpb.OrderOutcome_ORDER_OUTCOME_DONE
+	e.a.log.Info("replica started", "shard_id", o.ShardId, "replica_id", o.ReplicaId, "join", join, "non_voting", o.NonVoting)
+	return res
+}
+
+func (e *executor) startReplica(app App, members map[uint64]dragonboat.Target, join bool, rc config.Config) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("dragonboat panicked starting shard %d replica %d: %v", rc.ShardID, rc.ReplicaID, p)
+		}
+	}()
+	nh := e.a.nh
+	switch {
+	case app.Regular != nil:
+		return nh.StartReplica(members, join, app.Regular, rc)
+	case app.Concurrent != nil:
+		return nh.StartConcurrentReplica(members, join, app.Concurrent, rc)
+	case app.OnDisk != nil:
+		return nh.StartOnDiskReplica(members, join, app.OnDisk, rc)
+	}
+	return errors.New("app has no state machine factory")
+}
+
+func (e *executor) stop(ctx context.Context, o *drummerpb.StopReplicaOrder) *drummerpb.OrderResult {
+	if o == nil || o.ShardId == 0 || o.ReplicaId == 0 {
+		return rejected("malformed stop order")
+	}
+	nh := e.a.nh
+	if id, ok := e.running(o.ShardId); ok && id == o.ReplicaId {
+		if err := nh.StopReplica(o.ShardId, o.ReplicaId); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+			return failed("stop replica: %v", err)
+		}
+	}
+	if err := e.a.store.unassign(o.ShardId, o.ReplicaId); err != nil {
+		return failed("persist assignment: %v", err)
+	}
+	if o.RemoveData && nh.HasNodeInfo(o.ShardId, o.ReplicaId) {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := nh.SyncRemoveData(rctx, o.ShardId, o.ReplicaId); err != nil {
+			return failed("remove data: %v", err)
+		}
+		e.a.log.Info("replica data removed", "shard_id", o.ShardId, "replica_id", o.ReplicaId)
+		e.a.col.inventoryDue()
+	}
+	return &drummerpb.OrderResult{Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE, ShardId: o.ShardId, ReplicaId: o.ReplicaId}
+}
+
+func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOrder) *drummerpb.OrderResult {
+	if o == nil || o.ShardId == 0 || o.ReplicaId == 0 {
+		return rejected("malformed config change")
+	}
+	if o.Type != drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE {
+		if err := db.ValidateAddress(o.Target); err != nil {
+			return rejected("config change target: %v", err)
+		}
+	}
+	if _, ok := e.running(o.ShardId); !ok {
+		return failed("shard %d does not run here", o.ShardId)
+	}
+	nh := e.a.nh
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var err error
+	switch o.Type {
+	case drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_ADD_NON_VOTING:
+		err = nh.SyncRequestAddNonVoting(cctx, o.ShardId, o.ReplicaId, o.Target, o.ConfigChangeId)
+	case drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_PROMOTE:
+		err = nh.SyncRequestAddReplica(cctx, o.ShardId, o.ReplicaId, o.Target, o.ConfigChangeId)
+	case drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE:
+		err = nh.SyncRequestDeleteReplica(cctx, o.ShardId, o.ReplicaId, o.ConfigChangeId)
+	default:
+		return rejected("unknown config change type %v", o.Type)
+	}
+	res := &drummerpb.OrderResult{ShardId: o.ShardId, ReplicaId: o.ReplicaId}
+	switch {
+	case err == nil:
+		res.Outcome = drummerpb.OrderOutcome_ORDER_OUTCOME_DONE
+	case errors.Is(err, dragonboat.ErrRejected):
+		res.Outcome, res.Error = drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED, "rejected (stale ConfigChangeID or illegal change)"
+	default:
+		res.Outcome, res.Error = drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED, err.Error()
+	}
+	// Report the membership as it is now either way: it tells the
+	// scheduler whether the change happened.
+	mctx, mcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer mcancel()
+	if m, err := nh.SyncGetShardMembership(mctx, o.ShardId); err == nil {
+		res.Membership = toMembership(m)
+	}
+	if res.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+		e.a.log.Info("membership changed", "shard_id", o.ShardId, "change", o.Type.String(), "replica_id", o.ReplicaId)
+	}
+	return res
+}
+
+// restore brings back, after a restart, the replicas this host was
+// assigned, without waiting for a drummer: the data plane stays up while
+// the control plane is away.
+func (e *executor) restore(ctx context.Context) {
+	for _, o := range e.a.store.assignments() {
+		if ctx.Err() != nil {
+			return
+		}
+		if !e.a.nh.HasNodeInfo(o.ShardId, o.ReplicaId) && o.Join {
+			// A joining replica that never started: wait for the order.
+			continue
+		}
+		res := e.start(o)
+		if res.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+			e.a.log.Warn("could not restore replica", "shard_id", o.ShardId, "replica_id", o.ReplicaId, "err", res.Error)
+		}
+	}
+}

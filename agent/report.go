@@ -1,0 +1,236 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/events"
+)
+
+var eventsNudge = events.Event{Kind: events.NodeReady}
+
+func grpcInsecure() grpc.DialOption {
+	return grpc.WithTransportCredentials(insecure.NewCredentials())
+}
+
+// reporters keeps one reporter per drummer server: heartbeats go to all of
+// them (so every server's soft state is warm), orders come from the leader.
+type reporters struct {
+	a        *Agent
+	interval atomic.Int64 // nanoseconds
+
+	mu      sync.Mutex
+	learned []string
+}
+
+func newReporters(a *Agent) *reporters {
+	r := &reporters{a: a}
+	r.interval.Store(int64(a.cfg.ReportInterval))
+	return r
+}
+
+func (r *reporters) endpoints() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	eps := append(splitEndpoints(r.a.cfg.DrummerEndpoints), r.learned...)
+	slices.Sort(eps)
+	return slices.Compact(eps)
+}
+
+func (r *reporters) learn(eps []string) {
+	if len(eps) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.learned = slices.Clone(eps)
+}
+
+// run keeps a reporter goroutine per known endpoint.
+func (r *reporters) run(ctx context.Context) {
+	running := map[string]context.CancelFunc{}
+	var wg sync.WaitGroup
+	defer func() {
+		for _, cancel := range running {
+			cancel()
+		}
+		wg.Wait()
+	}()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		want := r.endpoints()
+		for _, ep := range want {
+			if _, ok := running[ep]; !ok {
+				rctx, cancel := context.WithCancel(ctx)
+				running[ep] = cancel
+				wg.Add(1)
+				go func() { defer wg.Done(); r.report(rctx, ep) }()
+			}
+		}
+		for ep, cancel := range running {
+			if !slices.Contains(want, ep) {
+				cancel()
+				delete(running, ep)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// endpoint is the delta state for one drummer server.
+type endpoint struct {
+	seq        uint64
+	full       bool
+	lastFull   time.Time
+	sent       map[uint64]*drummerpb.ReplicaReport
+	sentCCI    map[uint64]uint64
+	sentDisk   uint64
+	sentResult uint64
+	lastErr    string
+	lastErrLog time.Time
+}
+
+func (r *reporters) report(ctx context.Context, ep string) {
+	a := r.a
+	cc, err := grpc.NewClient(ep, grpcInsecure())
+	if err != nil {
+		a.log.Error("bad drummer endpoint", "endpoint", ep, "err", err)
+		return
+	}
+	defer cc.Close()
+	dc := drummerpb.NewDrummerClient(cc)
+	st := &endpoint{full: true}
+	for {
+		interval := time.Duration(r.interval.Load())
+		req, v, resSeq := r.build(st)
+		rctx, cancel := context.WithTimeout(ctx, max(2*interval, time.Second))
+		resp, err := dc.Report(rctx, req)
+		cancel()
+		if err != nil {
+			// The server may or may not have taken the deltas: start over
+			// from a full report.
+			st.full = true
+			r.logError(st, ep, err)
+		} else {
+			st.seq = req.Seq
+			if req.Full {
+				st.lastFull = time.Now()
+				st.sentCCI = map[uint64]uint64{}
+			}
+			st.full = resp.NeedFull
+			st.sent = v.replicas
+			for _, rr := range req.Replicas {
+				if rr.Membership != nil {
+					st.sentCCI[rr.ShardId] = rr.Membership.ConfigChangeId
+				}
+			}
+			if req.HasDiskInventory {
+				st.sentDisk = v.diskVersion
+			}
+			st.sentResult = resSeq
+			st.lastErr = ""
+			r.handle(resp)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+func (r *reporters) logError(st *endpoint, ep string, err error) {
+	msg := err.Error()
+	// Say it once per change, and again every minute while it lasts.
+	if msg == st.lastErr && time.Since(st.lastErrLog) < time.Minute {
+		return
+	}
+	st.lastErr, st.lastErrLog = msg, time.Now()
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		r.a.log.Error("drummer refused this nodehost's report", "endpoint", ep, "err", status.Convert(err).Message())
+	default:
+		r.a.log.Warn("cannot report to drummer", "endpoint", ep, "err", msg)
+	}
+}
+
+// build assembles the next report for an endpoint: full, or the deltas
+// since what that endpoint last acknowledged.
+func (r *reporters) build(st *endpoint) (*drummerpb.ReportRequest, *view, uint64) {
+	a := r.a
+	v := a.col.view()
+	full := st.full || st.sent == nil || time.Since(st.lastFull) >= a.cfg.FullReportEvery
+	req := &drummerpb.ReportRequest{
+		HostId: a.store.hostID, RaftAddress: a.cfg.RaftAddress, ApiAddress: a.cfg.APIAddress,
+		Labels: a.cfg.Labels, Apps: a.cfg.Apps.Names(), Version: a.cfg.Version,
+		Session: a.session, Seq: st.seq + 1, Full: full,
+		EpochSeen: a.exec.epochSeen(),
+	}
+	if st.sentCCI == nil {
+		st.sentCCI = map[uint64]uint64{}
+	}
+	ids := make([]uint64, 0, len(v.replicas))
+	for id := range v.replicas {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		cur := v.replicas[id]
+		m := v.memberships[id]
+		newM := m != nil && (full || m.ConfigChangeId > st.sentCCI[id])
+		if !full && !newM && proto.Equal(st.sent[id], cur) {
+			continue
+		}
+		rr := cur
+		if newM {
+			rr = proto.CloneOf(cur)
+			rr.Membership = m
+		}
+		req.Replicas = append(req.Replicas, rr)
+	}
+	if !full {
+		for id, old := range st.sent {
+			if cur := v.replicas[id]; cur == nil || cur.ReplicaId != old.ReplicaId {
+				req.Stopped = append(req.Stopped, &drummerpb.ReplicaKey{ShardId: id, ReplicaId: old.ReplicaId})
+			}
+		}
+	}
+	if v.diskVersion > st.sentDisk || (full && v.diskVersion > 0) {
+		req.HasDiskInventory = true
+		req.Disk = v.disk
+	}
+	results, seq := a.exec.resultsSince(st.sentResult)
+	req.Results = results
+	return req, v, seq
+}
+
+func (r *reporters) handle(resp *drummerpb.ReportResponse) {
+	a := r.a
+	if resp.DeploymentId != 0 && resp.DeploymentId != a.store.deployment {
+		a.log.Error("drummer belongs to another deployment; ignoring its orders",
+			"drummer_deployment_id", resp.DeploymentId, "this_deployment_id", a.store.deployment)
+		return
+	}
+	if resp.ReportIntervalMs != 0 {
+		r.interval.Store(int64(time.Duration(resp.ReportIntervalMs) * time.Millisecond))
+	}
+	if resp.Leader {
+		r.learn(resp.DrummerEndpoints)
+		a.exec.submit(resp.Epoch, resp.Orders)
+	}
+}

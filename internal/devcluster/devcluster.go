@@ -1,0 +1,228 @@
+// Package devcluster runs a whole Drummer deployment in one process on
+// loopback: three drummer servers and N nodehost agents. It backs
+// `drummer dev` and in-process tests.
+package devcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/drummerhq/drummer/agent"
+	"github.com/drummerhq/drummer/server"
+)
+
+// Options configure a dev cluster.
+type Options struct {
+	// Nodehosts is the number of nodehost agents (default 3).
+	Nodehosts int
+	// DataDir keeps state across runs; empty means a temporary directory
+	// removed by Close.
+	DataDir string
+	// Host is the loopback address to bind (default 127.0.0.1).
+	Host string
+	// BasePort lays out the ports: drummer gRPC BasePort+1..3, drummer
+	// Raft BasePort+11..13, nodehost Raft BasePort+100+i, nodehost API
+	// BasePort+200+i. Default 7100.
+	BasePort int
+	// RTTMillisecond for every NodeHost (default 50).
+	RTTMillisecond uint64
+	Logger         *slog.Logger
+	// Apps for the nodehosts (default: the built-in kv app).
+	Apps func() *agent.Registry
+}
+
+// Cluster is a running dev cluster.
+type Cluster struct {
+	opts     Options
+	tmp      bool
+	Servers  []*server.Server
+	Agents   []*agent.Agent
+	mu       sync.Mutex
+	closed   bool
+	DataDir  string
+	Drummers []string // gRPC endpoints
+}
+
+// Ports returns (drummer gRPC, drummer Raft) for server i (1-based) and
+// (nodehost Raft, nodehost API) for agent i.
+func (o Options) serverAddrs(i int) (grpcAddr, raftAddr string) {
+	return fmt.Sprintf("%s:%d", o.Host, o.BasePort+i), fmt.Sprintf("%s:%d", o.Host, o.BasePort+10+i)
+}
+
+func (o Options) agentAddrs(i int) (raftAddr, apiAddr string) {
+	return fmt.Sprintf("%s:%d", o.Host, o.BasePort+100+i), fmt.Sprintf("%s:%d", o.Host, o.BasePort+200+i)
+}
+
+func (o *Options) setDefaults() {
+	if o.Nodehosts <= 0 {
+		o.Nodehosts = 3
+	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.BasePort == 0 {
+		o.BasePort = 7100
+	}
+	if o.RTTMillisecond == 0 {
+		o.RTTMillisecond = 50
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// checkPorts fails early, with a useful message, when a port is taken.
+func (o Options) checkPorts() error {
+	var addrs []string
+	for i := 1; i <= 3; i++ {
+		g, r := o.serverAddrs(i)
+		addrs = append(addrs, g, r)
+	}
+	for i := 1; i <= o.Nodehosts; i++ {
+		r, a := o.agentAddrs(i)
+		addrs = append(addrs, r, a)
+	}
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("port %s is in use (%v); stop what uses it or choose other ports with --base-port", a, err)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// Start brings the cluster up. It returns once every server and agent runs
+// (agents learn the deployment from the servers, which needs a leader).
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	opts.setDefaults()
+	if opts.Nodehosts > 99 {
+		return nil, errors.New("at most 99 nodehosts")
+	}
+	if err := opts.checkPorts(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: opts, DataDir: opts.DataDir}
+	if c.DataDir == "" {
+		dir, err := os.MkdirTemp("", "drummer-dev-")
+		if err != nil {
+			return nil, err
+		}
+		c.DataDir, c.tmp = dir, true
+	}
+	members := map[uint64]string{}
+	for i := 1; i <= 3; i++ {
+		g, r := opts.serverAddrs(i)
+		members[uint64(i)] = r
+		c.Drummers = append(c.Drummers, g)
+	}
+	for i := 1; i <= 3; i++ {
+		g, r := opts.serverAddrs(i)
+		s, err := server.New(server.Config{
+			ReplicaID:      uint64(i),
+			RaftAddress:    r,
+			GRPCAddress:    g,
+			DataDir:        filepath.Join(c.DataDir, fmt.Sprintf("drummer-%d", i)),
+			InitialMembers: members,
+			RTTMillisecond: opts.RTTMillisecond,
+			Logger:         opts.Logger,
+		})
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("drummer server %d: %w", i, err)
+		}
+		c.Servers = append(c.Servers, s)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	agents := make([]*agent.Agent, opts.Nodehosts)
+	for i := 1; i <= opts.Nodehosts; i++ {
+		r, a := opts.agentAddrs(i)
+		cfg := agent.Config{
+			RaftAddress:      r,
+			APIAddress:       a,
+			DataDir:          filepath.Join(c.DataDir, fmt.Sprintf("nodehost-%d", i)),
+			DrummerEndpoints: c.Drummers,
+			Labels:           map[string]string{"region": fmt.Sprintf("r%d", (i-1)%3+1)},
+			RTTMillisecond:   opts.RTTMillisecond,
+			Logger:           opts.Logger,
+		}
+		if opts.Apps != nil {
+			cfg.Apps = opts.Apps()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ag, err := agent.New(ctx, cfg)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("nodehost %d: %w", i, err))
+				return
+			}
+			agents[i-1] = ag
+		}()
+	}
+	wg.Wait()
+	for _, a := range agents {
+		if a != nil {
+			c.Agents = append(c.Agents, a)
+		}
+	}
+	if len(errs) > 0 {
+		c.Close()
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// Close stops every agent and server and removes a temporary data dir.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range c.Agents {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Close() }()
+	}
+	wg.Wait()
+	for _, s := range c.Servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Close() }()
+	}
+	wg.Wait()
+	if c.tmp {
+		_ = os.RemoveAll(c.DataDir)
+	}
+}
+
+// WaitLeader waits until one server holds the scheduler epoch.
+func (c *Cluster) WaitLeader(ctx context.Context) (*server.Server, error) {
+	for {
+		for _, s := range c.Servers {
+			if s.IsLeader() {
+				return s, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no drummer leader: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
