@@ -81,8 +81,8 @@ type Config struct {
 	DeploymentID uint64
 	// RegisterAPI, when set, registers extra services on the API server.
 	RegisterAPI func(*grpc.Server)
-	Logger  *slog.Logger
-	Version string
+	Logger      *slog.Logger
+	Version     string
 }
 
 func (c *Config) setDefaults() {

@@ -193,6 +193,7 @@ func (e *executor) work(ctx context.Context) {
 			e.a.log.Debug("order not carried out", "order", o.Id, "outcome", res.Outcome.String(), "err", res.Error)
 		}
 		e.a.col.onEvent(eventsNudge)
+		e.a.reps.nudge()
 	}
 }
 

@@ -31,12 +31,35 @@ type reporters struct {
 
 	mu      sync.Mutex
 	learned []string
+	// nudged is closed (and replaced) to make every reporter send now
+	// instead of at its next interval: an order finished, so the scheduler
+	// can take the next step without waiting a whole period.
+	nudged chan struct{}
+	last   time.Time
 }
 
 func newReporters(a *Agent) *reporters {
-	r := &reporters{a: a}
+	r := &reporters{a: a, nudged: make(chan struct{})}
 	r.interval.Store(int64(a.cfg.ReportInterval))
 	return r
+}
+
+// nudge asks for an early report; at most one per 50ms.
+func (r *reporters) nudge() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.last) < 50*time.Millisecond {
+		return
+	}
+	r.last = time.Now()
+	close(r.nudged)
+	r.nudged = make(chan struct{})
+}
+
+func (r *reporters) nudgeCh() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.nudged
 }
 
 func (r *reporters) endpoints() []string {
@@ -117,6 +140,7 @@ func (r *reporters) report(ctx context.Context, ep string) {
 	st := &endpoint{full: true}
 	for {
 		interval := time.Duration(r.interval.Load())
+		nudged := r.nudgeCh()
 		req, v, resSeq := r.build(st)
 		rctx, cancel := context.WithTimeout(ctx, max(2*interval, time.Second))
 		resp, err := dc.Report(rctx, req)
@@ -150,6 +174,9 @@ func (r *reporters) report(ctx context.Context, ep string) {
 		case <-ctx.Done():
 			return
 		case <-time.After(interval):
+		case <-nudged:
+			// Let the collector see the effect of the order first.
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }

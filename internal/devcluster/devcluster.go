@@ -147,19 +147,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	)
 	agents := make([]*agent.Agent, opts.Nodehosts)
 	for i := 1; i <= opts.Nodehosts; i++ {
-		r, a := opts.agentAddrs(i)
-		cfg := agent.Config{
-			RaftAddress:      r,
-			APIAddress:       a,
-			DataDir:          filepath.Join(c.DataDir, fmt.Sprintf("nodehost-%d", i)),
-			DrummerEndpoints: c.Drummers,
-			Labels:           map[string]string{"region": fmt.Sprintf("r%d", (i-1)%3+1)},
-			RTTMillisecond:   opts.RTTMillisecond,
-			Logger:           opts.Logger,
-		}
-		if opts.Apps != nil {
-			cfg.Apps = opts.Apps()
-		}
+		cfg := c.AgentConfig(i - 1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -225,4 +213,26 @@ func (c *Cluster) WaitLeader(ctx context.Context) (*server.Server, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// AgentAddrs returns the Raft and API addresses of agent i (0-based).
+func (c *Cluster) AgentAddrs(i int) (raftAddr, apiAddr string) { return c.opts.agentAddrs(i + 1) }
+
+// AgentConfig returns the configuration agent i (0-based) was started with,
+// to restart it.
+func (c *Cluster) AgentConfig(i int) agent.Config {
+	r, a := c.opts.agentAddrs(i + 1)
+	cfg := agent.Config{
+		RaftAddress:      r,
+		APIAddress:       a,
+		DataDir:          filepath.Join(c.DataDir, fmt.Sprintf("nodehost-%d", i+1)),
+		DrummerEndpoints: c.Drummers,
+		Labels:           map[string]string{"region": fmt.Sprintf("r%d", i%3+1)},
+		RTTMillisecond:   c.opts.RTTMillisecond,
+		Logger:           c.opts.Logger,
+	}
+	if c.opts.Apps != nil {
+		cfg.Apps = c.opts.Apps()
+	}
+	return cfg
 }

@@ -1,0 +1,130 @@
+package itest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+
+	"github.com/drummerhq/drummer/agent"
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/client"
+	"github.com/drummerhq/drummer/internal/devcluster"
+	"github.com/drummerhq/drummer/internal/logging"
+)
+
+func startCluster(t *testing.T, nodehosts int) (*devcluster.Cluster, drummerpb.DrummerClient) {
+	t.Helper()
+	log, _ := logging.New(os.Stderr, "text", "warn")
+	if testing.Verbose() {
+		log, _ = logging.New(os.Stderr, "text", "info")
+	}
+	var c *devcluster.Cluster
+	var err error
+	for range 10 {
+		base := 20000 + rand.IntN(400)*100
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		c, err = devcluster.Start(ctx, devcluster.Options{Nodehosts: nodehosts, BasePort: base, DataDir: t.TempDir(), Logger: log})
+		cancel()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	conn, err := client.NewConn(c.Drummers, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return c, conn.Drummer()
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, f func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, msg := f()
+		if ok {
+			return
+		}
+		last = msg
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, last)
+}
+
+func allHealthy(ctx context.Context, d drummerpb.DrummerClient, n int) (bool, string) {
+	ls, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+	if err != nil {
+		return false, err.Error()
+	}
+	h := 0
+	msg := ""
+	for _, s := range ls.Shards {
+		if s.Health == "healthy" {
+			h++
+		} else {
+			msg += fmt.Sprintf("shard %d %s %v; ", s.ShardId, s.Health, s.Explanation)
+		}
+	}
+	return h == n && len(ls.Shards) == n, fmt.Sprintf("%d/%d healthy: %s", h, len(ls.Shards), msg)
+}
+
+func TestRepairAfterHostDeath(t *testing.T) {
+	c, d := startCluster(t, 4)
+	ctx := context.Background()
+	if _, err := d.SetConfig(ctx, &drummerpb.SetConfigRequest{Values: map[string]string{"suspect_timeout": "2s", "dead_timeout": "6s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: 6, Replicas: 3, App: "kv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "launch", func() (bool, string) { return allHealthy(ctx, d, 6) })
+
+	victim := c.Agents[0]
+	victimID := victim.HostID()
+	victim.Close()
+	start := time.Now()
+	waitFor(t, 90*time.Second, "repair", func() (bool, string) {
+		ok, msg := allHealthy(ctx, d, 6)
+		if !ok {
+			return false, msg
+		}
+		ls, _ := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+		for _, s := range ls.Shards {
+			for _, m := range s.Members {
+				if m.HostId == victimID {
+					return false, fmt.Sprintf("shard %d still has replica %d on the dead host", s.ShardId, m.ReplicaId)
+				}
+			}
+		}
+		return true, ""
+	})
+	t.Logf("repaired in %s", time.Since(start))
+
+	// Bring the dead host back with its data: its stale replicas are
+	// zombies now and must be stopped and deleted.
+	back, err := agent.New(ctx, c.AgentConfig(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	waitFor(t, 60*time.Second, "zombie cleanup", func() (bool, string) {
+		info := back.NodeHost().GetNodeHostInfo(dragonboat.DefaultNodeHostInfoOption)
+		if n := len(info.LogInfo); n != 0 {
+			return false, fmt.Sprintf("%d replicas still on disk: %v", n, info.LogInfo)
+		}
+		return true, ""
+	})
+}
