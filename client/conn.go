@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -173,8 +174,10 @@ func retryable(err error) bool {
 func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	backoff := c.opts.RetryBackoff
 	var last error
+	redirects := 0
 	for {
 		redirected := false
+		failed := map[string]bool{}
 		for _, ep := range c.order() {
 			if err := ctx.Err(); err != nil {
 				return c.giveUp(err, last)
@@ -182,35 +185,53 @@ func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 			cc, err := c.conn(ep)
 			if err != nil {
 				last = err
+				failed[ep] = true
 				continue
 			}
 			var trailer metadata.MD
 			callCtx, cancel := context.WithTimeout(ctx, c.attemptTimeout(ctx))
 			err = cc.Invoke(callCtx, method, args, reply, append(opts, grpc.Trailer(&trailer))...)
+			attemptExpired := errors.Is(callCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 			cancel()
 			if err == nil {
 				c.setLeader(ep)
 				return nil
 			}
+			if ctx.Err() != nil {
+				return c.giveUp(ctx.Err(), fmt.Errorf("%s: %w", ep, err))
+			}
 			if !retryable(err) {
-				if ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded && callCtx.Err() != nil {
-					// Our per-attempt dial/answer bound expired, not the
-					// caller's: treat the endpoint as unreachable.
-					last = fmt.Errorf("%s: no answer within %s", ep, c.attemptTimeout(ctx))
+				if attemptExpired && cc.GetState() != connectivity.Ready {
+					// Never connected, so the call was never sent: safe to
+					// try another endpoint.
+					failed[ep] = true
+					last = fmt.Errorf("%s: no connection within %s", ep, c.attemptTimeout(ctx))
 					continue
+				}
+				if attemptExpired {
+					// Our per-attempt bound expired, not the caller's: the
+					// server may still act on the call, so do not repeat
+					// it elsewhere; report the timeout.
+					return status.Errorf(codes.DeadlineExceeded, "%s did not answer within %s: %v", ep, c.attemptTimeout(ctx), err)
 				}
 				return err
 			}
+			failed[ep] = true
 			last = fmt.Errorf("%s: %w", ep, err)
-			if l := trailer.Get(LeaderTrailer); len(l) > 0 && l[0] != "" && l[0] != ep {
+			if l := trailer.Get(LeaderTrailer); len(l) > 0 && l[0] != "" && l[0] != ep && !failed[l[0]] {
 				c.setLeader(l[0])
 				redirected = true
+				redirects++
 				break
 			}
 		}
-		if redirected {
+		// Follow a redirect at once, but not round and round: a leader
+		// that cannot be reached, or servers naming each other, must not
+		// turn into a hot loop.
+		if redirected && redirects <= 2*len(c.Endpoints()) {
 			continue
 		}
+		redirects = 0
 		select {
 		case <-ctx.Done():
 			return c.giveUp(ctx.Err(), last)

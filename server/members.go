@@ -168,8 +168,8 @@ func ApplyConfigValues(c *dbpb.Config, values map[string]string, shardID uint64)
 		}
 	}
 	dur := func(k, v string) (uint64, error) {
-		if v == "" && ov != nil {
-			return 0, nil
+		if ov != nil && (v == "" || v == "default") {
+			return 0, nil // back to the deployment-wide value
 		}
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
