@@ -81,8 +81,11 @@ type Config struct {
 	DeploymentID uint64
 	// RegisterAPI, when set, registers extra services on the API server.
 	RegisterAPI func(*grpc.Server)
-	Logger      *slog.Logger
-	Version     string
+	// APIInterceptors wrap every unary call of the API server (logging,
+	// authorization, fault injection in tests).
+	APIInterceptors []grpc.UnaryServerInterceptor
+	Logger          *slog.Logger
+	Version         string
 }
 
 func (c *Config) setDefaults() {
@@ -216,9 +219,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.col = newCollector(a)
 	a.exec = newExecutor(a)
+	a.exec.restoring.Store(len(st.assignments()) > 0)
 	a.reps = newReporters(a)
 
-	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.ChainUnaryInterceptor(cfg.APIInterceptors...))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	if cfg.RegisterAPI != nil {
@@ -229,7 +233,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 
 	rctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.wg.Add(4)
+	a.wg.Add(5)
+	go func() {
+		defer a.wg.Done()
+		a.store.flusher(rctx, func(err error) { a.log.Error("cannot persist the replica assignments", "err", err) })
+	}()
 	go func() {
 		defer a.wg.Done()
 		if err := a.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -43,6 +44,11 @@ type finished struct {
 type executor struct {
 	a     *Agent
 	queue chan *drummerpb.Order
+	// starts counts start orders queued or running; restoring is set while
+	// the replicas of the previous run are brought back. Either makes the
+	// host report that it is still starting replicas.
+	starts    atomic.Int64
+	restoring atomic.Bool
 
 	mu       sync.Mutex
 	maxEpoch uint64
@@ -99,10 +105,16 @@ func (e *executor) submit(epoch uint64, orders []*drummerpb.Order) {
 				Error: fmt.Sprintf("order epoch %d differs from its reply's epoch %d", o.Epoch, epoch)})
 			continue
 		}
+		if o.GetStart() != nil {
+			e.starts.Add(1)
+		}
 		select {
 		case e.queue <- o:
 			e.inflight[o.Id] = true
 		default:
+			if o.GetStart() != nil {
+				e.starts.Add(-1)
+			}
 			return // full: the orders come again with the next reply
 		}
 	}
@@ -172,12 +184,18 @@ func (e *executor) work(ctx context.Context) {
 			// with the next reply instead of blocking a worker.
 			delete(e.inflight, o.Id)
 			e.mu.Unlock()
+			if o.GetStart() != nil {
+				e.starts.Add(-1)
+			}
 			continue
 		}
 		e.busy[shard] = true
 		e.mu.Unlock()
 
 		res := e.execute(ctx, o)
+		if o.GetStart() != nil {
+			e.starts.Add(-1)
+		}
 		res.Id = o.Id
 		if res.ShardId == 0 {
 			res.ShardId = shard
@@ -296,7 +314,7 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	}
 	if id, ok := e.running(o.ShardId); ok {
 		if id == o.ReplicaId {
-			_ = e.a.store.assign(o)
+			e.a.store.assign(o)
 			return done()
 		}
 		return failed("replica %d of shard %d runs here; it must be stopped first", id, o.ShardId)
@@ -325,18 +343,15 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 			}
 		}
 	}
-	// Record the assignment first: if this process dies mid-start, the
-	// replica is brought back on restart.
-	if err := e.a.store.assign(o); err != nil {
-		return failed("persist assignment: %v", err)
-	}
+	// Record the assignment first, so a restart brings the replica back.
+	e.a.store.assign(o)
 	err = e.startReplica(app, members, join, rc)
 	switch {
 	case err == nil:
 	case errors.Is(err, dragonboat.ErrShardAlreadyExist):
 		return failed("shard %d is still being unloaded here; retrying later", o.ShardId)
 	case errors.Is(err, dragonboat.ErrReplicaRemoved):
-		_ = e.a.store.unassign(o.ShardId, o.ReplicaId)
+		e.a.store.unassign(o.ShardId, o.ReplicaId)
 		return rejected("replica %d of shard %d was removed from this host for good", o.ReplicaId, o.ShardId)
 	case errors.Is(err, dragonboat.ErrInvalidShardSettings):
 		return rejected("dragonboat refused the start: %v", err)
@@ -376,9 +391,7 @@ func (e *executor) stop(ctx context.Context, o *drummerpb.StopReplicaOrder) *dru
 			return failed("stop replica: %v", err)
 		}
 	}
-	if err := e.a.store.unassign(o.ShardId, o.ReplicaId); err != nil {
-		return failed("persist assignment: %v", err)
-	}
+	e.a.store.unassign(o.ShardId, o.ReplicaId)
 	if o.RemoveData && nh.HasNodeInfo(o.ShardId, o.ReplicaId) {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -442,7 +455,12 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 // restore brings back, after a restart, the replicas this host was
 // assigned, without waiting for a drummer: the data plane stays up while
 // the control plane is away.
+// starting reports whether replicas are still being started here.
+func (e *executor) starting() bool { return e.restoring.Load() || e.starts.Load() > 0 }
+
 func (e *executor) restore(ctx context.Context) {
+	e.restoring.Store(true)
+	defer e.restoring.Store(false)
 	for _, o := range e.a.store.assignments() {
 		if ctx.Err() != nil {
 			return

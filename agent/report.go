@@ -207,6 +207,7 @@ func (r *reporters) build(st *endpoint) (*drummerpb.ReportRequest, *view, uint64
 		Labels: a.cfg.Labels, Apps: a.cfg.Apps.Names(), Version: a.cfg.Version,
 		Session: a.session, Seq: st.seq + 1, Full: full,
 		EpochSeen: a.exec.epochSeen(),
+		Starting:  a.exec.starting(),
 	}
 	if st.sentCCI == nil {
 		st.sentCCI = map[uint64]uint64{}

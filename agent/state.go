@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 )
@@ -20,26 +22,36 @@ const stateFile = "drummer-agent.json"
 // persisted is what the agent keeps across restarts in its data directory:
 // its identity, its deployment, and the replicas Drummer assigned to it, so
 // that it brings them back after a restart even while no drummer answers.
+// Assignments are binary StartReplicaOrder messages.
 type persisted struct {
-	HostID       string            `json:"host_id"`
-	DeploymentID uint64            `json:"deployment_id"`
-	RaftAddress  string            `json:"raft_address"`
-	Assignments  []json.RawMessage `json:"assignments"`
+	HostID       string   `json:"host_id"`
+	DeploymentID uint64   `json:"deployment_id"`
+	RaftAddress  string   `json:"raft_address"`
+	Assignments  [][]byte `json:"assignments"`
 }
 
-// store guards the persisted state and its file.
+// store guards the persisted state and its file. Assignment changes are
+// written by a background flusher that coalesces bursts (a launch assigns
+// hundreds of replicas in a second): losing the last changes in a crash
+// costs nothing but time, because Drummer re-sends the start orders of its
+// members and the disk inventory shows replicas with data.
 type store struct {
 	path string
+	kick chan struct{}
 
 	mu          sync.Mutex
 	hostID      string
 	deployment  uint64
 	raftAddress string
 	assigned    map[uint64]*drummerpb.StartReplicaOrder // by shard
+	version     uint64                                  // bumped on every change
+	saved       uint64                                  // version on disk
+
+	fileMu sync.Mutex // serializes writers of the file
 }
 
 func loadStore(dir string) (*store, error) {
-	s := &store{path: filepath.Join(dir, stateFile), assigned: map[uint64]*drummerpb.StartReplicaOrder{}}
+	s := &store{path: filepath.Join(dir, stateFile), assigned: map[uint64]*drummerpb.StartReplicaOrder{}, kick: make(chan struct{}, 1)}
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
@@ -54,7 +66,7 @@ func loadStore(dir string) (*store, error) {
 	s.hostID, s.deployment, s.raftAddress = p.HostID, p.DeploymentID, p.RaftAddress
 	for _, raw := range p.Assignments {
 		var o drummerpb.StartReplicaOrder
-		if err := protojson.Unmarshal(raw, &o); err != nil {
+		if err := proto.Unmarshal(raw, &o); err != nil {
 			return nil, fmt.Errorf("agent state %s: bad assignment: %w", s.path, err)
 		}
 		s.assigned[o.ShardId] = &o
@@ -62,22 +74,31 @@ func loadStore(dir string) (*store, error) {
 	return s, nil
 }
 
-// save writes the state atomically; callers hold s.mu.
+// save writes the current state to the file atomically.
 func (s *store) save() error {
-	p := persisted{HostID: s.hostID, DeploymentID: s.deployment, RaftAddress: s.raftAddress, Assignments: []json.RawMessage{}}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	s.mu.Lock()
+	p := persisted{HostID: s.hostID, DeploymentID: s.deployment, RaftAddress: s.raftAddress, Assignments: [][]byte{}}
 	ids := make([]uint64, 0, len(s.assigned))
 	for id := range s.assigned {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
-		b, err := protojson.Marshal(s.assigned[id])
+	orders := make([]*drummerpb.StartReplicaOrder, len(ids))
+	for i, id := range ids {
+		orders[i] = s.assigned[id] // immutable once stored
+	}
+	version := s.version
+	s.mu.Unlock()
+	for _, o := range orders {
+		b, err := proto.Marshal(o)
 		if err != nil {
 			return err
 		}
 		p.Assignments = append(p.Assignments, b)
 	}
-	b, err := json.MarshalIndent(p, "", "  ")
+	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
@@ -100,34 +121,78 @@ func (s *store) save() error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return fmt.Errorf("write agent state: %w", err)
 	}
+	s.mu.Lock()
+	s.saved = max(s.saved, version)
+	s.mu.Unlock()
 	return nil
+}
+
+// flusher writes changes in the background until ctx ends, then once more.
+func (s *store) flusher(ctx context.Context, log func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			if err := s.flush(); err != nil {
+				log(err)
+			}
+			return
+		case <-s.kick:
+		}
+		if err := s.flush(); err != nil {
+			log(err)
+		}
+		// Coalesce: at most a few writes per second under a burst.
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *store) flush() error {
+	s.mu.Lock()
+	dirty := s.version != s.saved
+	s.mu.Unlock()
+	if !dirty {
+		return nil
+	}
+	return s.save()
+}
+
+func (s *store) changed() {
+	s.version++
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (s *store) setIdentity(hostID string, deployment uint64, raftAddress string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.hostID, s.deployment, s.raftAddress = hostID, deployment, raftAddress
+	s.version++
+	s.mu.Unlock()
 	return s.save()
 }
 
-func (s *store) assign(o *drummerpb.StartReplicaOrder) error {
+func (s *store) assign(o *drummerpb.StartReplicaOrder) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.assigned[o.ShardId]; old != nil && old.ReplicaId == o.ReplicaId {
-		return nil
+		return
 	}
 	s.assigned[o.ShardId] = o
-	return s.save()
+	s.changed()
 }
 
-func (s *store) unassign(shardID, replicaID uint64) error {
+func (s *store) unassign(shardID, replicaID uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.assigned[shardID]; old == nil || old.ReplicaId != replicaID {
-		return nil
+		return
 	}
 	delete(s.assigned, shardID)
-	return s.save()
+	s.changed()
 }
 
 func (s *store) assignment(shardID uint64) *drummerpb.StartReplicaOrder {

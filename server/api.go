@@ -708,3 +708,31 @@ func (s *Server) linearView(ctx context.Context) (*db.State, error) {
 	}
 	return st, nil
 }
+
+// GetServerStatus describes this server; every server answers.
+func (s *Server) GetServerStatus(ctx context.Context, _ *drummerpb.GetServerStatusRequest) (*drummerpb.ServerStatus, error) {
+	st, idx := s.sm.View()
+	leader, _ := s.raftLeader()
+	suspect := time.Duration(st.Config.SuspectTimeoutMs) * time.Millisecond
+	reporting := 0
+	s.obs.mu.RLock()
+	for _, h := range s.obs.o.Hosts {
+		if time.Since(h.LastHeard) < suspect {
+			reporting++
+		}
+	}
+	s.obs.mu.RUnlock()
+	return &drummerpb.ServerStatus{
+		ReplicaId:      s.cfg.ReplicaID,
+		RaftAddress:    s.cfg.RaftAddress,
+		GrpcAddress:    s.advertisedGRPC(),
+		RaftLeaderId:   leader,
+		Scheduler:      s.sched.isActive(),
+		Epoch:          st.Epoch,
+		DbAppliedIndex: idx,
+		DbHash:         st.Hash(),
+		HostsReporting: uint64(reporting),
+		Removed:        s.isRemoved.Load(),
+		Version:        s.cfg.Version,
+	}, nil
+}

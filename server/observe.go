@@ -103,6 +103,13 @@ func (s *observations) ingest(r *drummerpb.ReportRequest, now time.Time) (needFu
 	}
 	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
 	h.LastHeard = now
+	if h.Starting != r.Starting {
+		h.Starting = r.Starting
+		for id := range h.Replicas {
+			s.dirty.Shards[id] = struct{}{}
+		}
+		s.dirty.Hosts[r.HostId] = struct{}{}
+	}
 	if wasSilent {
 		s.dirty.Hosts[r.HostId] = struct{}{}
 		for id := range h.Replicas {

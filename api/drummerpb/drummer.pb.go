@@ -582,7 +582,11 @@ type ReportRequest struct {
 	// Outcomes of orders executed since the previous report.
 	Results []*OrderResult `protobuf:"bytes,17,rep,name=results,proto3" json:"results,omitempty"`
 	// Highest scheduler epoch this agent has seen.
-	EpochSeen     uint64 `protobuf:"varint,18,opt,name=epoch_seen,json=epochSeen,proto3" json:"epoch_seen,omitempty"`
+	EpochSeen uint64 `protobuf:"varint,18,opt,name=epoch_seen,json=epochSeen,proto3" json:"epoch_seen,omitempty"`
+	// The agent is still starting replicas (restoring after a restart, or
+	// working through start orders). Starting N replicas costs O(N^2) in
+	// dragonboat, so a busy host's missing replicas are not yet dead.
+	Starting      bool `protobuf:"varint,19,opt,name=starting,proto3" json:"starting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,6 +724,13 @@ func (x *ReportRequest) GetEpochSeen() uint64 {
 		return x.EpochSeen
 	}
 	return 0
+}
+
+func (x *ReportRequest) GetStarting() bool {
+	if x != nil {
+		return x.Starting
+	}
+	return false
 }
 
 type ReportResponse struct {
@@ -1589,6 +1600,170 @@ func (x *ClusterInfo) GetVersion() string {
 	return ""
 }
 
+type GetServerStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServerStatusRequest) Reset() {
+	*x = GetServerStatusRequest{}
+	mi := &file_drummer_v1_drummer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServerStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServerStatusRequest) ProtoMessage() {}
+
+func (x *GetServerStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drummer_v1_drummer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServerStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetServerStatusRequest) Descriptor() ([]byte, []int) {
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{14}
+}
+
+type ServerStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId   uint64                 `protobuf:"varint,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	// Raft leader of the DB shard as this server sees it (0 = unknown).
+	RaftLeaderId uint64 `protobuf:"varint,4,opt,name=raft_leader_id,json=raftLeaderId,proto3" json:"raft_leader_id,omitempty"`
+	// This server holds the scheduler epoch.
+	Scheduler      bool   `protobuf:"varint,5,opt,name=scheduler,proto3" json:"scheduler,omitempty"`
+	Epoch          uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	DbAppliedIndex uint64 `protobuf:"varint,7,opt,name=db_applied_index,json=dbAppliedIndex,proto3" json:"db_applied_index,omitempty"`
+	DbHash         uint64 `protobuf:"varint,8,opt,name=db_hash,json=dbHash,proto3" json:"db_hash,omitempty"`
+	// Hosts this server currently hears from (reported within the suspect
+	// timeout).
+	HostsReporting uint64 `protobuf:"varint,9,opt,name=hosts_reporting,json=hostsReporting,proto3" json:"hosts_reporting,omitempty"`
+	Removed        bool   `protobuf:"varint,10,opt,name=removed,proto3" json:"removed,omitempty"`
+	Version        string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ServerStatus) Reset() {
+	*x = ServerStatus{}
+	mi := &file_drummer_v1_drummer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerStatus) ProtoMessage() {}
+
+func (x *ServerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_drummer_v1_drummer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
+func (*ServerStatus) Descriptor() ([]byte, []int) {
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ServerStatus) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetRaftLeaderId() uint64 {
+	if x != nil {
+		return x.RaftLeaderId
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetScheduler() bool {
+	if x != nil {
+		return x.Scheduler
+	}
+	return false
+}
+
+func (x *ServerStatus) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetDbAppliedIndex() uint64 {
+	if x != nil {
+		return x.DbAppliedIndex
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetDbHash() uint64 {
+	if x != nil {
+		return x.DbHash
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetHostsReporting() uint64 {
+	if x != nil {
+		return x.HostsReporting
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *ServerStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 type SetRegionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Regions       map[string]uint32      `protobuf:"bytes,1,rep,name=regions,proto3" json:"regions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
@@ -1598,7 +1773,7 @@ type SetRegionsRequest struct {
 
 func (x *SetRegionsRequest) Reset() {
 	*x = SetRegionsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[14]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1785,7 @@ func (x *SetRegionsRequest) String() string {
 func (*SetRegionsRequest) ProtoMessage() {}
 
 func (x *SetRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[14]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1798,7 @@ func (x *SetRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRegionsRequest.ProtoReflect.Descriptor instead.
 func (*SetRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{14}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetRegionsRequest) GetRegions() map[string]uint32 {
@@ -1641,7 +1816,7 @@ type SetRegionsResponse struct {
 
 func (x *SetRegionsResponse) Reset() {
 	*x = SetRegionsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[15]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1828,7 @@ func (x *SetRegionsResponse) String() string {
 func (*SetRegionsResponse) ProtoMessage() {}
 
 func (x *SetRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[15]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1841,7 @@ func (x *SetRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRegionsResponse.ProtoReflect.Descriptor instead.
 func (*SetRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{15}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{17}
 }
 
 type LaunchRequest struct {
@@ -1677,7 +1852,7 @@ type LaunchRequest struct {
 
 func (x *LaunchRequest) Reset() {
 	*x = LaunchRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[16]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1864,7 @@ func (x *LaunchRequest) String() string {
 func (*LaunchRequest) ProtoMessage() {}
 
 func (x *LaunchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[16]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1877,7 @@ func (x *LaunchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchRequest.ProtoReflect.Descriptor instead.
 func (*LaunchRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{16}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{18}
 }
 
 type LaunchResponse struct {
@@ -1714,7 +1889,7 @@ type LaunchResponse struct {
 
 func (x *LaunchResponse) Reset() {
 	*x = LaunchResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[17]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1901,7 @@ func (x *LaunchResponse) String() string {
 func (*LaunchResponse) ProtoMessage() {}
 
 func (x *LaunchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[17]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1914,7 @@ func (x *LaunchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchResponse.ProtoReflect.Descriptor instead.
 func (*LaunchResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{17}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LaunchResponse) GetAlreadyLaunched() bool {
@@ -1767,7 +1942,7 @@ type CreateShardsRequest struct {
 
 func (x *CreateShardsRequest) Reset() {
 	*x = CreateShardsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[18]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1954,7 @@ func (x *CreateShardsRequest) String() string {
 func (*CreateShardsRequest) ProtoMessage() {}
 
 func (x *CreateShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[18]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1967,7 @@ func (x *CreateShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateShardsRequest.ProtoReflect.Descriptor instead.
 func (*CreateShardsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{18}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateShardsRequest) GetFirstShardId() uint64 {
@@ -1846,7 +2021,7 @@ type CreateShardsResponse struct {
 
 func (x *CreateShardsResponse) Reset() {
 	*x = CreateShardsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[19]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2033,7 @@ func (x *CreateShardsResponse) String() string {
 func (*CreateShardsResponse) ProtoMessage() {}
 
 func (x *CreateShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[19]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2046,7 @@ func (x *CreateShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateShardsResponse.ProtoReflect.Descriptor instead.
 func (*CreateShardsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{19}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateShardsResponse) GetShardIds() []uint64 {
@@ -1890,7 +2065,7 @@ type DeleteShardsRequest struct {
 
 func (x *DeleteShardsRequest) Reset() {
 	*x = DeleteShardsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[20]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2077,7 @@ func (x *DeleteShardsRequest) String() string {
 func (*DeleteShardsRequest) ProtoMessage() {}
 
 func (x *DeleteShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[20]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2090,7 @@ func (x *DeleteShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteShardsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{20}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteShardsRequest) GetShardIds() []uint64 {
@@ -1934,7 +2109,7 @@ type DeleteShardsResponse struct {
 
 func (x *DeleteShardsResponse) Reset() {
 	*x = DeleteShardsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[21]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2121,7 @@ func (x *DeleteShardsResponse) String() string {
 func (*DeleteShardsResponse) ProtoMessage() {}
 
 func (x *DeleteShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[21]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2134,7 @@ func (x *DeleteShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteShardsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{21}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteShardsResponse) GetShardIds() []uint64 {
@@ -1979,7 +2154,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[22]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2166,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[22]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2179,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{22}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListShardsRequest) GetShardIds() []uint64 {
@@ -2023,7 +2198,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[23]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2210,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[23]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2223,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{23}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListShardsResponse) GetShards() []*ShardStatus {
@@ -2067,7 +2242,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[24]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2254,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[24]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2267,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{24}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetShardRequest) GetShardId() uint64 {
@@ -2119,7 +2294,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[25]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2306,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[25]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2319,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{25}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemberStatus) GetReplicaId() uint64 {
@@ -2217,7 +2392,7 @@ type ShardStatus struct {
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[26]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2404,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[26]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2417,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{26}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ShardStatus) GetShardId() uint64 {
@@ -2331,7 +2506,7 @@ type LocateShardsRequest struct {
 
 func (x *LocateShardsRequest) Reset() {
 	*x = LocateShardsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[27]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2518,7 @@ func (x *LocateShardsRequest) String() string {
 func (*LocateShardsRequest) ProtoMessage() {}
 
 func (x *LocateShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[27]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2531,7 @@ func (x *LocateShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocateShardsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{27}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocateShardsRequest) GetShardIds() []uint64 {
@@ -2380,7 +2555,7 @@ type ShardLocation struct {
 
 func (x *ShardLocation) Reset() {
 	*x = ShardLocation{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[28]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2567,7 @@ func (x *ShardLocation) String() string {
 func (*ShardLocation) ProtoMessage() {}
 
 func (x *ShardLocation) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[28]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2580,7 @@ func (x *ShardLocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLocation.ProtoReflect.Descriptor instead.
 func (*ShardLocation) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{28}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ShardLocation) GetShardId() uint64 {
@@ -2459,7 +2634,7 @@ type LocateShardsResponse struct {
 
 func (x *LocateShardsResponse) Reset() {
 	*x = LocateShardsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[29]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2646,7 @@ func (x *LocateShardsResponse) String() string {
 func (*LocateShardsResponse) ProtoMessage() {}
 
 func (x *LocateShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[29]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2659,7 @@ func (x *LocateShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocateShardsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{29}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LocateShardsResponse) GetShards() []*ShardLocation {
@@ -2502,7 +2677,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[30]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2689,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[30]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2702,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{30}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{32}
 }
 
 type HostStatus struct {
@@ -2552,7 +2727,7 @@ type HostStatus struct {
 
 func (x *HostStatus) Reset() {
 	*x = HostStatus{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[31]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +2739,7 @@ func (x *HostStatus) String() string {
 func (*HostStatus) ProtoMessage() {}
 
 func (x *HostStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[31]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +2752,7 @@ func (x *HostStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostStatus.ProtoReflect.Descriptor instead.
 func (*HostStatus) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{31}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HostStatus) GetId() string {
@@ -2666,7 +2841,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[32]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2853,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[32]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2866,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{32}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListHostsResponse) GetHosts() []*HostStatus {
@@ -2713,7 +2888,7 @@ type SetHostStateRequest struct {
 
 func (x *SetHostStateRequest) Reset() {
 	*x = SetHostStateRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[33]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2900,7 @@ func (x *SetHostStateRequest) String() string {
 func (*SetHostStateRequest) ProtoMessage() {}
 
 func (x *SetHostStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[33]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2913,7 @@ func (x *SetHostStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHostStateRequest.ProtoReflect.Descriptor instead.
 func (*SetHostStateRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{33}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetHostStateRequest) GetHostId() string {
@@ -2771,7 +2946,7 @@ type SetHostStateResponse struct {
 
 func (x *SetHostStateResponse) Reset() {
 	*x = SetHostStateResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[34]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +2958,7 @@ func (x *SetHostStateResponse) String() string {
 func (*SetHostStateResponse) ProtoMessage() {}
 
 func (x *SetHostStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[34]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +2971,7 @@ func (x *SetHostStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHostStateResponse.ProtoReflect.Descriptor instead.
 func (*SetHostStateResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{34}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetHostStateResponse) GetHost() *HostStatus {
@@ -2818,7 +2993,7 @@ type RemoveHostRequest struct {
 
 func (x *RemoveHostRequest) Reset() {
 	*x = RemoveHostRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[35]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +3005,7 @@ func (x *RemoveHostRequest) String() string {
 func (*RemoveHostRequest) ProtoMessage() {}
 
 func (x *RemoveHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[35]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +3018,7 @@ func (x *RemoveHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveHostRequest.ProtoReflect.Descriptor instead.
 func (*RemoveHostRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{35}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveHostRequest) GetHostId() string {
@@ -2868,7 +3043,7 @@ type RemoveHostResponse struct {
 
 func (x *RemoveHostResponse) Reset() {
 	*x = RemoveHostResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[36]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +3055,7 @@ func (x *RemoveHostResponse) String() string {
 func (*RemoveHostResponse) ProtoMessage() {}
 
 func (x *RemoveHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[36]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +3068,7 @@ func (x *RemoveHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveHostResponse.ProtoReflect.Descriptor instead.
 func (*RemoveHostResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{36}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{38}
 }
 
 type Repair struct {
@@ -2922,7 +3097,7 @@ type Repair struct {
 
 func (x *Repair) Reset() {
 	*x = Repair{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[37]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3109,7 @@ func (x *Repair) String() string {
 func (*Repair) ProtoMessage() {}
 
 func (x *Repair) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[37]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3122,7 @@ func (x *Repair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repair.ProtoReflect.Descriptor instead.
 func (*Repair) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{37}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Repair) GetId() uint64 {
@@ -3063,7 +3238,7 @@ type ListRepairsRequest struct {
 
 func (x *ListRepairsRequest) Reset() {
 	*x = ListRepairsRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[38]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3250,7 @@ func (x *ListRepairsRequest) String() string {
 func (*ListRepairsRequest) ProtoMessage() {}
 
 func (x *ListRepairsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[38]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3263,7 @@ func (x *ListRepairsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRepairsRequest.ProtoReflect.Descriptor instead.
 func (*ListRepairsRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{38}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{40}
 }
 
 type ListRepairsResponse struct {
@@ -3101,7 +3276,7 @@ type ListRepairsResponse struct {
 
 func (x *ListRepairsResponse) Reset() {
 	*x = ListRepairsResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[39]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3113,7 +3288,7 @@ func (x *ListRepairsResponse) String() string {
 func (*ListRepairsResponse) ProtoMessage() {}
 
 func (x *ListRepairsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[39]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3126,7 +3301,7 @@ func (x *ListRepairsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRepairsResponse.ProtoReflect.Descriptor instead.
 func (*ListRepairsResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{39}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListRepairsResponse) GetInFlight() []*Repair {
@@ -3160,7 +3335,7 @@ type RuntimeConfig struct {
 
 func (x *RuntimeConfig) Reset() {
 	*x = RuntimeConfig{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[40]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3347,7 @@ func (x *RuntimeConfig) String() string {
 func (*RuntimeConfig) ProtoMessage() {}
 
 func (x *RuntimeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[40]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3360,7 @@ func (x *RuntimeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeConfig.ProtoReflect.Descriptor instead.
 func (*RuntimeConfig) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{40}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RuntimeConfig) GetReportIntervalMs() uint64 {
@@ -3247,7 +3422,7 @@ type ShardTimeouts struct {
 
 func (x *ShardTimeouts) Reset() {
 	*x = ShardTimeouts{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[41]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3434,7 @@ func (x *ShardTimeouts) String() string {
 func (*ShardTimeouts) ProtoMessage() {}
 
 func (x *ShardTimeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[41]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3447,7 @@ func (x *ShardTimeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardTimeouts.ProtoReflect.Descriptor instead.
 func (*ShardTimeouts) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{41}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ShardTimeouts) GetSuspectTimeoutMs() uint64 {
@@ -3297,7 +3472,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[42]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3484,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[42]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3497,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{42}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{44}
 }
 
 type SetConfigRequest struct {
@@ -3337,7 +3512,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[43]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3524,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[43]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3537,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{43}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetConfigRequest) GetValues() map[string]string {
@@ -3393,7 +3568,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[44]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3580,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[44]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3593,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{44}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Member) GetReplicaId() uint64 {
@@ -3464,7 +3639,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[45]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3476,7 +3651,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[45]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3489,7 +3664,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{45}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{47}
 }
 
 type ListMembersResponse struct {
@@ -3502,7 +3677,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3689,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3702,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{46}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3555,7 +3730,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +3742,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +3755,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{47}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddMemberRequest) GetReplicaId() uint64 {
@@ -3613,7 +3788,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +3800,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +3813,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{48}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -3657,7 +3832,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3844,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +3857,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{49}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RemoveMemberRequest) GetReplicaId() uint64 {
@@ -3701,7 +3876,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +3888,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +3901,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{50}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -3748,7 +3923,7 @@ type KV struct {
 
 func (x *KV) Reset() {
 	*x = KV{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3935,7 @@ func (x *KV) String() string {
 func (*KV) ProtoMessage() {}
 
 func (x *KV) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3948,7 @@ func (x *KV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KV.ProtoReflect.Descriptor instead.
 func (*KV) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{51}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *KV) GetKey() string {
@@ -3813,7 +3988,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3825,7 +4000,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3838,7 +4013,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{52}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *KVGetRequest) GetKey() string {
@@ -3858,7 +4033,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3870,7 +4045,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3883,7 +4058,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{53}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *KVGetResponse) GetFound() bool {
@@ -3915,7 +4090,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4102,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4115,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{54}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *KVPutRequest) GetKey() string {
@@ -3987,7 +4162,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3999,7 +4174,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4012,7 +4187,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{55}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *KVPutResponse) GetResult() KVResult {
@@ -4064,7 +4239,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"membership\x18\t \x01(\v2\x16.drummer.v1.MembershipR\n" +
 	"membership\x12\x10\n" +
 	"\x03app\x18\n" +
-	" \x01(\tR\x03app\"\xe9\x04\n" +
+	" \x01(\tR\x03app\"\x85\x05\n" +
 	"\rReportRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -4083,7 +4258,8 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x04disk\x18\x10 \x03(\v2\x16.drummer.v1.ReplicaKeyR\x04disk\x121\n" +
 	"\aresults\x18\x11 \x03(\v2\x17.drummer.v1.OrderResultR\aresults\x12\x1d\n" +
 	"\n" +
-	"epoch_seen\x18\x12 \x01(\x04R\tepochSeen\x1a9\n" +
+	"epoch_seen\x18\x12 \x01(\x04R\tepochSeen\x12\x1a\n" +
+	"\bstarting\x18\x13 \x01(\bR\bstarting\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x02\n" +
@@ -4171,7 +4347,22 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1a9\n" +
 	"\vHealthEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x95\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x18\n" +
+	"\x16GetServerStatusRequest\"\xed\x02\n" +
+	"\fServerStatus\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12$\n" +
+	"\x0eraft_leader_id\x18\x04 \x01(\x04R\fraftLeaderId\x12\x1c\n" +
+	"\tscheduler\x18\x05 \x01(\bR\tscheduler\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12(\n" +
+	"\x10db_applied_index\x18\a \x01(\x04R\x0edbAppliedIndex\x12\x17\n" +
+	"\adb_hash\x18\b \x01(\x04R\x06dbHash\x12'\n" +
+	"\x0fhosts_reporting\x18\t \x01(\x04R\x0ehostsReporting\x12\x18\n" +
+	"\aremoved\x18\n" +
+	" \x01(\bR\aremoved\x12\x18\n" +
+	"\aversion\x18\v \x01(\tR\aversion\"\x95\x01\n" +
 	"\x11SetRegionsRequest\x12D\n" +
 	"\aregions\x18\x01 \x03(\v2*.drummer.v1.SetRegionsRequest.RegionsEntryR\aregions\x1a:\n" +
 	"\fRegionsEntry\x12\x10\n" +
@@ -4386,10 +4577,11 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x15KV_RESULT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KV_RESULT_UPDATED\x10\x01\x12\x17\n" +
 	"\x13KV_RESULT_FINALIZED\x10\x02\x12\x16\n" +
-	"\x12KV_RESULT_REJECTED\x10\x032\xdd\v\n" +
+	"\x12KV_RESULT_REJECTED\x10\x032\xae\f\n" +
 	"\aDrummer\x12?\n" +
 	"\x06Report\x12\x19.drummer.v1.ReportRequest\x1a\x1a.drummer.v1.ReportResponse\x12L\n" +
-	"\x0eGetClusterInfo\x12!.drummer.v1.GetClusterInfoRequest\x1a\x17.drummer.v1.ClusterInfo\x12K\n" +
+	"\x0eGetClusterInfo\x12!.drummer.v1.GetClusterInfoRequest\x1a\x17.drummer.v1.ClusterInfo\x12O\n" +
+	"\x0fGetServerStatus\x12\".drummer.v1.GetServerStatusRequest\x1a\x18.drummer.v1.ServerStatus\x12K\n" +
 	"\n" +
 	"SetRegions\x12\x1d.drummer.v1.SetRegionsRequest\x1a\x1e.drummer.v1.SetRegionsResponse\x12?\n" +
 	"\x06Launch\x12\x19.drummer.v1.LaunchRequest\x1a\x1a.drummer.v1.LaunchResponse\x12Q\n" +
@@ -4425,96 +4617,98 @@ func file_drummer_v1_drummer_proto_rawDescGZIP() []byte {
 }
 
 var file_drummer_v1_drummer_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_drummer_v1_drummer_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_drummer_v1_drummer_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_drummer_v1_drummer_proto_goTypes = []any{
-	(ReplicaRole)(0),              // 0: drummer.v1.ReplicaRole
-	(ConfigChangeType)(0),         // 1: drummer.v1.ConfigChangeType
-	(OrderOutcome)(0),             // 2: drummer.v1.OrderOutcome
-	(HostAdminAction)(0),          // 3: drummer.v1.HostAdminAction
-	(KVResult)(0),                 // 4: drummer.v1.KVResult
-	(*ReplicaKey)(nil),            // 5: drummer.v1.ReplicaKey
-	(*Membership)(nil),            // 6: drummer.v1.Membership
-	(*ReplicaReport)(nil),         // 7: drummer.v1.ReplicaReport
-	(*ReportRequest)(nil),         // 8: drummer.v1.ReportRequest
-	(*ReportResponse)(nil),        // 9: drummer.v1.ReportResponse
-	(*ShardConfig)(nil),           // 10: drummer.v1.ShardConfig
-	(*StartReplicaOrder)(nil),     // 11: drummer.v1.StartReplicaOrder
-	(*StopReplicaOrder)(nil),      // 12: drummer.v1.StopReplicaOrder
-	(*ConfigChangeOrder)(nil),     // 13: drummer.v1.ConfigChangeOrder
-	(*TransferLeaderOrder)(nil),   // 14: drummer.v1.TransferLeaderOrder
-	(*Order)(nil),                 // 15: drummer.v1.Order
-	(*OrderResult)(nil),           // 16: drummer.v1.OrderResult
-	(*GetClusterInfoRequest)(nil), // 17: drummer.v1.GetClusterInfoRequest
-	(*ClusterInfo)(nil),           // 18: drummer.v1.ClusterInfo
-	(*SetRegionsRequest)(nil),     // 19: drummer.v1.SetRegionsRequest
-	(*SetRegionsResponse)(nil),    // 20: drummer.v1.SetRegionsResponse
-	(*LaunchRequest)(nil),         // 21: drummer.v1.LaunchRequest
-	(*LaunchResponse)(nil),        // 22: drummer.v1.LaunchResponse
-	(*CreateShardsRequest)(nil),   // 23: drummer.v1.CreateShardsRequest
-	(*CreateShardsResponse)(nil),  // 24: drummer.v1.CreateShardsResponse
-	(*DeleteShardsRequest)(nil),   // 25: drummer.v1.DeleteShardsRequest
-	(*DeleteShardsResponse)(nil),  // 26: drummer.v1.DeleteShardsResponse
-	(*ListShardsRequest)(nil),     // 27: drummer.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),    // 28: drummer.v1.ListShardsResponse
-	(*GetShardRequest)(nil),       // 29: drummer.v1.GetShardRequest
-	(*MemberStatus)(nil),          // 30: drummer.v1.MemberStatus
-	(*ShardStatus)(nil),           // 31: drummer.v1.ShardStatus
-	(*LocateShardsRequest)(nil),   // 32: drummer.v1.LocateShardsRequest
-	(*ShardLocation)(nil),         // 33: drummer.v1.ShardLocation
-	(*LocateShardsResponse)(nil),  // 34: drummer.v1.LocateShardsResponse
-	(*ListHostsRequest)(nil),      // 35: drummer.v1.ListHostsRequest
-	(*HostStatus)(nil),            // 36: drummer.v1.HostStatus
-	(*ListHostsResponse)(nil),     // 37: drummer.v1.ListHostsResponse
-	(*SetHostStateRequest)(nil),   // 38: drummer.v1.SetHostStateRequest
-	(*SetHostStateResponse)(nil),  // 39: drummer.v1.SetHostStateResponse
-	(*RemoveHostRequest)(nil),     // 40: drummer.v1.RemoveHostRequest
-	(*RemoveHostResponse)(nil),    // 41: drummer.v1.RemoveHostResponse
-	(*Repair)(nil),                // 42: drummer.v1.Repair
-	(*ListRepairsRequest)(nil),    // 43: drummer.v1.ListRepairsRequest
-	(*ListRepairsResponse)(nil),   // 44: drummer.v1.ListRepairsResponse
-	(*RuntimeConfig)(nil),         // 45: drummer.v1.RuntimeConfig
-	(*ShardTimeouts)(nil),         // 46: drummer.v1.ShardTimeouts
-	(*GetConfigRequest)(nil),      // 47: drummer.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),      // 48: drummer.v1.SetConfigRequest
-	(*Member)(nil),                // 49: drummer.v1.Member
-	(*ListMembersRequest)(nil),    // 50: drummer.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 51: drummer.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),      // 52: drummer.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),     // 53: drummer.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),   // 54: drummer.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),  // 55: drummer.v1.RemoveMemberResponse
-	(*KV)(nil),                    // 56: drummer.v1.KV
-	(*KVGetRequest)(nil),          // 57: drummer.v1.KVGetRequest
-	(*KVGetResponse)(nil),         // 58: drummer.v1.KVGetResponse
-	(*KVPutRequest)(nil),          // 59: drummer.v1.KVPutRequest
-	(*KVPutResponse)(nil),         // 60: drummer.v1.KVPutResponse
-	nil,                           // 61: drummer.v1.Membership.VotersEntry
-	nil,                           // 62: drummer.v1.Membership.NonVotingEntry
-	nil,                           // 63: drummer.v1.Membership.WitnessesEntry
-	nil,                           // 64: drummer.v1.ReportRequest.LabelsEntry
-	nil,                           // 65: drummer.v1.StartReplicaOrder.InitialMembersEntry
-	nil,                           // 66: drummer.v1.ClusterInfo.RegionsEntry
-	nil,                           // 67: drummer.v1.ClusterInfo.HealthEntry
-	nil,                           // 68: drummer.v1.SetRegionsRequest.RegionsEntry
-	nil,                           // 69: drummer.v1.CreateShardsRequest.RegionsEntry
-	nil,                           // 70: drummer.v1.ShardStatus.RegionsEntry
-	nil,                           // 71: drummer.v1.HostStatus.LabelsEntry
-	nil,                           // 72: drummer.v1.RuntimeConfig.ShardOverridesEntry
-	nil,                           // 73: drummer.v1.SetConfigRequest.ValuesEntry
+	(ReplicaRole)(0),               // 0: drummer.v1.ReplicaRole
+	(ConfigChangeType)(0),          // 1: drummer.v1.ConfigChangeType
+	(OrderOutcome)(0),              // 2: drummer.v1.OrderOutcome
+	(HostAdminAction)(0),           // 3: drummer.v1.HostAdminAction
+	(KVResult)(0),                  // 4: drummer.v1.KVResult
+	(*ReplicaKey)(nil),             // 5: drummer.v1.ReplicaKey
+	(*Membership)(nil),             // 6: drummer.v1.Membership
+	(*ReplicaReport)(nil),          // 7: drummer.v1.ReplicaReport
+	(*ReportRequest)(nil),          // 8: drummer.v1.ReportRequest
+	(*ReportResponse)(nil),         // 9: drummer.v1.ReportResponse
+	(*ShardConfig)(nil),            // 10: drummer.v1.ShardConfig
+	(*StartReplicaOrder)(nil),      // 11: drummer.v1.StartReplicaOrder
+	(*StopReplicaOrder)(nil),       // 12: drummer.v1.StopReplicaOrder
+	(*ConfigChangeOrder)(nil),      // 13: drummer.v1.ConfigChangeOrder
+	(*TransferLeaderOrder)(nil),    // 14: drummer.v1.TransferLeaderOrder
+	(*Order)(nil),                  // 15: drummer.v1.Order
+	(*OrderResult)(nil),            // 16: drummer.v1.OrderResult
+	(*GetClusterInfoRequest)(nil),  // 17: drummer.v1.GetClusterInfoRequest
+	(*ClusterInfo)(nil),            // 18: drummer.v1.ClusterInfo
+	(*GetServerStatusRequest)(nil), // 19: drummer.v1.GetServerStatusRequest
+	(*ServerStatus)(nil),           // 20: drummer.v1.ServerStatus
+	(*SetRegionsRequest)(nil),      // 21: drummer.v1.SetRegionsRequest
+	(*SetRegionsResponse)(nil),     // 22: drummer.v1.SetRegionsResponse
+	(*LaunchRequest)(nil),          // 23: drummer.v1.LaunchRequest
+	(*LaunchResponse)(nil),         // 24: drummer.v1.LaunchResponse
+	(*CreateShardsRequest)(nil),    // 25: drummer.v1.CreateShardsRequest
+	(*CreateShardsResponse)(nil),   // 26: drummer.v1.CreateShardsResponse
+	(*DeleteShardsRequest)(nil),    // 27: drummer.v1.DeleteShardsRequest
+	(*DeleteShardsResponse)(nil),   // 28: drummer.v1.DeleteShardsResponse
+	(*ListShardsRequest)(nil),      // 29: drummer.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),     // 30: drummer.v1.ListShardsResponse
+	(*GetShardRequest)(nil),        // 31: drummer.v1.GetShardRequest
+	(*MemberStatus)(nil),           // 32: drummer.v1.MemberStatus
+	(*ShardStatus)(nil),            // 33: drummer.v1.ShardStatus
+	(*LocateShardsRequest)(nil),    // 34: drummer.v1.LocateShardsRequest
+	(*ShardLocation)(nil),          // 35: drummer.v1.ShardLocation
+	(*LocateShardsResponse)(nil),   // 36: drummer.v1.LocateShardsResponse
+	(*ListHostsRequest)(nil),       // 37: drummer.v1.ListHostsRequest
+	(*HostStatus)(nil),             // 38: drummer.v1.HostStatus
+	(*ListHostsResponse)(nil),      // 39: drummer.v1.ListHostsResponse
+	(*SetHostStateRequest)(nil),    // 40: drummer.v1.SetHostStateRequest
+	(*SetHostStateResponse)(nil),   // 41: drummer.v1.SetHostStateResponse
+	(*RemoveHostRequest)(nil),      // 42: drummer.v1.RemoveHostRequest
+	(*RemoveHostResponse)(nil),     // 43: drummer.v1.RemoveHostResponse
+	(*Repair)(nil),                 // 44: drummer.v1.Repair
+	(*ListRepairsRequest)(nil),     // 45: drummer.v1.ListRepairsRequest
+	(*ListRepairsResponse)(nil),    // 46: drummer.v1.ListRepairsResponse
+	(*RuntimeConfig)(nil),          // 47: drummer.v1.RuntimeConfig
+	(*ShardTimeouts)(nil),          // 48: drummer.v1.ShardTimeouts
+	(*GetConfigRequest)(nil),       // 49: drummer.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),       // 50: drummer.v1.SetConfigRequest
+	(*Member)(nil),                 // 51: drummer.v1.Member
+	(*ListMembersRequest)(nil),     // 52: drummer.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),    // 53: drummer.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),       // 54: drummer.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),      // 55: drummer.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),    // 56: drummer.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),   // 57: drummer.v1.RemoveMemberResponse
+	(*KV)(nil),                     // 58: drummer.v1.KV
+	(*KVGetRequest)(nil),           // 59: drummer.v1.KVGetRequest
+	(*KVGetResponse)(nil),          // 60: drummer.v1.KVGetResponse
+	(*KVPutRequest)(nil),           // 61: drummer.v1.KVPutRequest
+	(*KVPutResponse)(nil),          // 62: drummer.v1.KVPutResponse
+	nil,                            // 63: drummer.v1.Membership.VotersEntry
+	nil,                            // 64: drummer.v1.Membership.NonVotingEntry
+	nil,                            // 65: drummer.v1.Membership.WitnessesEntry
+	nil,                            // 66: drummer.v1.ReportRequest.LabelsEntry
+	nil,                            // 67: drummer.v1.StartReplicaOrder.InitialMembersEntry
+	nil,                            // 68: drummer.v1.ClusterInfo.RegionsEntry
+	nil,                            // 69: drummer.v1.ClusterInfo.HealthEntry
+	nil,                            // 70: drummer.v1.SetRegionsRequest.RegionsEntry
+	nil,                            // 71: drummer.v1.CreateShardsRequest.RegionsEntry
+	nil,                            // 72: drummer.v1.ShardStatus.RegionsEntry
+	nil,                            // 73: drummer.v1.HostStatus.LabelsEntry
+	nil,                            // 74: drummer.v1.RuntimeConfig.ShardOverridesEntry
+	nil,                            // 75: drummer.v1.SetConfigRequest.ValuesEntry
 }
 var file_drummer_v1_drummer_proto_depIdxs = []int32{
-	61, // 0: drummer.v1.Membership.voters:type_name -> drummer.v1.Membership.VotersEntry
-	62, // 1: drummer.v1.Membership.non_voting:type_name -> drummer.v1.Membership.NonVotingEntry
-	63, // 2: drummer.v1.Membership.witnesses:type_name -> drummer.v1.Membership.WitnessesEntry
+	63, // 0: drummer.v1.Membership.voters:type_name -> drummer.v1.Membership.VotersEntry
+	64, // 1: drummer.v1.Membership.non_voting:type_name -> drummer.v1.Membership.NonVotingEntry
+	65, // 2: drummer.v1.Membership.witnesses:type_name -> drummer.v1.Membership.WitnessesEntry
 	0,  // 3: drummer.v1.ReplicaReport.role:type_name -> drummer.v1.ReplicaRole
 	6,  // 4: drummer.v1.ReplicaReport.membership:type_name -> drummer.v1.Membership
-	64, // 5: drummer.v1.ReportRequest.labels:type_name -> drummer.v1.ReportRequest.LabelsEntry
+	66, // 5: drummer.v1.ReportRequest.labels:type_name -> drummer.v1.ReportRequest.LabelsEntry
 	7,  // 6: drummer.v1.ReportRequest.replicas:type_name -> drummer.v1.ReplicaReport
 	5,  // 7: drummer.v1.ReportRequest.stopped:type_name -> drummer.v1.ReplicaKey
 	5,  // 8: drummer.v1.ReportRequest.disk:type_name -> drummer.v1.ReplicaKey
 	16, // 9: drummer.v1.ReportRequest.results:type_name -> drummer.v1.OrderResult
 	15, // 10: drummer.v1.ReportResponse.orders:type_name -> drummer.v1.Order
-	65, // 11: drummer.v1.StartReplicaOrder.initial_members:type_name -> drummer.v1.StartReplicaOrder.InitialMembersEntry
+	67, // 11: drummer.v1.StartReplicaOrder.initial_members:type_name -> drummer.v1.StartReplicaOrder.InitialMembersEntry
 	10, // 12: drummer.v1.StartReplicaOrder.config:type_name -> drummer.v1.ShardConfig
 	1,  // 13: drummer.v1.ConfigChangeOrder.type:type_name -> drummer.v1.ConfigChangeType
 	11, // 14: drummer.v1.Order.start:type_name -> drummer.v1.StartReplicaOrder
@@ -4523,72 +4717,74 @@ var file_drummer_v1_drummer_proto_depIdxs = []int32{
 	14, // 17: drummer.v1.Order.transfer_leader:type_name -> drummer.v1.TransferLeaderOrder
 	2,  // 18: drummer.v1.OrderResult.outcome:type_name -> drummer.v1.OrderOutcome
 	6,  // 19: drummer.v1.OrderResult.membership:type_name -> drummer.v1.Membership
-	66, // 20: drummer.v1.ClusterInfo.regions:type_name -> drummer.v1.ClusterInfo.RegionsEntry
-	67, // 21: drummer.v1.ClusterInfo.health:type_name -> drummer.v1.ClusterInfo.HealthEntry
-	68, // 22: drummer.v1.SetRegionsRequest.regions:type_name -> drummer.v1.SetRegionsRequest.RegionsEntry
-	69, // 23: drummer.v1.CreateShardsRequest.regions:type_name -> drummer.v1.CreateShardsRequest.RegionsEntry
-	31, // 24: drummer.v1.ListShardsResponse.shards:type_name -> drummer.v1.ShardStatus
-	70, // 25: drummer.v1.ShardStatus.regions:type_name -> drummer.v1.ShardStatus.RegionsEntry
-	30, // 26: drummer.v1.ShardStatus.members:type_name -> drummer.v1.MemberStatus
-	42, // 27: drummer.v1.ShardStatus.repair:type_name -> drummer.v1.Repair
-	30, // 28: drummer.v1.ShardLocation.members:type_name -> drummer.v1.MemberStatus
-	33, // 29: drummer.v1.LocateShardsResponse.shards:type_name -> drummer.v1.ShardLocation
-	71, // 30: drummer.v1.HostStatus.labels:type_name -> drummer.v1.HostStatus.LabelsEntry
-	36, // 31: drummer.v1.ListHostsResponse.hosts:type_name -> drummer.v1.HostStatus
+	68, // 20: drummer.v1.ClusterInfo.regions:type_name -> drummer.v1.ClusterInfo.RegionsEntry
+	69, // 21: drummer.v1.ClusterInfo.health:type_name -> drummer.v1.ClusterInfo.HealthEntry
+	70, // 22: drummer.v1.SetRegionsRequest.regions:type_name -> drummer.v1.SetRegionsRequest.RegionsEntry
+	71, // 23: drummer.v1.CreateShardsRequest.regions:type_name -> drummer.v1.CreateShardsRequest.RegionsEntry
+	33, // 24: drummer.v1.ListShardsResponse.shards:type_name -> drummer.v1.ShardStatus
+	72, // 25: drummer.v1.ShardStatus.regions:type_name -> drummer.v1.ShardStatus.RegionsEntry
+	32, // 26: drummer.v1.ShardStatus.members:type_name -> drummer.v1.MemberStatus
+	44, // 27: drummer.v1.ShardStatus.repair:type_name -> drummer.v1.Repair
+	32, // 28: drummer.v1.ShardLocation.members:type_name -> drummer.v1.MemberStatus
+	35, // 29: drummer.v1.LocateShardsResponse.shards:type_name -> drummer.v1.ShardLocation
+	73, // 30: drummer.v1.HostStatus.labels:type_name -> drummer.v1.HostStatus.LabelsEntry
+	38, // 31: drummer.v1.ListHostsResponse.hosts:type_name -> drummer.v1.HostStatus
 	3,  // 32: drummer.v1.SetHostStateRequest.action:type_name -> drummer.v1.HostAdminAction
-	36, // 33: drummer.v1.SetHostStateResponse.host:type_name -> drummer.v1.HostStatus
-	42, // 34: drummer.v1.ListRepairsResponse.in_flight:type_name -> drummer.v1.Repair
-	42, // 35: drummer.v1.ListRepairsResponse.recent:type_name -> drummer.v1.Repair
-	72, // 36: drummer.v1.RuntimeConfig.shard_overrides:type_name -> drummer.v1.RuntimeConfig.ShardOverridesEntry
-	73, // 37: drummer.v1.SetConfigRequest.values:type_name -> drummer.v1.SetConfigRequest.ValuesEntry
-	49, // 38: drummer.v1.ListMembersResponse.members:type_name -> drummer.v1.Member
-	49, // 39: drummer.v1.AddMemberResponse.members:type_name -> drummer.v1.Member
-	49, // 40: drummer.v1.RemoveMemberResponse.members:type_name -> drummer.v1.Member
-	56, // 41: drummer.v1.KVGetResponse.kv:type_name -> drummer.v1.KV
+	38, // 33: drummer.v1.SetHostStateResponse.host:type_name -> drummer.v1.HostStatus
+	44, // 34: drummer.v1.ListRepairsResponse.in_flight:type_name -> drummer.v1.Repair
+	44, // 35: drummer.v1.ListRepairsResponse.recent:type_name -> drummer.v1.Repair
+	74, // 36: drummer.v1.RuntimeConfig.shard_overrides:type_name -> drummer.v1.RuntimeConfig.ShardOverridesEntry
+	75, // 37: drummer.v1.SetConfigRequest.values:type_name -> drummer.v1.SetConfigRequest.ValuesEntry
+	51, // 38: drummer.v1.ListMembersResponse.members:type_name -> drummer.v1.Member
+	51, // 39: drummer.v1.AddMemberResponse.members:type_name -> drummer.v1.Member
+	51, // 40: drummer.v1.RemoveMemberResponse.members:type_name -> drummer.v1.Member
+	58, // 41: drummer.v1.KVGetResponse.kv:type_name -> drummer.v1.KV
 	4,  // 42: drummer.v1.KVPutResponse.result:type_name -> drummer.v1.KVResult
-	46, // 43: drummer.v1.RuntimeConfig.ShardOverridesEntry.value:type_name -> drummer.v1.ShardTimeouts
+	48, // 43: drummer.v1.RuntimeConfig.ShardOverridesEntry.value:type_name -> drummer.v1.ShardTimeouts
 	8,  // 44: drummer.v1.Drummer.Report:input_type -> drummer.v1.ReportRequest
 	17, // 45: drummer.v1.Drummer.GetClusterInfo:input_type -> drummer.v1.GetClusterInfoRequest
-	19, // 46: drummer.v1.Drummer.SetRegions:input_type -> drummer.v1.SetRegionsRequest
-	21, // 47: drummer.v1.Drummer.Launch:input_type -> drummer.v1.LaunchRequest
-	23, // 48: drummer.v1.Drummer.CreateShards:input_type -> drummer.v1.CreateShardsRequest
-	25, // 49: drummer.v1.Drummer.DeleteShards:input_type -> drummer.v1.DeleteShardsRequest
-	27, // 50: drummer.v1.Drummer.ListShards:input_type -> drummer.v1.ListShardsRequest
-	29, // 51: drummer.v1.Drummer.GetShard:input_type -> drummer.v1.GetShardRequest
-	32, // 52: drummer.v1.Drummer.LocateShards:input_type -> drummer.v1.LocateShardsRequest
-	35, // 53: drummer.v1.Drummer.ListHosts:input_type -> drummer.v1.ListHostsRequest
-	38, // 54: drummer.v1.Drummer.SetHostState:input_type -> drummer.v1.SetHostStateRequest
-	40, // 55: drummer.v1.Drummer.RemoveHost:input_type -> drummer.v1.RemoveHostRequest
-	43, // 56: drummer.v1.Drummer.ListRepairs:input_type -> drummer.v1.ListRepairsRequest
-	47, // 57: drummer.v1.Drummer.GetConfig:input_type -> drummer.v1.GetConfigRequest
-	48, // 58: drummer.v1.Drummer.SetConfig:input_type -> drummer.v1.SetConfigRequest
-	50, // 59: drummer.v1.Drummer.ListMembers:input_type -> drummer.v1.ListMembersRequest
-	52, // 60: drummer.v1.Drummer.AddMember:input_type -> drummer.v1.AddMemberRequest
-	54, // 61: drummer.v1.Drummer.RemoveMember:input_type -> drummer.v1.RemoveMemberRequest
-	57, // 62: drummer.v1.Drummer.KVGet:input_type -> drummer.v1.KVGetRequest
-	59, // 63: drummer.v1.Drummer.KVPut:input_type -> drummer.v1.KVPutRequest
-	9,  // 64: drummer.v1.Drummer.Report:output_type -> drummer.v1.ReportResponse
-	18, // 65: drummer.v1.Drummer.GetClusterInfo:output_type -> drummer.v1.ClusterInfo
-	20, // 66: drummer.v1.Drummer.SetRegions:output_type -> drummer.v1.SetRegionsResponse
-	22, // 67: drummer.v1.Drummer.Launch:output_type -> drummer.v1.LaunchResponse
-	24, // 68: drummer.v1.Drummer.CreateShards:output_type -> drummer.v1.CreateShardsResponse
-	26, // 69: drummer.v1.Drummer.DeleteShards:output_type -> drummer.v1.DeleteShardsResponse
-	28, // 70: drummer.v1.Drummer.ListShards:output_type -> drummer.v1.ListShardsResponse
-	31, // 71: drummer.v1.Drummer.GetShard:output_type -> drummer.v1.ShardStatus
-	34, // 72: drummer.v1.Drummer.LocateShards:output_type -> drummer.v1.LocateShardsResponse
-	37, // 73: drummer.v1.Drummer.ListHosts:output_type -> drummer.v1.ListHostsResponse
-	39, // 74: drummer.v1.Drummer.SetHostState:output_type -> drummer.v1.SetHostStateResponse
-	41, // 75: drummer.v1.Drummer.RemoveHost:output_type -> drummer.v1.RemoveHostResponse
-	44, // 76: drummer.v1.Drummer.ListRepairs:output_type -> drummer.v1.ListRepairsResponse
-	45, // 77: drummer.v1.Drummer.GetConfig:output_type -> drummer.v1.RuntimeConfig
-	45, // 78: drummer.v1.Drummer.SetConfig:output_type -> drummer.v1.RuntimeConfig
-	51, // 79: drummer.v1.Drummer.ListMembers:output_type -> drummer.v1.ListMembersResponse
-	53, // 80: drummer.v1.Drummer.AddMember:output_type -> drummer.v1.AddMemberResponse
-	55, // 81: drummer.v1.Drummer.RemoveMember:output_type -> drummer.v1.RemoveMemberResponse
-	58, // 82: drummer.v1.Drummer.KVGet:output_type -> drummer.v1.KVGetResponse
-	60, // 83: drummer.v1.Drummer.KVPut:output_type -> drummer.v1.KVPutResponse
-	64, // [64:84] is the sub-list for method output_type
-	44, // [44:64] is the sub-list for method input_type
+	19, // 46: drummer.v1.Drummer.GetServerStatus:input_type -> drummer.v1.GetServerStatusRequest
+	21, // 47: drummer.v1.Drummer.SetRegions:input_type -> drummer.v1.SetRegionsRequest
+	23, // 48: drummer.v1.Drummer.Launch:input_type -> drummer.v1.LaunchRequest
+	25, // 49: drummer.v1.Drummer.CreateShards:input_type -> drummer.v1.CreateShardsRequest
+	27, // 50: drummer.v1.Drummer.DeleteShards:input_type -> drummer.v1.DeleteShardsRequest
+	29, // 51: drummer.v1.Drummer.ListShards:input_type -> drummer.v1.ListShardsRequest
+	31, // 52: drummer.v1.Drummer.GetShard:input_type -> drummer.v1.GetShardRequest
+	34, // 53: drummer.v1.Drummer.LocateShards:input_type -> drummer.v1.LocateShardsRequest
+	37, // 54: drummer.v1.Drummer.ListHosts:input_type -> drummer.v1.ListHostsRequest
+	40, // 55: drummer.v1.Drummer.SetHostState:input_type -> drummer.v1.SetHostStateRequest
+	42, // 56: drummer.v1.Drummer.RemoveHost:input_type -> drummer.v1.RemoveHostRequest
+	45, // 57: drummer.v1.Drummer.ListRepairs:input_type -> drummer.v1.ListRepairsRequest
+	49, // 58: drummer.v1.Drummer.GetConfig:input_type -> drummer.v1.GetConfigRequest
+	50, // 59: drummer.v1.Drummer.SetConfig:input_type -> drummer.v1.SetConfigRequest
+	52, // 60: drummer.v1.Drummer.ListMembers:input_type -> drummer.v1.ListMembersRequest
+	54, // 61: drummer.v1.Drummer.AddMember:input_type -> drummer.v1.AddMemberRequest
+	56, // 62: drummer.v1.Drummer.RemoveMember:input_type -> drummer.v1.RemoveMemberRequest
+	59, // 63: drummer.v1.Drummer.KVGet:input_type -> drummer.v1.KVGetRequest
+	61, // 64: drummer.v1.Drummer.KVPut:input_type -> drummer.v1.KVPutRequest
+	9,  // 65: drummer.v1.Drummer.Report:output_type -> drummer.v1.ReportResponse
+	18, // 66: drummer.v1.Drummer.GetClusterInfo:output_type -> drummer.v1.ClusterInfo
+	20, // 67: drummer.v1.Drummer.GetServerStatus:output_type -> drummer.v1.ServerStatus
+	22, // 68: drummer.v1.Drummer.SetRegions:output_type -> drummer.v1.SetRegionsResponse
+	24, // 69: drummer.v1.Drummer.Launch:output_type -> drummer.v1.LaunchResponse
+	26, // 70: drummer.v1.Drummer.CreateShards:output_type -> drummer.v1.CreateShardsResponse
+	28, // 71: drummer.v1.Drummer.DeleteShards:output_type -> drummer.v1.DeleteShardsResponse
+	30, // 72: drummer.v1.Drummer.ListShards:output_type -> drummer.v1.ListShardsResponse
+	33, // 73: drummer.v1.Drummer.GetShard:output_type -> drummer.v1.ShardStatus
+	36, // 74: drummer.v1.Drummer.LocateShards:output_type -> drummer.v1.LocateShardsResponse
+	39, // 75: drummer.v1.Drummer.ListHosts:output_type -> drummer.v1.ListHostsResponse
+	41, // 76: drummer.v1.Drummer.SetHostState:output_type -> drummer.v1.SetHostStateResponse
+	43, // 77: drummer.v1.Drummer.RemoveHost:output_type -> drummer.v1.RemoveHostResponse
+	46, // 78: drummer.v1.Drummer.ListRepairs:output_type -> drummer.v1.ListRepairsResponse
+	47, // 79: drummer.v1.Drummer.GetConfig:output_type -> drummer.v1.RuntimeConfig
+	47, // 80: drummer.v1.Drummer.SetConfig:output_type -> drummer.v1.RuntimeConfig
+	53, // 81: drummer.v1.Drummer.ListMembers:output_type -> drummer.v1.ListMembersResponse
+	55, // 82: drummer.v1.Drummer.AddMember:output_type -> drummer.v1.AddMemberResponse
+	57, // 83: drummer.v1.Drummer.RemoveMember:output_type -> drummer.v1.RemoveMemberResponse
+	60, // 84: drummer.v1.Drummer.KVGet:output_type -> drummer.v1.KVGetResponse
+	62, // 85: drummer.v1.Drummer.KVPut:output_type -> drummer.v1.KVPutResponse
+	65, // [65:86] is the sub-list for method output_type
+	44, // [44:65] is the sub-list for method input_type
 	44, // [44:44] is the sub-list for extension type_name
 	44, // [44:44] is the sub-list for extension extendee
 	0,  // [0:44] is the sub-list for field type_name
@@ -4611,7 +4807,7 @@ func file_drummer_v1_drummer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drummer_v1_drummer_proto_rawDesc), len(file_drummer_v1_drummer_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   69,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

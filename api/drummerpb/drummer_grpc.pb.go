@@ -31,26 +31,27 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Drummer_Report_FullMethodName         = "/drummer.v1.Drummer/Report"
-	Drummer_GetClusterInfo_FullMethodName = "/drummer.v1.Drummer/GetClusterInfo"
-	Drummer_SetRegions_FullMethodName     = "/drummer.v1.Drummer/SetRegions"
-	Drummer_Launch_FullMethodName         = "/drummer.v1.Drummer/Launch"
-	Drummer_CreateShards_FullMethodName   = "/drummer.v1.Drummer/CreateShards"
-	Drummer_DeleteShards_FullMethodName   = "/drummer.v1.Drummer/DeleteShards"
-	Drummer_ListShards_FullMethodName     = "/drummer.v1.Drummer/ListShards"
-	Drummer_GetShard_FullMethodName       = "/drummer.v1.Drummer/GetShard"
-	Drummer_LocateShards_FullMethodName   = "/drummer.v1.Drummer/LocateShards"
-	Drummer_ListHosts_FullMethodName      = "/drummer.v1.Drummer/ListHosts"
-	Drummer_SetHostState_FullMethodName   = "/drummer.v1.Drummer/SetHostState"
-	Drummer_RemoveHost_FullMethodName     = "/drummer.v1.Drummer/RemoveHost"
-	Drummer_ListRepairs_FullMethodName    = "/drummer.v1.Drummer/ListRepairs"
-	Drummer_GetConfig_FullMethodName      = "/drummer.v1.Drummer/GetConfig"
-	Drummer_SetConfig_FullMethodName      = "/drummer.v1.Drummer/SetConfig"
-	Drummer_ListMembers_FullMethodName    = "/drummer.v1.Drummer/ListMembers"
-	Drummer_AddMember_FullMethodName      = "/drummer.v1.Drummer/AddMember"
-	Drummer_RemoveMember_FullMethodName   = "/drummer.v1.Drummer/RemoveMember"
-	Drummer_KVGet_FullMethodName          = "/drummer.v1.Drummer/KVGet"
-	Drummer_KVPut_FullMethodName          = "/drummer.v1.Drummer/KVPut"
+	Drummer_Report_FullMethodName          = "/drummer.v1.Drummer/Report"
+	Drummer_GetClusterInfo_FullMethodName  = "/drummer.v1.Drummer/GetClusterInfo"
+	Drummer_GetServerStatus_FullMethodName = "/drummer.v1.Drummer/GetServerStatus"
+	Drummer_SetRegions_FullMethodName      = "/drummer.v1.Drummer/SetRegions"
+	Drummer_Launch_FullMethodName          = "/drummer.v1.Drummer/Launch"
+	Drummer_CreateShards_FullMethodName    = "/drummer.v1.Drummer/CreateShards"
+	Drummer_DeleteShards_FullMethodName    = "/drummer.v1.Drummer/DeleteShards"
+	Drummer_ListShards_FullMethodName      = "/drummer.v1.Drummer/ListShards"
+	Drummer_GetShard_FullMethodName        = "/drummer.v1.Drummer/GetShard"
+	Drummer_LocateShards_FullMethodName    = "/drummer.v1.Drummer/LocateShards"
+	Drummer_ListHosts_FullMethodName       = "/drummer.v1.Drummer/ListHosts"
+	Drummer_SetHostState_FullMethodName    = "/drummer.v1.Drummer/SetHostState"
+	Drummer_RemoveHost_FullMethodName      = "/drummer.v1.Drummer/RemoveHost"
+	Drummer_ListRepairs_FullMethodName     = "/drummer.v1.Drummer/ListRepairs"
+	Drummer_GetConfig_FullMethodName       = "/drummer.v1.Drummer/GetConfig"
+	Drummer_SetConfig_FullMethodName       = "/drummer.v1.Drummer/SetConfig"
+	Drummer_ListMembers_FullMethodName     = "/drummer.v1.Drummer/ListMembers"
+	Drummer_AddMember_FullMethodName       = "/drummer.v1.Drummer/AddMember"
+	Drummer_RemoveMember_FullMethodName    = "/drummer.v1.Drummer/RemoveMember"
+	Drummer_KVGet_FullMethodName           = "/drummer.v1.Drummer/KVGet"
+	Drummer_KVPut_FullMethodName           = "/drummer.v1.Drummer/KVPut"
 )
 
 // DrummerClient is the client API for Drummer service.
@@ -61,6 +62,10 @@ type DrummerClient interface {
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 	// Deployment.
 	GetClusterInfo(ctx context.Context, in *GetClusterInfoRequest, opts ...grpc.CallOption) (*ClusterInfo, error)
+	// This server's own view (answered by every server, leader or not): its
+	// DB replica's applied index and state hash, for health checks and for
+	// comparing replicas.
+	GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*ServerStatus, error)
 	SetRegions(ctx context.Context, in *SetRegionsRequest, opts ...grpc.CallOption) (*SetRegionsResponse, error)
 	Launch(ctx context.Context, in *LaunchRequest, opts ...grpc.CallOption) (*LaunchResponse, error)
 	// Shards.
@@ -109,6 +114,16 @@ func (c *drummerClient) GetClusterInfo(ctx context.Context, in *GetClusterInfoRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterInfo)
 	err := c.cc.Invoke(ctx, Drummer_GetClusterInfo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *drummerClient) GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*ServerStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ServerStatus)
+	err := c.cc.Invoke(ctx, Drummer_GetServerStatus_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -303,6 +318,10 @@ type DrummerServer interface {
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	// Deployment.
 	GetClusterInfo(context.Context, *GetClusterInfoRequest) (*ClusterInfo, error)
+	// This server's own view (answered by every server, leader or not): its
+	// DB replica's applied index and state hash, for health checks and for
+	// comparing replicas.
+	GetServerStatus(context.Context, *GetServerStatusRequest) (*ServerStatus, error)
 	SetRegions(context.Context, *SetRegionsRequest) (*SetRegionsResponse, error)
 	Launch(context.Context, *LaunchRequest) (*LaunchResponse, error)
 	// Shards.
@@ -342,6 +361,9 @@ func (UnimplementedDrummerServer) Report(context.Context, *ReportRequest) (*Repo
 }
 func (UnimplementedDrummerServer) GetClusterInfo(context.Context, *GetClusterInfoRequest) (*ClusterInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterInfo not implemented")
+}
+func (UnimplementedDrummerServer) GetServerStatus(context.Context, *GetServerStatusRequest) (*ServerStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetServerStatus not implemented")
 }
 func (UnimplementedDrummerServer) SetRegions(context.Context, *SetRegionsRequest) (*SetRegionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetRegions not implemented")
@@ -450,6 +472,24 @@ func _Drummer_GetClusterInfo_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(DrummerServer).GetClusterInfo(ctx, req.(*GetClusterInfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Drummer_GetServerStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServerStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DrummerServer).GetServerStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Drummer_GetServerStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DrummerServer).GetServerStatus(ctx, req.(*GetServerStatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -792,6 +832,10 @@ var Drummer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterInfo",
 			Handler:    _Drummer_GetClusterInfo_Handler,
+		},
+		{
+			MethodName: "GetServerStatus",
+			Handler:    _Drummer_GetServerStatus_Handler,
 		},
 		{
 			MethodName: "SetRegions",

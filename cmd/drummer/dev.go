@@ -16,6 +16,7 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/client"
+	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/devcluster"
 	"github.com/drummerhq/drummer/internal/logging"
 )
@@ -28,6 +29,7 @@ type devFlags struct {
 	logLevel  string
 	logFormat string
 	exitAfter time.Duration
+	debug     string
 }
 
 func devCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -64,6 +66,7 @@ with --data-dir it is kept and the next run resumes it (same ports needed).`,
 	fs.IntVar(&f.shards, "shards", 4, "demo kv shards to launch on first start")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.debug, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default)")
 	fs.DurationVar(&f.exitAfter, "exit-after", 0, "stop by itself after this long (for scripts and tests)")
 	_ = fs.MarkHidden("exit-after")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -85,6 +88,11 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 		ctx, cancel = context.WithTimeout(ctx, f.exitAfter)
 		defer cancel()
 	}
+	dbg, err := debugserver.Start(f.debug, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer dbg.Close()
 	fmt.Fprintf(stdout, "Starting 3 drummer servers and %d nodehosts on 127.0.0.1...\n", f.nodehosts)
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

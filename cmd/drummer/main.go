@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
 	"github.com/drummerhq/drummer/server"
@@ -76,6 +77,7 @@ type serverFlags struct {
 	rtt            uint64
 	logLevel       string
 	logFormat      string
+	debugAddress   string
 }
 
 func rootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -114,6 +116,7 @@ flag names); flags on the command line win.
 	fs.BoolVar(&f.join, "join", false, "start a server added with 'drummercmd member add'")
 	fs.StringVar(&f.config, "config", "", "YAML file setting any of these flags")
 	fs.Uint64Var(&f.rtt, "rtt", 50, "Raft tick in milliseconds")
+	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default)")
 	addLogFlags(fs, &f.logLevel, &f.logFormat)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	cmd.AddCommand(devCmd(stdout, stderr), versionCmd(stdout))
@@ -164,6 +167,11 @@ func runServer(cmd *cobra.Command, f *serverFlags, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	dbg, err := debugserver.Start(f.debugAddress, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer dbg.Close()
 	s, err := server.New(cfg)
 	if err != nil {
 		return err

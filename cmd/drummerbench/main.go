@@ -160,7 +160,12 @@ func (e *env) waitHosts(ctx context.Context, n int) error {
 // on avoid.
 func (e *env) waitHealthy(ctx context.Context, want int, avoid string) error {
 	last := ""
+	begin, lastPrint := time.Now(), time.Now()
 	for {
+		if time.Since(lastPrint) >= 5*time.Second {
+			fmt.Fprintf(os.Stderr, "  %5.1fs: %s\n", time.Since(begin).Seconds(), last)
+			lastPrint = time.Now()
+		}
 		ls, err := e.d.ListShards(ctx, &drummerpb.ListShardsRequest{})
 		if err == nil {
 			h := 0
@@ -178,7 +183,11 @@ func (e *env) waitHealthy(ctx context.Context, want int, avoid string) error {
 			if h == want && len(ls.Shards) == want {
 				return nil
 			}
-			last = fmt.Sprintf("%d/%d healthy", h, len(ls.Shards))
+			byHealth := map[string]int{}
+			for _, s := range ls.Shards {
+				byHealth[s.Health]++
+			}
+			last = fmt.Sprintf("%d/%d healthy %v", h, len(ls.Shards), byHealth)
 		} else {
 			last = err.Error()
 		}

@@ -18,13 +18,20 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/drummerhq/drummer/agent"
+	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
 )
 
 var version = "dev"
+
+// testHooks, when a build-tagged file sets it (chaos tests build the
+// nodehost with -tags dragonboat_monkeytest), adds test-only flags and
+// returns a function that adjusts the agent configuration before start.
+var testHooks func(fs *pflag.FlagSet) func(cfg *agent.Config) error
 
 type usageError struct{ error }
 
@@ -40,6 +47,8 @@ type flags struct {
 	logLevel      string
 	logFormat     string
 	startTimeout  time.Duration
+	debugAddress  string
+	testHooks     func(cfg *agent.Config) error
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -81,7 +90,18 @@ Every flag can also be set in a YAML file given with --config.`,
 	fs.StringVar(&f.config, "config", "", "YAML file setting any of these flags")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default)")
 	fs.DurationVar(&f.startTimeout, "start-timeout", 5*time.Minute, "how long to wait for a drummer on first start")
+	var applyTestHooks func(cfg *agent.Config) error
+	if testHooks != nil {
+		applyTestHooks = testHooks(fs)
+	}
+	f.testHooks = func(cfg *agent.Config) error {
+		if applyTestHooks == nil {
+			return nil
+		}
+		return applyTestHooks(cfg)
+	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	cmd.AddCommand(&cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
@@ -143,6 +163,9 @@ func serve(f *flags, stderr io.Writer) error {
 		Logger:           log,
 		Version:          version,
 	}
+	if err := f.testHooks(&cfg); err != nil {
+		return usageError{err}
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -150,6 +173,11 @@ func serve(f *flags, stderr io.Writer) error {
 	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, f.startTimeout)
 	defer cancel()
+	dbg, err := debugserver.Start(f.debugAddress, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer dbg.Close()
 	a, err := agent.New(sctx, cfg)
 	if err != nil {
 		return err

@@ -42,6 +42,9 @@ type HostObs struct {
 	Disk      map[ReplicaKey]struct{}
 	// Results of orders the host executed recently, by order ID.
 	Results map[string]*drummerpb.OrderResult
+	// Starting is set while the host is still starting replicas (restoring
+	// after a restart, or working through start orders).
+	Starting bool
 }
 
 // Observed is the soft state: the scheduler's view of the fleet.
@@ -98,6 +101,11 @@ type Limits struct {
 func DefaultLimits() Limits {
 	return Limits{MaxPlacements: 512, MaxNewRepairs: 256, MaxCleanups: 1024, MaxOrdersPerHost: 256}
 }
+
+// StartGrace bounds how long a replica may stay missing on a live host
+// that says it is still starting replicas (dragonboat starts N replicas in
+// O(N^2): a host restoring 10,000 replicas needs minutes).
+const StartGrace = 10 * time.Minute
 
 // Step deadlines: a repair step that does not finish in time is rolled back
 // and the repair re-planned elsewhere.

@@ -63,6 +63,10 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		m.state, m.since = "suspect", silence
 	case m.obs != nil && !m.obs.Pending:
 		m.state = "live"
+	case p.startRejected(v.sh.Id, rec):
+		// The host refused to start it for good (e.g. its data was
+		// removed there): no point waiting.
+		m.state = "dead"
 	default:
 		// The host is up but does not run the replica.
 		since := p.in.ObsSince
@@ -74,7 +78,14 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		}
 		gap := max(0, p.now.Sub(since))
 		m.since = gap
+		starting := false
+		if o := p.obs.Hosts[rec.HostId]; o != nil && o.Starting {
+			starting = true
+		}
 		switch {
+		case starting && gap < StartGrace:
+			// Still working through its starts: not dead yet.
+			m.state = "starting"
 		case gap >= p.ms(v.dead):
 			m.state = "dead"
 		case gap >= p.ms(v.suspect):
@@ -87,6 +98,17 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		m.state = "away"
 	}
 	return m
+}
+
+// startRejected reports whether the member's host refused its start order
+// for good.
+func (p *planner) startRejected(shardID uint64, rec *dbpb.Replica) bool {
+	o := p.obs.Hosts[rec.HostId]
+	if o == nil {
+		return false
+	}
+	r := o.Results[fmt.Sprintf("%d/start/%d/%d", p.in.Epoch, shardID, rec.ReplicaId)]
+	return r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED
 }
 
 func (p *planner) newShardView(sh *dbpb.Shard) *shardView {
@@ -276,11 +298,9 @@ func (p *planner) evaluate(v *shardView) {
 			v.say("replica %d on %s is starting", m.rec.ReplicaId, p.addr(m.rec.HostId))
 		}
 	}
-	if sh.Repair != nil {
-		p.driveRepair(v)
-		return
-	}
 	if v.liveVoters < q {
+		// Also with a repair in flight: no membership change commits
+		// without a quorum, so the repair waits for the same replicas.
 		var waiting []string
 		for _, id := range v.voters {
 			if m := v.byID[id]; m == nil || !m.live() {
@@ -292,6 +312,12 @@ func (p *planner) evaluate(v *shardView) {
 			}
 		}
 		v.say("cannot repair without a quorum; waiting for %s to return with its data", strings.Join(waiting, ", "))
+	}
+	if sh.Repair != nil {
+		p.driveRepair(v)
+		return
+	}
+	if v.liveVoters < q {
 		return
 	}
 	p.planRepair(v)

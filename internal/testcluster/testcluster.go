@@ -229,7 +229,7 @@ func (p *Process) Tail(n int64) string {
 // Node is a drummer server or a nodehost.
 type Node struct {
 	*Process
-	Index   int
+	Index    int
 	RaftAddr string
 	// GRPCAddr is the drummer API (servers) or the NodehostAPI (nodehosts).
 	GRPCAddr string
