@@ -191,6 +191,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newLaunchCmd(a),
 		newInfoCmd(a),
 		newMemberCmd(a),
+		newEndpointCmd(a),
 		newConfigCmd(a),
 		newRepairCmd(a),
 		newWaitCmd(a),
