@@ -44,6 +44,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/drummerhq/drummer/agent/nodehostapi"
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/events"
@@ -81,9 +82,17 @@ type Config struct {
 	DeploymentID uint64
 	// RegisterAPI, when set, registers extra services on the API server.
 	RegisterAPI func(*grpc.Server)
+	// DataAPI configures the NodehostAPI service.
+	DataAPI nodehostapi.Options
 	// APIInterceptors wrap every unary call of the API server (logging,
 	// authorization, fault injection in tests).
 	APIInterceptors []grpc.UnaryServerInterceptor
+	// DrummerDialOptions are added to every connection to the drummer
+	// servers (credentials, client interceptors, fault injection in tests).
+	DrummerDialOptions []grpc.DialOption
+	// NodeHostStarted, when set, is called with the NodeHost as soon as it
+	// has started, before any replica runs (fault injection in tests).
+	NodeHostStarted func(*dragonboat.NodeHost)
 	Logger          *slog.Logger
 	Version         string
 }
@@ -222,9 +231,23 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.exec.restoring.Store(len(st.assignments()) > 0)
 	a.reps = newReporters(a)
 
-	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.ChainUnaryInterceptor(cfg.APIInterceptors...))
+	dataOpts := cfg.DataAPI
+	if dataOpts.Logger == nil {
+		dataOpts.Logger = a.log
+	}
+	if dataOpts.AppName == nil {
+		dataOpts.AppName = func(shardID, replicaID uint64) string {
+			if o := a.store.assignment(shardID); o != nil && o.ReplicaId == replicaID {
+				return o.App
+			}
+			return ""
+		}
+	}
+	sopts := append(nodehostapi.GRPCServerOptions(dataOpts), grpc.ChainUnaryInterceptor(cfg.APIInterceptors...))
+	a.grpc = grpc.NewServer(sopts...)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
+	drummerpb.RegisterNodehostAPIServer(a.grpc, nodehostapi.New(a.nh, dataOpts))
 	if cfg.RegisterAPI != nil {
 		cfg.RegisterAPI(a.grpc)
 	}
@@ -284,7 +307,7 @@ func (a *Agent) deploymentID(ctx context.Context) (uint64, error) {
 }
 
 func (a *Agent) askDeployment(ctx context.Context, ep string) (uint64, error) {
-	cc, err := grpc.NewClient(ep, grpcInsecure())
+	cc, err := grpc.NewClient(ep, a.drummerDialOptions()...)
 	if err != nil {
 		return 0, err
 	}
@@ -336,7 +359,14 @@ func (a *Agent) startNodeHost(deployment uint64) error {
 		return fmt.Errorf("start NodeHost in %s: %w", dir, err)
 	}
 	a.nh = nh
+	if a.cfg.NodeHostStarted != nil {
+		a.cfg.NodeHostStarted(nh)
+	}
 	return nil
+}
+
+func (a *Agent) drummerDialOptions() []grpc.DialOption {
+	return append([]grpc.DialOption{grpcInsecure()}, a.cfg.DrummerDialOptions...)
 }
 
 // NodeHost returns the agent's dragonboat NodeHost.

@@ -196,7 +196,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newRepairCmd(a),
 		newWaitCmd(a),
 		newVersionCmd(a),
-		// kv get|put|delete|cas: to be added (newKVCmd).
+		newKVCmd(a),
 	)
 	return root
 }
