@@ -102,30 +102,37 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if err := validateReport(req); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "report from %q: %v", req.GetHostId(), err)
 	}
-	st, _ := s.sm.View()
-	if h := st.Hosts[req.HostId]; h != nil && h.RaftAddress != req.RaftAddress {
+	var (
+		host    *dbpb.Host
+		resp    = &drummerpb.ReportResponse{}
+		dbEpoch uint64
+	)
+	s.sm.Read(func(st *db.State) {
+		host = st.Hosts[req.HostId]
+		resp.ReportIntervalMs = st.Config.ReportIntervalMs
+		resp.DeploymentId = st.DeploymentID
+		dbEpoch = st.Epoch
+		for _, id := range slices.Sorted(maps.Keys(st.Drummers)) {
+			resp.DrummerEndpoints = append(resp.DrummerEndpoints, st.Drummers[id].GrpcAddress)
+		}
+		if id, _ := s.raftLeader(); st.Drummers[id] != nil {
+			resp.LeaderEndpoint = st.Drummers[id].GrpcAddress
+		}
+	})
+	if host != nil && host.RaftAddress != req.RaftAddress {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"host %s is registered with raft address %s but reports %s; a data directory is tied to its raft address", req.HostId, h.RaftAddress, req.RaftAddress)
+			"host %s is registered with raft address %s but reports %s; a data directory is tied to its raft address", req.HostId, host.RaftAddress, req.RaftAddress)
 	}
-	if h := st.Hosts[req.HostId]; h != nil && h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED {
+	if host != nil && host.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"host identity %s was replaced by another host on %s; this data directory must not be used again", req.HostId, req.RaftAddress)
 	}
-	needFull := s.obs.ingest(req, time.Now())
-	resp := &drummerpb.ReportResponse{
-		NeedFull:         needFull,
-		ReportIntervalMs: st.Config.ReportIntervalMs,
-		DeploymentId:     st.DeploymentID,
-		LeaderEndpoint:   s.leaderEndpoint(st),
-	}
-	for _, id := range slices.Sorted(maps.Keys(st.Drummers)) {
-		resp.DrummerEndpoints = append(resp.DrummerEndpoints, st.Drummers[id].GrpcAddress)
-	}
+	resp.NeedFull = s.obs.ingest(req, time.Now())
 	epoch, orders := s.sched.ordersFor(req.HostId)
 	if epoch != 0 {
 		resp.Leader, resp.Epoch, resp.Orders = true, epoch, orders
 	} else {
-		resp.Epoch = st.Epoch
+		resp.Epoch = dbEpoch
 	}
 	return resp, nil
 }

@@ -89,6 +89,15 @@ func (m *StateMachine) View() (*State, uint64) {
 	return m.st.Clone(), m.applied
 }
 
+// Read calls f with the live state under the read lock: for small lookups
+// on hot paths (a heartbeat needs one host record), without copying the
+// maps. f must not keep references to the maps or modify anything.
+func (m *StateMachine) Read(f func(*State)) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	f(m.st)
+}
+
 // ViewIfChanged returns a view and what changed since the previous call.
 func (m *StateMachine) ViewIfChanged() (*State, Dirty, uint64) {
 	m.mu.Lock()

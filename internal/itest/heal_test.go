@@ -128,3 +128,69 @@ func TestRepairAfterHostDeath(t *testing.T) {
 		return true, ""
 	})
 }
+
+// TestMaintenanceWindow: a host in maintenance is not repaired while it is
+// away; when the window ends by itself, its replicas are repaired.
+func TestMaintenanceWindow(t *testing.T) {
+	c, d := startCluster(t, 4)
+	ctx := context.Background()
+	if _, err := d.SetConfig(ctx, &drummerpb.SetConfigRequest{Values: map[string]string{"suspect_timeout": "2s", "dead_timeout": "5s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: 4, Replicas: 3, App: "kv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "launch", func() (bool, string) { return allHealthy(ctx, d, 4) })
+	victim := c.Agents[0]
+	id := victim.HostID()
+	if _, err := d.SetHostState(ctx, &drummerpb.SetHostStateRequest{HostId: id, Action: drummerpb.HostAdminAction_HOST_ADMIN_ACTION_MAINTENANCE, DurationMs: 15000}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	victim.Close()
+	// Well past the dead timeout, inside the window: nothing is repaired.
+	time.Sleep(9 * time.Second)
+	ls, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	away := 0
+	for _, s := range ls.Shards {
+		if s.Repair != nil {
+			t.Fatalf("shard %d repaired during maintenance: %v", s.ShardId, s.Repair)
+		}
+		for _, m := range s.Members {
+			if m.HostId == id {
+				if m.State != "away" {
+					t.Fatalf("member on the host in maintenance is %q, want away", m.State)
+				}
+				away++
+			}
+		}
+	}
+	if away == 0 {
+		t.Fatal("the host held no replicas")
+	}
+	// The window ends by itself; then the replicas are repaired.
+	waitFor(t, 90*time.Second, "repair after the window", func() (bool, string) {
+		ok, msg := allHealthy(ctx, d, 4)
+		if !ok {
+			return false, msg
+		}
+		ls, _ := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+		for _, s := range ls.Shards {
+			for _, m := range s.Members {
+				if m.HostId == id {
+					return false, "still a member on the host"
+				}
+			}
+		}
+		return true, ""
+	})
+	if time.Since(start) < 15*time.Second {
+		t.Fatalf("repaired %s after the host left, before its 15s window ended", time.Since(start))
+	}
+}
