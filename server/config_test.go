@@ -1,0 +1,98 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+func TestParseMembers(t *testing.T) {
+	m, err := ParseMembers(" 1=127.0.0.1:7111, 2=127.0.0.1:7112,3=host.example:7113 ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 3 || m[3] != "host.example:7113" {
+		t.Fatalf("got %v", m)
+	}
+	if got := FormatMembers(m); got != "1=127.0.0.1:7111,2=127.0.0.1:7112,3=host.example:7113" {
+		t.Fatalf("format: %s", got)
+	}
+	for in, want := range map[string]string{
+		"1=127.0.0.1":                 "host:port",
+		"0=127.0.0.1:1":               "positive",
+		"x=127.0.0.1:1":               "positive",
+		"1:127.0.0.1:1":               "ID=host:port",
+		"1=127.0.0.1:1,1=127.0.0.1:2": "twice",
+		"1=127.0.0.1:1,2=127.0.0.1:1": "share address",
+		"1=:7111":                     "no host",
+		"1=127.0.0.1:99999":           "port",
+	} {
+		if _, err := ParseMembers(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseMembers(%q) = %v, want an error mentioning %q", in, err, want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{ReplicaID: 1, RaftAddress: "127.0.0.1:7111", GRPCAddress: "127.0.0.1:7101", DataDir: "/tmp/x",
+		InitialMembers: map[uint64]string{1: "127.0.0.1:7111", 2: "127.0.0.1:7112", 3: "127.0.0.1:7113"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		mod  func(*Config)
+		want string
+	}{
+		"no id":            {func(c *Config) { c.ReplicaID = 0 }, "--id"},
+		"not a member":     {func(c *Config) { c.ReplicaID = 4 }, "does not include"},
+		"address mismatch": {func(c *Config) { c.RaftAddress = "127.0.0.1:9999" }, "but --raft-address"},
+		"join and members": {func(c *Config) { c.Join = true }, "exclusive"},
+		"neither":          {func(c *Config) { c.InitialMembers = nil }, "--join"},
+		"same addresses":   {func(c *Config) { c.GRPCAddress = c.RaftAddress }, "differ"},
+		"no data dir":      {func(c *Config) { c.DataDir = "" }, "--data-dir"},
+		"bad grpc address": {func(c *Config) { c.GRPCAddress = "nohostport" }, "--grpc-address"},
+	} {
+		c := ok
+		c.InitialMembers = map[uint64]string{1: "127.0.0.1:7111", 2: "127.0.0.1:7112", 3: "127.0.0.1:7113"}
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestApplyConfigValues(t *testing.T) {
+	base := defaultConfigForTest()
+	c, err := ApplyConfigValues(base, map[string]string{"dead_timeout": "45s", "max_repairs_per_host": "3"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DeadTimeoutMs != 45000 || c.MaxRepairsPerHost != 3 || base.DeadTimeoutMs == 45000 {
+		t.Fatalf("got %v (base changed: %v)", c, base.DeadTimeoutMs == 45000)
+	}
+	c, err = ApplyConfigValues(c, map[string]string{"dead_timeout": "2m"}, 7)
+	if err != nil || c.ShardOverrides[7].GetDeadTimeoutMs() != 120000 {
+		t.Fatalf("override: %v %v", c, err)
+	}
+	c, err = ApplyConfigValues(c, map[string]string{"dead_timeout": "default"}, 7)
+	if err != nil || c.ShardOverrides[7] != nil {
+		t.Fatalf("override not removed: %v %v", c.ShardOverrides, err)
+	}
+	for _, bad := range []map[string]string{
+		{"dead_timeout": "1s"},          // not longer than suspect_timeout
+		{"nosuch": "1"},                 // unknown key
+		{"max_concurrent_repairs": "0"}, // not positive
+		{"report_interval": "soon"},     // not a duration
+	} {
+		if _, err := ApplyConfigValues(base, bad, 0); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	if _, err := ApplyConfigValues(base, map[string]string{"report_interval": "2s"}, 7); err == nil {
+		t.Error("deployment-wide key accepted per shard")
+	}
+}
+
+func defaultConfigForTest() *dbpb.Config { return db.DefaultConfig() }
