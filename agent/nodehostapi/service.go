@@ -26,6 +26,12 @@
 //	Lookup returned an error              Unknown             STATE_MACHINE_ERROR  -
 //	recovered panic, bad Lookup type      Internal            INTERNAL             -
 //
+// Every data call (Propose, Read, OpenSession, CloseSession) must carry a
+// deadline leaving at least one Raft RTT; the service gives dragonboat that
+// deadline minus a small margin (at most 50ms), capped by
+// Options.MaxTimeout, so a timeout is answered as TIMEOUT before the
+// caller's own deadline fires. ListLocalShards needs no deadline.
+//
 // Proposals with a session are applied exactly once: the session's fields
 // travel with each request and the nodehost rebuilds dragonboat's
 // client.Session from them, so a retry with the same series returns the

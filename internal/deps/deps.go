@@ -5,9 +5,4 @@ package deps
 
 import (
 	_ "github.com/anishathalye/porcupine"
-	_ "github.com/spf13/cobra"
-	_ "go.uber.org/goleak"
-	_ "go.yaml.in/yaml/v3"
-	_ "golang.org/x/term"
-	_ "google.golang.org/genproto/googleapis/rpc/errdetails"
 )
