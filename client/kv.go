@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/drummerhq/drummer/kv"
 )
@@ -67,6 +68,22 @@ func (k *KV) Put(ctx context.Context, key, value []byte) error {
 	}
 	_, err = k.propose(ctx, cmd)
 	return err
+}
+
+// Add adds delta to the decimal integer stored at key (an absent key counts
+// as 0) and returns the new value. Add is not idempotent: through
+// Client.KV a retried Add may be applied twice; through Session.KV it is
+// applied exactly once.
+func (k *KV) Add(ctx context.Context, key []byte, delta int64) (int64, error) {
+	cmd, err := kv.EncodeAdd(key, delta)
+	if err != nil {
+		return 0, err
+	}
+	res, err := k.propose(ctx, cmd)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(string(res.Value), 10, 64)
 }
 
 // Delete removes key, reporting whether it existed (a retried Delete may

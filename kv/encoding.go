@@ -22,13 +22,16 @@ import (
 //	                        (clear: the key must be absent)
 //	           flags bit 1: store value (which follows) on success
 //	                        (clear: delete the key on success)
+//	ADD      : key delta:i64 (8 bytes, big-endian two's complement)
+//	           adds delta to the key's value read as a decimal integer
+//	           (absent = 0) and stores the sum in decimal
 //	query    = version:u8 op:u8 body
 //	GET      : key
 //
 // A command's outcome is an sm.Result whose Value is a Status and whose Data
 // depends on the operation:
 //
-//	StatusOK          PUT, DELETE, CAS: empty
+//	StatusOK          PUT, DELETE, CAS: empty; ADD: the new value (decimal)
 //	StatusNotFound    DELETE of an absent key: empty
 //	StatusMismatch    CAS: found:u8 (0 or 1) followed by the current value
 //	StatusBadRequest, StatusKeyTooLarge, StatusValueTooLarge:
@@ -66,6 +69,10 @@ const (
 	OpDelete Op = 2
 	// OpCAS is a compare-and-set (command).
 	OpCAS Op = 3
+	// OpAdd adds to a decimal integer value (command). It is not
+	// idempotent, which makes it the natural probe of exactly-once
+	// delivery: a duplicate application shows in the sum.
+	OpAdd Op = 4
 	// OpGet reads a key (query).
 	OpGet Op = 16
 )
@@ -78,6 +85,8 @@ func (o Op) String() string {
 		return "delete"
 	case OpCAS:
 		return "cas"
+	case OpAdd:
+		return "add"
 	case OpGet:
 		return "get"
 	}
@@ -153,6 +162,8 @@ type Command struct {
 	ExpectAbsent bool
 	// Delete: for OpCAS, remove the key on success instead of storing Value.
 	Delete bool
+	// Delta: for OpAdd, the amount added.
+	Delta int64
 }
 
 // CAS describes a compare-and-set: if the key holds Expected (or, with
@@ -181,6 +192,12 @@ func EncodeCAS(c CAS) ([]byte, error) {
 	return Command{Op: OpCAS, Key: c.Key, Expected: c.Expected, ExpectAbsent: c.ExpectAbsent, Value: c.Value, Delete: c.Delete}.Encode()
 }
 
+// EncodeAdd encodes a command that adds delta to the decimal integer
+// stored at key (an absent key counts as 0).
+func EncodeAdd(key []byte, delta int64) ([]byte, error) {
+	return Command{Op: OpAdd, Key: key, Delta: delta}.Encode()
+}
+
 // EncodeGet encodes a query that reads key.
 func EncodeGet(key []byte) ([]byte, error) {
 	if err := checkKey(key); err != nil {
@@ -205,6 +222,8 @@ func (c Command) Encode() ([]byte, error) {
 		}
 		n += 4 + len(c.Value)
 	case OpDelete:
+	case OpAdd:
+		n += 8
 	case OpCAS:
 		n++
 		if !c.ExpectAbsent {
@@ -228,6 +247,8 @@ func (c Command) Encode() ([]byte, error) {
 	switch c.Op {
 	case OpPut:
 		b = appendBytes(b, c.Value)
+	case OpAdd:
+		b = binary.BigEndian.AppendUint64(b, uint64(c.Delta))
 	case OpCAS:
 		var flags byte
 		if !c.ExpectAbsent {
@@ -258,7 +279,7 @@ func DecodeCommand(b []byte) (Command, error) {
 	}
 	c := Command{Op: op}
 	switch op {
-	case OpPut, OpDelete, OpCAS:
+	case OpPut, OpDelete, OpCAS, OpAdd:
 	default:
 		return Command{}, fmt.Errorf("%w: unknown command op %d", ErrBadRequest, uint8(op))
 	}
@@ -270,6 +291,12 @@ func DecodeCommand(b []byte) (Command, error) {
 		if c.Value, err = d.value(); err != nil {
 			return Command{}, err
 		}
+	case OpAdd:
+		if len(d.b)-d.off < 8 {
+			return Command{}, fmt.Errorf("%w: truncated add delta", ErrBadRequest)
+		}
+		c.Delta = int64(binary.BigEndian.Uint64(d.b[d.off:]))
+		d.off += 8
 	case OpCAS:
 		flags, err := d.byte()
 		if err != nil {
@@ -379,7 +406,12 @@ func DecodeUpdateResult(value uint64, data []byte) (Result, error) {
 	}
 	r := Result{Status: Status(value)}
 	switch r.Status {
-	case StatusOK, StatusNotFound:
+	case StatusOK:
+		// ADD returns the new value; the other commands nothing.
+		if len(data) > 0 {
+			r.Value, r.Found = data, true
+		}
+	case StatusNotFound:
 		if len(data) != 0 {
 			return Result{}, fmt.Errorf("%w: unexpected result data", ErrBadRequest)
 		}

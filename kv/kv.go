@@ -31,6 +31,7 @@ import (
 	"hash/crc32"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -121,6 +122,22 @@ func (s *StateMachine) Update(e sm.Entry) (res sm.Result, err error) {
 		}
 		delete(s.data, string(c.Key))
 		return sm.Result{Value: uint64(StatusOK)}, nil
+	case OpAdd:
+		var n int64
+		if cur, ok := s.data[string(c.Key)]; ok {
+			v, err := strconv.ParseInt(string(cur), 10, 64)
+			if err != nil {
+				return errorResult(StatusBadRequest, fmt.Sprintf("add: value of %q is not a decimal integer", c.Key)), nil
+			}
+			n = v
+		}
+		sum := n + c.Delta
+		if (c.Delta > 0 && sum < n) || (c.Delta < 0 && sum > n) {
+			return errorResult(StatusBadRequest, "add: integer overflow"), nil
+		}
+		v := []byte(strconv.FormatInt(sum, 10))
+		s.data[string(c.Key)] = v
+		return sm.Result{Value: uint64(StatusOK), Data: bytes.Clone(v)}, nil
 	case OpCAS:
 		cur, found := s.data[string(c.Key)]
 		if found == c.ExpectAbsent || (found && !bytes.Equal(cur, c.Expected)) {

@@ -365,7 +365,7 @@ func TestResultDecodingStrict(t *testing.T) {
 	bad := []struct {
 		v uint64
 		d []byte
-	}{{0, nil}, {7, nil}, {uint64(StatusOK), []byte{1}}, {uint64(StatusMismatch), nil}, {uint64(StatusMismatch), []byte{2}}, {uint64(StatusMismatch), []byte{0, 1}}}
+	}{{0, nil}, {7, nil}, {uint64(StatusMismatch), nil}, {uint64(StatusMismatch), []byte{2}}, {uint64(StatusMismatch), []byte{0, 1}}}
 	for _, c := range bad {
 		if _, err := DecodeUpdateResult(c.v, c.d); !errors.Is(err, ErrBadRequest) {
 			t.Fatalf("DecodeUpdateResult(%d, %v) = %v", c.v, c.d, err)
@@ -375,5 +375,50 @@ func TestResultDecodingStrict(t *testing.T) {
 		if _, err := DecodeQueryResult(b); !errors.Is(err, ErrBadRequest) {
 			t.Fatalf("DecodeQueryResult(%v) = %v", b, err)
 		}
+	}
+}
+
+func TestAdd(t *testing.T) {
+	s := NewStateMachine(1, 1)
+	add := func(key string, d int64) Result {
+		t.Helper()
+		cmd, err := EncodeAdd([]byte(key), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := DecodeCommand(cmd)
+		if err != nil || back.Op != OpAdd || back.Delta != d || string(back.Key) != key {
+			t.Fatalf("round trip: %+v %v", back, err)
+		}
+		res, err := s.Update(sm.Entry{Index: 1, Cmd: cmd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := DecodeUpdateResult(res.Value, res.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := add("c", 5); !r.OK() || string(r.Value) != "5" {
+		t.Fatalf("first add: %+v", r)
+	}
+	if r := add("c", -7); !r.OK() || string(r.Value) != "-2" {
+		t.Fatalf("second add: %+v", r)
+	}
+	put, _ := EncodePut([]byte("s"), []byte("text"))
+	if _, err := s.Update(sm.Entry{Index: 2, Cmd: put}); err != nil {
+		t.Fatal(err)
+	}
+	if r := add("s", 1); r.Status != StatusBadRequest {
+		t.Fatalf("add to a non-integer: %+v", r)
+	}
+	max, _ := EncodePut([]byte("m"), []byte("9223372036854775807"))
+	_, _ = s.Update(sm.Entry{Index: 3, Cmd: max})
+	if r := add("m", 1); r.Status != StatusBadRequest {
+		t.Fatalf("overflow: %+v", r)
+	}
+	if _, err := DecodeCommand([]byte{Version, byte(OpAdd), 0, 0, 0, 1, 'k', 0, 0}); err == nil {
+		t.Fatal("truncated delta accepted")
 	}
 }
