@@ -48,6 +48,9 @@ func cluster(t *testing.T, nodehosts int, mod func(*testcluster.Options)) *testc
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
+	// One multi-process test at a time across packages (go test runs
+	// packages in parallel on this machine's few cores).
+	testcluster.Exclusive(t)
 	opts := testcluster.Options{Bins: bins, Dir: t.TempDir(), Nodehosts: nodehosts}
 	if mod != nil {
 		mod(&opts)

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -426,4 +427,47 @@ func RunCLI(ctx context.Context, path string, args ...string) Result {
 		errb.WriteString(err.Error())
 	}
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// Exclusive serializes the heavy multi-process tests of all packages (go
+// test runs packages in parallel): it takes an exclusive flock on
+// drummer-testcluster.lock in os.TempDir(), waiting while another test holds
+// it (at most until shortly before t's deadline), and releases it when t's
+// test and its cleanups end. Take it before starting any process.
+func Exclusive(t testing.TB) {
+	t.Helper()
+	path := filepath.Join(os.TempDir(), "drummer-testcluster.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Fatalf("exclusive test lock: %v", err)
+	}
+	deadline := time.Now().Add(time.Hour)
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			deadline = dl.Add(-time.Minute)
+		}
+	}
+	start := time.Now()
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			t.Fatalf("exclusive test lock %s: %v", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("exclusive test lock %s: still held by another test after %s", path, time.Since(start).Round(time.Second))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("waited %s for the exclusive test lock %s", d.Round(time.Millisecond), path)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	})
 }
