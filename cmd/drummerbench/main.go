@@ -31,7 +31,13 @@ func main() {
 	if len(os.Args) < 2 {
 		usage()
 	}
-	var err error
+	// Measure alone: tests and other runs take the same lock.
+	unlock, _, err := testcluster.Lock(time.Now().Add(time.Hour))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "drummerbench:", err)
+		os.Exit(1)
+	}
+	defer unlock()
 	switch os.Args[1] {
 	case "launch":
 		err = launch(os.Args[2:])
@@ -43,6 +49,7 @@ func main() {
 		usage()
 	}
 	if err != nil {
+		unlock()
 		fmt.Fprintln(os.Stderr, "drummerbench:", err)
 		os.Exit(1)
 	}

@@ -429,23 +429,17 @@ func RunCLI(ctx context.Context, path string, args ...string) Result {
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
-// Exclusive serializes the heavy multi-process tests of all packages (go
-// test runs packages in parallel): it takes an exclusive flock on
-// drummer-testcluster.lock in os.TempDir(), waiting while another test holds
-// it (at most until shortly before t's deadline), and releases it when t's
-// test and its cleanups end. Take it before starting any process.
-func Exclusive(t testing.TB) {
-	t.Helper()
-	path := filepath.Join(os.TempDir(), "drummer-testcluster.lock")
+// LockPath is the file whose exclusive flock serializes heavy
+// multi-process runs (tests of all packages, benchmarks).
+func LockPath() string { return filepath.Join(os.TempDir(), "drummer-testcluster.lock") }
+
+// Lock takes the exclusive lock at LockPath, waiting until deadline; the
+// returned function releases it.
+func Lock(deadline time.Time) (unlock func(), waited time.Duration, err error) {
+	path := LockPath()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
-		t.Fatalf("exclusive test lock: %v", err)
-	}
-	deadline := time.Now().Add(time.Hour)
-	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
-		if dl, ok := d.Deadline(); ok {
-			deadline = dl.Add(-time.Minute)
-		}
+		return nil, 0, fmt.Errorf("exclusive lock: %w", err)
 	}
 	start := time.Now()
 	for {
@@ -455,19 +449,39 @@ func Exclusive(t testing.TB) {
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
 			f.Close()
-			t.Fatalf("exclusive test lock %s: %v", path, err)
+			return nil, 0, fmt.Errorf("exclusive lock %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			t.Fatalf("exclusive test lock %s: still held by another test after %s", path, time.Since(start).Round(time.Second))
+			return nil, 0, fmt.Errorf("exclusive lock %s: still held by another run after %s", path, time.Since(start).Round(time.Second))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Logf("waited %s for the exclusive test lock %s", d.Round(time.Millisecond), path)
-	}
-	t.Cleanup(func() {
+	return func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
-	})
+	}, time.Since(start), nil
+}
+
+// Exclusive serializes the heavy multi-process tests of all packages (go
+// test runs packages in parallel): it takes the lock at LockPath, waiting
+// while another test holds it (at most until shortly before t's deadline),
+// and releases it when t's test and its cleanups end. Take it before
+// starting any process.
+func Exclusive(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(time.Hour)
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			deadline = dl.Add(-time.Minute)
+		}
+	}
+	unlock, waited, err := Lock(deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited > time.Second {
+		t.Logf("waited %s for the exclusive test lock %s", waited.Round(time.Millisecond), LockPath())
+	}
+	t.Cleanup(unlock)
 }
