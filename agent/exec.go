@@ -49,6 +49,8 @@ type executor struct {
 	// host report that it is still starting replicas.
 	starts    atomic.Int64
 	restoring atomic.Bool
+	// active is when orders last arrived or finished (unix nanoseconds).
+	active atomic.Int64
 
 	mu       sync.Mutex
 	maxEpoch uint64
@@ -111,6 +113,7 @@ func (e *executor) submit(epoch uint64, orders []*drummerpb.Order) {
 		select {
 		case e.queue <- o:
 			e.inflight[o.Id] = true
+			e.active.Store(time.Now().UnixNano())
 		default:
 			if o.GetStart() != nil {
 				e.starts.Add(-1)
@@ -210,6 +213,7 @@ func (e *executor) work(ctx context.Context) {
 		if res.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
 			e.a.log.Debug("order not carried out", "order", o.Id, "outcome", res.Outcome.String(), "err", res.Error)
 		}
+		e.active.Store(time.Now().UnixNano())
 		e.a.col.onEvent(eventsNudge)
 		e.a.reps.nudge()
 	}
@@ -455,6 +459,13 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 // restore brings back, after a restart, the replicas this host was
 // assigned, without waiting for a drummer: the data plane stays up while
 // the control plane is away.
+// working reports whether orders are being carried out here or were very
+// recently: the scheduler's next step then follows within a fraction of a
+// report interval.
+func (e *executor) working() bool {
+	return time.Since(time.Unix(0, e.active.Load())) < 3*time.Second
+}
+
 // starting reports whether replicas are still being started here.
 func (e *executor) starting() bool { return e.restoring.Load() || e.starts.Load() > 0 }
 

@@ -130,7 +130,7 @@ type endpoint struct {
 
 func (r *reporters) report(ctx context.Context, ep string) {
 	a := r.a
-	cc, err := grpc.NewClient(ep, grpcInsecure())
+	cc, err := grpc.NewClient(ep, a.drummerDialOptions()...)
 	if err != nil {
 		a.log.Error("bad drummer endpoint", "endpoint", ep, "err", err)
 		return
@@ -140,6 +140,11 @@ func (r *reporters) report(ctx context.Context, ep string) {
 	st := &endpoint{full: true}
 	for {
 		interval := time.Duration(r.interval.Load())
+		if a.exec.working() {
+			// Multi-step repairs take one round trip per step: report
+			// faster while orders flow so each next step arrives sooner.
+			interval = min(interval, 250*time.Millisecond)
+		}
 		nudged := r.nudgeCh()
 		req, v, resSeq := r.build(st)
 		rctx, cancel := context.WithTimeout(ctx, max(2*interval, time.Second))
