@@ -179,12 +179,14 @@ func (s *observations) stopped(h *planner.HostObs, r *drummerpb.ReplicaReport, n
 	s.dirty.Shards[r.ShardId] = struct{}{}
 }
 
-// mergeMembership keeps the membership with the highest ConfigChangeID.
+// mergeMembership keeps the newest membership: the highest ConfigChangeID
+// within one incarnation of the shard, the later incarnation across a
+// delete and re-create of its ID (planner.NewerMembership).
 func (s *observations) mergeMembership(shardID uint64, m *drummerpb.Membership) {
 	if m == nil {
 		return
 	}
-	if old := s.o.Memberships[shardID]; old == nil || m.ConfigChangeId > old.ConfigChangeId {
+	if planner.NewerMembership(m, s.o.Memberships[shardID]) {
 		s.o.Memberships[shardID] = m
 		s.dirty.Shards[shardID] = struct{}{}
 	}

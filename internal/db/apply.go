@@ -376,7 +376,9 @@ func (s *State) forgetHost(hostID string) {
 }
 
 func (s *State) addCleanup(hostID string, shardID, replicaID uint64, reason string, now int64) {
-	if hostID == "" {
+	// Nothing can be cleaned on a host that is gone or replaced (its data
+	// went with it), and such a cleanup would never be dropped.
+	if h, ok := s.Hosts[hostID]; !ok || h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED {
 		return
 	}
 	k := CleanupKey{HostID: hostID, ShardID: shardID, ReplicaID: replicaID}

@@ -22,6 +22,9 @@ type StateMachine struct {
 	mu      sync.RWMutex
 	st      *State
 	applied uint64
+	// view caches the last View: records are immutable, so a view stays
+	// valid until the next applied batch or snapshot recovery replaces it.
+	view *State
 	// changed is closed and replaced after every applied batch, so readers
 	// can wait for the state to move.
 	changed chan struct{}
@@ -47,6 +50,7 @@ func (m *StateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		entries[i].Result = sm.Result{Value: uint64(r.Code), Data: r.Data}
 		m.applied = entries[i].Index
 	}
+	m.view = nil
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return entries, nil
@@ -154,6 +158,7 @@ func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.st = st
+	m.view = nil
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return nil

@@ -168,14 +168,25 @@ func (s *State) SortedHostIDs() []string {
 	return ids
 }
 
-// HostByRaftAddress finds the registered host using addr, if any.
+// HostByRaftAddress finds the registered host that owns addr: the one not
+// replaced (there is at most one), else the replaced one with the lowest
+// ID, else nil. Several hosts share an address after a host identity is
+// replaced; the answer must not depend on map order, as apply must be
+// deterministic.
 func (s *State) HostByRaftAddress(addr string) *dbpb.Host {
+	var replaced *dbpb.Host
 	for _, h := range s.Hosts {
-		if h.RaftAddress == addr {
+		if h.RaftAddress != addr {
+			continue
+		}
+		if h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED {
 			return h
 		}
+		if replaced == nil || h.Id < replaced.Id {
+			replaced = h
+		}
 	}
-	return nil
+	return replaced
 }
 
 // CleanupsFor returns the cleanups recorded for a host, sorted.

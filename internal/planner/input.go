@@ -57,6 +57,49 @@ type Observed struct {
 	LastRunning map[ReplicaKey]time.Time
 }
 
+// NewerMembership tells whether a reported membership m should replace
+// the one kept for its shard (old, may be nil). Within one incarnation of a
+// shard the higher ConfigChangeID wins. A shard ID deleted and created
+// again is a new Raft group whose log, and so ConfigChangeID, starts over,
+// while its replica IDs are all above those of every earlier incarnation
+// (the DB's replica ID floor): so a membership whose IDs are all above the
+// kept one's is newer, and one whose IDs are all below is older, whatever
+// their ConfigChangeIDs.
+func NewerMembership(m, old *drummerpb.Membership) bool {
+	if m == nil {
+		return false
+	}
+	if old == nil {
+		return true
+	}
+	mlo, mhi, ok1 := idRange(m)
+	olo, ohi, ok2 := idRange(old)
+	switch {
+	case !ok1:
+		return false
+	case !ok2 || mlo > ohi:
+		return true
+	case mhi < olo:
+		return false
+	}
+	return m.ConfigChangeId > old.ConfigChangeId
+}
+
+func idRange(m *drummerpb.Membership) (lo, hi uint64, ok bool) {
+	for _, ids := range []map[uint64]string{m.Voters, m.NonVoting, m.Witnesses} {
+		for id := range ids {
+			if !ok || id < lo {
+				lo = id
+			}
+			if !ok || id > hi {
+				hi = id
+			}
+			ok = true
+		}
+	}
+	return lo, hi, ok
+}
+
 // NewObserved returns an empty Observed.
 func NewObserved() *Observed {
 	return &Observed{

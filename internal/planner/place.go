@@ -33,9 +33,10 @@ func (e exclusion) String() string {
 }
 
 // eligible lists the hosts that may receive a new replica of sh: active
-// (not cordoned, draining or in maintenance), up (not suspect or dead),
-// able to run the app, not already holding a member, and below the
-// per-host repair limit when forRepair.
+// (not cordoned, draining or in maintenance), up (not suspect or dead) and
+// heard from by this scheduler within the suspect timeout, able to run the
+// app, not already holding a member, and below the per-host repair limit
+// when forRepair.
 func (p *planner) eligible(sh *dbpb.Shard, forRepair bool) ([]*dbpb.Host, exclusion) {
 	used := map[string]bool{}
 	for _, m := range sh.Members {
@@ -56,6 +57,8 @@ func (p *planner) eligible(sh *dbpb.Shard, forRepair bool) ([]*dbpb.Host, exclus
 			why["in maintenance"]++
 		case l != Up:
 			why[l.String()]++
+		case !p.heard(id):
+			why["not heard from recently"]++
 		case !slices.Contains(h.Apps, sh.App):
 			why["without app "+sh.App]++
 		case used[id] || used["addr:"+h.RaftAddress]:
@@ -117,6 +120,24 @@ func (p *planner) best(cands []*dbpb.Host, regionCount map[string]int) *dbpb.Hos
 func (p *planner) pickHost(v *shardView, replaced *member) string {
 	sh := v.sh
 	cands, why := p.eligible(sh, true)
+	if v.ms != nil {
+		// dragonboat refuses a target any member of the membership uses,
+		// also one whose host record is gone (removed by the operator) and
+		// whose address a new host identity took.
+		taken := map[string]bool{}
+		for _, m := range []map[uint64]string{v.ms.Voters, v.ms.NonVoting} {
+			for _, a := range m {
+				taken[a] = true
+			}
+		}
+		cands = slices.DeleteFunc(cands, func(h *dbpb.Host) bool {
+			if taken[h.RaftAddress] {
+				why["already holding a replica"]++
+				return true
+			}
+			return false
+		})
+	}
 	regions, exact := p.desiredRegions(sh)
 	count := map[string]int{}
 	for _, m := range v.members {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -32,6 +33,8 @@ type planner struct {
 	placements      int
 	newRepairs      int
 	cleanups        int
+	// Hosts forgotten by a decision of this round.
+	forgotten map[string]bool
 }
 
 // Plan runs one planning round. It does not modify its input.
@@ -55,6 +58,7 @@ func newPlanner(in Input) *planner {
 		load:            map[string]int{},
 		inFlightPerHost: map[string]int{},
 		ordersPerHost:   map[string]int{},
+		forgotten:       map[string]bool{},
 		out: &Output{
 			ShardOrders: map[uint64][]HostOrder{},
 			HostOrders:  map[string][]*drummerpb.Order{},
@@ -75,7 +79,7 @@ func newPlanner(in Input) *planner {
 		for _, m := range sh.Members {
 			p.load[m.HostId]++
 		}
-		if sh.Repair != nil {
+		if sh.Repair != nil && !p.stalled(sh) {
 			p.inFlight++
 			if sh.Repair.NewHostId != "" {
 				p.inFlightPerHost[sh.Repair.NewHostId]++
@@ -83,6 +87,17 @@ func newPlanner(in Input) *planner {
 		}
 	}
 	return p
+}
+
+// stalled reports whether a shard's repair cannot progress because the
+// shard has no live quorum or no leader: no membership change commits, no
+// data moves. Such a repair does not hold a repair slot; otherwise shards
+// that lost their quorum for good would hold the slots forever and starve
+// every other repair. It takes a slot again when its quorum and leader
+// return (possibly exceeding the limits until other repairs finish).
+func (p *planner) stalled(sh *dbpb.Shard) bool {
+	v := p.newShardView(sh)
+	return v.liveVoters < db.Quorum(len(v.voters)) || v.leader == 0
 }
 
 func (p *planner) decide(d *dbpb.Decision) { p.out.Decisions = append(p.out.Decisions, d) }
@@ -115,6 +130,16 @@ func (p *planner) hostLiveness(hostID string, suspectMs, deadMs uint64) (Livenes
 		return Suspect, silence
 	}
 	return Up, silence
+}
+
+// heard reports whether this scheduler received a report from the host
+// within the suspect timeout. Liveness gives a host that has not reported
+// since ObsSince the benefit of the doubt (a new scheduler must not declare
+// hosts dead on missing memory), but only a host actually heard from may
+// register or receive a new replica.
+func (p *planner) heard(hostID string) bool {
+	o := p.obs.Hosts[hostID]
+	return o != nil && !o.LastHeard.IsZero() && p.now.Sub(o.LastHeard) < p.ms(p.cfg.SuspectTimeoutMs)
 }
 
 func (p *planner) globalLiveness(hostID string) (Liveness, time.Duration) {
@@ -166,7 +191,11 @@ func (p *planner) hosts() {
 		rep := &HostReport{HostID: id, Registered: h != nil}
 		rep.Liveness, _ = p.globalLiveness(id)
 		p.out.Hosts[id] = rep
-		if o != nil && !o.LastHeard.IsZero() {
+		// Only a current report registers (or re-registers) a host: the
+		// observations of a host that went silent, or was forgotten, must
+		// not bring it back (nor let it claim its address from the
+		// identity now using it).
+		if o != nil && p.heard(id) {
 			p.register(h, o, rep)
 		}
 		if h == nil {
@@ -207,7 +236,9 @@ func (p *planner) register(h *dbpb.Host, o *HostObs, rep *HostReport) {
 			rep.Explanation = fmt.Sprintf("raft address %s is registered to host %s, which reported %s ago", o.RaftAddress, other.Id, silence.Round(time.Second))
 			return
 		}
-		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_ReplaceHost{ReplaceHost: &dbpb.ReplaceHost{OldHostId: other.Id, NewHostId: o.ID}}})
+		if !p.forgotten[other.Id] { // forgotten this round: the address is free
+			p.decide(&dbpb.Decision{Kind: &dbpb.Decision_ReplaceHost{ReplaceHost: &dbpb.ReplaceHost{OldHostId: other.Id, NewHostId: o.ID}}})
+		}
 	}
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_RegisterHost{RegisterHost: reg}})
 }
@@ -236,6 +267,7 @@ func (p *planner) housekeeping(h *dbpb.Host, rep *HostReport) {
 		l, silence := p.globalLiveness(h.Id)
 		if h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED || (l == Dead && silence >= p.ms(p.cfg.HostGcAfterMs)) {
 			p.decide(&dbpb.Decision{Kind: &dbpb.Decision_ForgetHost{ForgetHost: &dbpb.ForgetHost{HostId: h.Id}}})
+			p.forgotten[h.Id] = true
 		}
 	}
 	switch {
@@ -259,6 +291,10 @@ func (p *planner) newOrder(id string) *drummerpb.Order {
 func stopOrderID(epoch, shardID, replicaID uint64) string {
 	return fmt.Sprintf("%d/stop/%d/%d", epoch, shardID, replicaID)
 }
+
+// isStopOrderID tells whether an order ID names a stop (and remove data)
+// order, of any epoch.
+func isStopOrderID(id string) bool { return strings.Contains(id, "/stop/") }
 
 // hostCleanups orders a host to stop and delete replicas that are no longer
 // members, and forgets each cleanup once the host confirms it.
@@ -335,6 +371,15 @@ func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 		check(ReplicaKey{r.ShardId, r.ReplicaId}, true)
 	}
 	if o.DiskKnown {
+		// Replicas the host confirmed stopped and deleted have no data any
+		// more (dragonboat never restarts a removed replica), whatever an
+		// older disk inventory still lists; re-condemning them would flap.
+		removed := map[ReplicaKey]bool{}
+		for id, r := range o.Results {
+			if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && isStopOrderID(id) {
+				removed[ReplicaKey{r.ShardId, r.ReplicaId}] = true
+			}
+		}
 		keys := make([]ReplicaKey, 0, len(o.Disk))
 		for k := range o.Disk {
 			keys = append(keys, k)
@@ -342,6 +387,9 @@ func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 		slices.SortFunc(keys, compareKeys)
 		for _, k := range keys {
 			if r := o.Replicas[k.ShardID]; r != nil && r.ReplicaId == k.ReplicaID {
+				continue
+			}
+			if removed[k] {
 				continue
 			}
 			check(k, false)

@@ -158,6 +158,16 @@ func (p *planner) driveRepair(v *shardView) {
 			p.next(v)
 			return
 		}
+		if m := v.byID[r.OldReplicaId]; r.Kind == dbpb.RepairKind_REPAIR_KIND_REMOVE && v.isVoter(r.OldReplicaId) &&
+			!v.safeAfter(-1, m != nil && m.live()) {
+			// A removal is only planned when it is safe; things changed
+			// since (say the member's host came back and another died).
+			// Waiting could block the shard's other repairs for ever, and
+			// a removal that added nothing can always be called off.
+			p.finishRepair(v, dbpb.RepairOutcome_REPAIR_OUTCOME_CANCELLED,
+				fmt.Sprintf("removing replica %d would now leave fewer live voters than a quorum", r.OldReplicaId))
+			return
+		}
 		p.remove(v, r.OldReplicaId)
 	case dbpb.RepairStep_REPAIR_STEP_ROLLBACK:
 		if v.ms != nil && !voter && !nonVoting {
@@ -240,16 +250,38 @@ func (p *planner) planRepair(v *shardView) {
 			}
 		}
 	}
+	// 1b. Recorded members the membership lists as removed (a removal
+	//    applied although its repair was called off): drop the record; the
+	//    removal step sees the replica gone and completes at once.
+	if v.ms != nil {
+		for _, m := range v.members {
+			if id := m.rec.ReplicaId; contains(v.ms.Removed, id) {
+				v.candidate = func() bool {
+					return p.startRepair(v, dbpb.RepairKind_REPAIR_KIND_REMOVE, "", id, fmt.Sprintf("replica %d was removed from the membership", id))
+				}
+				return
+			}
+		}
+	}
 	// 2. Dead voters: replace (add before remove).
 	for _, m := range v.members {
 		if m.state == "dead" && v.isVoter(m.rec.ReplicaId) {
 			m := m
 			v.candidate = func() bool {
+				reason := fmt.Sprintf("replica %d on %s dead for %s", m.rec.ReplicaId, p.addr(m.rec.HostId), m.since.Round(time.Second))
 				host := p.pickHost(v, m)
 				if host == "" {
+					if m.host == nil || m.host.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED {
+						// Its host identity is gone for good and no other host
+						// can take its place; often the only candidate is that
+						// host's new identity, on the raft address the dead
+						// member still holds (dragonboat refuses two members on
+						// one address). Remove it first: removing a dead voter
+						// never lowers the live count, and the add follows.
+						return p.startRepair(v, dbpb.RepairKind_REPAIR_KIND_REMOVE, "", m.rec.ReplicaId, reason+"; its host is gone for good and no other host is eligible")
+					}
 					return false
 				}
-				reason := fmt.Sprintf("replica %d on %s dead for %s", m.rec.ReplicaId, p.addr(m.rec.HostId), m.since.Round(time.Second))
 				return p.startRepair(v, dbpb.RepairKind_REPAIR_KIND_REPLACE, host, m.rec.ReplicaId, reason)
 			}
 			return

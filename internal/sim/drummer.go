@@ -1,0 +1,618 @@
+package sim
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+	"github.com/drummerhq/drummer/internal/planner"
+)
+
+// Constants mirrored from server/observe.go.
+const (
+	resultTTL       = 2 * time.Minute
+	unregisteredTTL = 10 * time.Minute
+)
+
+// drummer is the scheduler leader's soft state: observations and the
+// orders in force.
+type drummer struct {
+	obs      *planner.Observed
+	obsSince time.Time
+	resultAt map[string]map[string]time.Time
+	dirtyS   map[uint64]struct{}
+	dirtyH   map[string]struct{}
+
+	epoch       uint64
+	shardOrders map[uint64][]sentOrder
+	hostOrders  map[string][]sentOrder
+	again       []uint64
+	lastSweep   time.Time
+}
+
+// sentOrder is an order in force, with the planning round that issued it.
+type sentOrder struct {
+	host      string
+	o         *drummerpb.Order
+	decidedAt time.Time
+}
+
+func newDrummer(now time.Time) *drummer {
+	return &drummer{
+		obs:         planner.NewObserved(),
+		obsSince:    now,
+		resultAt:    map[string]map[string]time.Time{},
+		dirtyS:      map[uint64]struct{}{},
+		dirtyH:      map[string]struct{}{},
+		shardOrders: map[uint64][]sentOrder{},
+		hostOrders:  map[string][]sentOrder{},
+	}
+}
+
+// resetScheduler drops the scheduler's memory (orders in force), as a new
+// scheduler epoch does.
+func (d *drummer) resetScheduler(epoch uint64) {
+	d.epoch = epoch
+	d.shardOrders = map[uint64][]sentOrder{}
+	d.hostOrders = map[string][]sentOrder{}
+	d.again = nil
+	d.lastSweep = time.Time{}
+}
+
+// ordersFor lists the orders in force for a host, host-level first, then by
+// shard (like scheduler.ordersFor).
+func (d *drummer) ordersFor(hostID string) []sentOrder {
+	out := slices.Clone(d.hostOrders[hostID])
+	for _, sid := range sortedKeys(d.shardOrders) {
+		for _, so := range d.shardOrders[sid] {
+			if so.host == hostID {
+				out = append(out, so)
+			}
+		}
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// Agent reports.
+
+func (w *World) drummerUp() bool { return !w.now.Before(w.downTill) }
+
+func (w *World) reports() {
+	for _, h := range w.hosts {
+		if !h.alive || w.now.Before(h.nextReport) {
+			continue
+		}
+		h.nextReport = h.nextReport.Add(time.Second)
+		if h.nextReport.Before(w.now) {
+			h.nextReport = w.now.Add(time.Second)
+		}
+		w.report(h)
+	}
+}
+
+func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
+	h.seq++
+	req := &drummerpb.ReportRequest{
+		HostId: h.id, RaftAddress: h.addr, ApiAddress: h.api,
+		Labels: map[string]string{planner.RegionLabel: h.region}, Apps: h.apps,
+		Session: h.session, Seq: h.seq, Full: true, EpochSeen: h.epochSeen,
+	}
+	for _, sid := range sortedKeys(h.running) {
+		r := h.running[sid]
+		g := r.g
+		rr := &drummerpb.ReplicaReport{ShardId: sid, ReplicaId: r.id, App: "kv"}
+		if r.initialized && g.isMember(r.id) && g.addrOf(r.id) == h.addr {
+			_, voter := g.voters[r.id]
+			rr.LeaderId, rr.Term = w.leaderView(g)
+			rr.ConfigChangeId = g.ccid
+			r.lastCCID, r.lastVoter = g.ccid, voter
+			if voter {
+				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_VOTER
+			} else {
+				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_NON_VOTING
+				rr.CaughtUp = r.caughtUp
+			}
+			if g.leader == r.id {
+				rr.Membership = g.membership()
+			}
+		} else {
+			// Stranded (not a member here) or not initialized yet: it sees
+			// no leader.
+			rr.Pending = !r.initialized
+			rr.ConfigChangeId = r.lastCCID
+			rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_NON_VOTING
+			if r.lastVoter {
+				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_VOTER
+			}
+		}
+		req.Replicas = append(req.Replicas, rr)
+	}
+	if !w.now.Before(h.nextDisk) {
+		h.nextDisk = w.now.Add(w.dur(w.diskEvery/2, w.diskEvery))
+		req.HasDiskInventory = true
+		keys := make([]key, 0, len(h.disk))
+		for k := range h.disk {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, cmpKey)
+		for _, k := range keys {
+			req.Disk = append(req.Disk, &drummerpb.ReplicaKey{ShardId: k.ShardID, ReplicaId: k.ReplicaID})
+		}
+	}
+	req.Results = h.results
+	return req
+}
+
+func cmpKey(a, b key) int {
+	if a.ShardID != b.ShardID {
+		if a.ShardID < b.ShardID {
+			return -1
+		}
+		return 1
+	}
+	if a.ReplicaID < b.ReplicaID {
+		return -1
+	}
+	if a.ReplicaID > b.ReplicaID {
+		return 1
+	}
+	return 0
+}
+
+// report sends one report; the reply carries the orders in force.
+func (w *World) report(h *Host) {
+	if h.partitioned(w.now) {
+		return
+	}
+	if !w.drummerUp() {
+		// A warm successor (a follower) keeps receiving reports.
+		if w.warm {
+			w.ingest(w.buildReport(h))
+			h.results = nil
+		}
+		// A deposed scheduler that still believes it leads answers with
+		// its last orders.
+		if w.zombie != nil && w.now.Before(w.zomTill) {
+			w.deliver(h, w.zombie.epoch, w.zombie.ordersFor(h.id))
+		}
+		return
+	}
+	req := w.buildReport(h)
+	w.ingest(req)
+	h.results = nil
+	w.deliver(h, w.epoch, w.drummer.ordersFor(h.id))
+}
+
+// deliver hands orders to the agent, which queues the ones it has not
+// executed yet (and retries failed ones).
+func (w *World) deliver(h *Host, epoch uint64, orders []sentOrder) {
+	if epoch > h.epochSeen {
+		h.epochSeen = epoch
+	}
+	present := map[string]bool{}
+	inQueue := map[string]bool{}
+	for _, q := range h.queue {
+		inQueue[q.o.Id] = true
+	}
+	for _, so := range orders {
+		id := so.o.Id
+		present[id] = true
+		if inQueue[id] {
+			continue
+		}
+		if out, ok := h.seen[id]; ok && out != failed {
+			continue
+		}
+		delay := w.dur(50*time.Millisecond, 1200*time.Millisecond)
+		if w.now.Before(h.slowTill) {
+			delay += w.dur(2*time.Second, 40*time.Second)
+		}
+		h.queue = append(h.queue, &queued{o: so.o, at: w.now.Add(delay), decidedAt: so.decidedAt})
+		inQueue[id] = true
+		h.seen[id] = drummerpb.OrderOutcome_ORDER_OUTCOME_UNSPECIFIED
+	}
+	// Forget outcomes of orders no longer in force (bounded memory).
+	for id := range h.seen {
+		if !present[id] && !inQueue[id] {
+			delete(h.seen, id)
+		}
+	}
+}
+
+// ingest mirrors server/observations.ingest for full reports, marking
+// shards and hosts dirty only when something changed (the server marks
+// every reported shard).
+func (w *World) ingest(r *drummerpb.ReportRequest) {
+	d := w.drummer
+	now := w.now
+	h := d.obs.Hosts[r.HostId]
+	if h == nil {
+		h = &planner.HostObs{ID: r.HostId, Replicas: map[uint64]*drummerpb.ReplicaReport{}, Results: map[string]*drummerpb.OrderResult{}}
+		d.obs.Hosts[r.HostId] = h
+		d.dirtyH[r.HostId] = struct{}{}
+	}
+	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > 2*time.Second
+	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || h.Labels[planner.RegionLabel] != r.Labels[planner.RegionLabel] ||
+		!slices.Equal(h.Apps, r.Apps) {
+		d.dirtyH[r.HostId] = struct{}{}
+	}
+	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
+	h.LastHeard = now
+	if wasSilent {
+		d.dirtyH[r.HostId] = struct{}{}
+		for id := range h.Replicas {
+			d.dirtyS[id] = struct{}{}
+		}
+	}
+	// Full report: replicas absent now have stopped.
+	next := make(map[uint64]*drummerpb.ReplicaReport, len(r.Replicas))
+	for _, rr := range r.Replicas {
+		next[rr.ShardId] = rr
+	}
+	for id, old := range h.Replicas {
+		d.obs.LastRunning[key{ShardID: old.ShardId, ReplicaID: old.ReplicaId}] = now
+		if nr := next[id]; nr == nil || !sameReplica(old, nr) {
+			d.dirtyS[id] = struct{}{}
+		}
+	}
+	for _, rr := range r.Replicas {
+		if h.Replicas[rr.ShardId] == nil {
+			d.dirtyS[rr.ShardId] = struct{}{}
+		}
+		w.mergeMembership(rr.ShardId, rr.Membership)
+	}
+	h.Replicas = next
+	if r.HasDiskInventory {
+		disk := make(map[key]struct{}, len(r.Disk))
+		for _, k := range r.Disk {
+			disk[key{ShardID: k.ShardId, ReplicaID: k.ReplicaId}] = struct{}{}
+		}
+		if !h.DiskKnown || len(disk) != len(h.Disk) {
+			d.dirtyH[r.HostId] = struct{}{}
+		} else {
+			for k := range disk {
+				if _, ok := h.Disk[k]; !ok {
+					d.dirtyH[r.HostId] = struct{}{}
+					break
+				}
+			}
+		}
+		h.DiskKnown, h.DiskAt, h.Disk = true, now, disk
+	}
+	if len(r.Results) > 0 {
+		at := d.resultAt[r.HostId]
+		if at == nil {
+			at = map[string]time.Time{}
+			d.resultAt[r.HostId] = at
+		}
+		for _, res := range r.Results {
+			h.Results[res.Id] = res
+			at[res.Id] = now
+			if res.ShardId != 0 {
+				d.dirtyS[res.ShardId] = struct{}{}
+				w.mergeMembership(res.ShardId, res.Membership)
+			}
+		}
+		d.dirtyH[r.HostId] = struct{}{}
+	}
+}
+
+func sameReplica(a, b *drummerpb.ReplicaReport) bool {
+	return a.ReplicaId == b.ReplicaId && a.LeaderId == b.LeaderId && a.Term == b.Term && a.ConfigChangeId == b.ConfigChangeId &&
+		a.Role == b.Role && a.Pending == b.Pending && a.CaughtUp == b.CaughtUp
+}
+
+// mergeMembership keeps the newest membership per shard. Unlike
+// server/observe.go (highest ConfigChangeID), it uses
+// planner.NewerMembership, which also orders the incarnations of a shard ID
+// deleted and created again (see the report of the simulator's findings).
+func (w *World) mergeMembership(shardID uint64, m *drummerpb.Membership) {
+	if m == nil {
+		return
+	}
+	d := w.drummer
+	if planner.NewerMembership(m, d.obs.Memberships[shardID]) {
+		d.obs.Memberships[shardID] = m
+		d.dirtyS[shardID] = struct{}{}
+	}
+}
+
+// prune mirrors server/observations.prune.
+func (w *World) prune() {
+	d := w.drummer
+	now := w.now
+	for hostID, at := range d.resultAt {
+		h := d.obs.Hosts[hostID]
+		for id, t := range at {
+			if now.Sub(t) > resultTTL {
+				delete(at, id)
+				if h != nil {
+					delete(h.Results, id)
+				}
+			}
+		}
+	}
+	for id, h := range d.obs.Hosts {
+		if _, ok := w.st.Hosts[id]; !ok && now.Sub(h.LastHeard) > unregisteredTTL {
+			delete(d.obs.Hosts, id)
+			delete(d.resultAt, id)
+		}
+	}
+	for id := range d.obs.Memberships {
+		if _, ok := w.st.Shards[id]; !ok {
+			delete(d.obs.Memberships, id)
+		}
+	}
+	for k := range d.obs.LastRunning {
+		sh, ok := w.st.Shards[k.ShardID]
+		if !ok || db.Member(sh, k.ReplicaID) == nil {
+			delete(d.obs.LastRunning, k)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling.
+
+// schedule runs one planning round, like server/scheduler.plan.
+func (w *World) schedule() {
+	if !w.drummerUp() {
+		return
+	}
+	d := w.drummer
+	dbDirty := w.st.TakeDirty()
+	in := planner.Input{
+		Now: w.now, State: w.st, Obs: d.obs, ObsSince: d.obsSince, Epoch: w.epoch, Seed: w.rng.Uint64(),
+	}
+	in.All = dbDirty.All || w.now.Sub(d.lastSweep) >= w.cfg.SweepEvery
+	if !in.All {
+		shards := map[uint64]struct{}{}
+		for id := range dbDirty.Shards {
+			shards[id] = struct{}{}
+		}
+		for id := range d.dirtyS {
+			shards[id] = struct{}{}
+		}
+		for _, id := range d.again {
+			shards[id] = struct{}{}
+		}
+		hosts := map[string]struct{}{}
+		for id := range dbDirty.Hosts {
+			hosts[id] = struct{}{}
+		}
+		for id := range d.dirtyH {
+			hosts[id] = struct{}{}
+		}
+		in.Shards = sortedKeys(shards)
+		in.Hosts = sortedKeys(hosts)
+	}
+	d.dirtyS = map[uint64]struct{}{}
+	d.dirtyH = map[string]struct{}{}
+	if !in.All && len(in.Shards) == 0 && len(in.Hosts) == 0 {
+		return
+	}
+	w.stats.PlanRounds++
+	var before uint64
+	check := w.stats.PlanRounds%64 == 1
+	if check {
+		before = w.st.Hash()
+	}
+	out := planner.Plan(in)
+	if check && w.st.Hash() != before {
+		w.violate("planner modified its input DB state")
+	}
+	w.checkOutput(in, out)
+
+	if in.All {
+		w.stats.Sweeps++
+		d.lastSweep = w.now
+		w.lastOut, w.lastOutAt = out, w.now
+		for id := range d.shardOrders {
+			if _, ok := out.ShardOrders[id]; !ok {
+				delete(d.shardOrders, id)
+			}
+		}
+	}
+	for id, hos := range out.ShardOrders {
+		if len(hos) == 0 {
+			delete(d.shardOrders, id)
+			continue
+		}
+		var sos []sentOrder
+		for _, ho := range hos {
+			sos = append(sos, sentOrder{host: ho.HostID, o: ho.Order, decidedAt: w.now})
+		}
+		d.shardOrders[id] = sos
+	}
+	for id, os := range out.HostOrders {
+		var sos []sentOrder
+		for _, o := range os {
+			sos = append(sos, sentOrder{host: id, o: o, decidedAt: w.now})
+		}
+		d.hostOrders[id] = sos
+	}
+	if in.All {
+		for id := range d.hostOrders {
+			if _, ok := out.HostOrders[id]; !ok {
+				delete(d.hostOrders, id)
+			}
+		}
+	}
+	d.again = out.Again
+	if in.All {
+		w.prune()
+	}
+	if in.All {
+		w.checkHostGC(in, out)
+	}
+	if len(out.Decisions) > 0 {
+		if !w.settled && w.chance(w.rates.lostProposal) {
+			// The proposal timed out (the orders above are in force all the
+			// same, as in the server): the next rounds decide again.
+			w.tracef("drummer: proposal of %d decisions lost", len(out.Decisions))
+			w.stats.LostProposals++
+		} else {
+			w.applyDecisions(w.epoch, out.Decisions)
+		}
+	}
+}
+
+func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
+	w.stats.Decisions += len(ds)
+	cmd := &dbpb.Command{Version: db.CommandVersion, Epoch: epoch, NowUnixMs: w.now.UnixMilli(),
+		Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: ds}}}
+	r := w.st.ApplyCommand(cmd)
+	if r.Code != dbpb.Code_CODE_OK {
+		w.violate("decision batch of %d rejected: %s", len(ds), r.Code)
+		return
+	}
+	w.lastBatch, w.lastEpoch = ds, epoch
+	for i, dd := range ds {
+		c := dbpb.Code(r.Data[i])
+		name := decisionName(dd)
+		w.stats.DecisionCodes[name+":"+strings.TrimPrefix(c.String(), "CODE_")]++
+		w.tracef("decide %s -> %s", decisionStr(dd), c)
+		w.checkDecisionResult(dd, c)
+		if c != dbpb.Code_CODE_OK {
+			continue
+		}
+		switch k := dd.Kind.(type) {
+		case *dbpb.Decision_StartRepair:
+			w.stats.RepairsStarted++
+		case *dbpb.Decision_FinishRepair:
+			switch k.FinishRepair.Outcome {
+			case dbpb.RepairOutcome_REPAIR_OUTCOME_DONE:
+				w.stats.RepairsDone++
+			default:
+				w.stats.RepairsFailed++
+			}
+		case *dbpb.Decision_AdvanceRepair:
+			if k.AdvanceRepair.To == dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
+				w.stats.RollBacks++
+			}
+		case *dbpb.Decision_DoneCleanup:
+			w.stats.Cleanups++
+		case *dbpb.Decision_AddCleanup:
+			w.stats.ZombiesFound++
+		}
+	}
+	w.checkDB()
+}
+
+func decisionName(d *dbpb.Decision) string {
+	name := fmt.Sprintf("%T", d.Kind)
+	name = strings.TrimPrefix(name, "*dbpb.Decision_")
+	return name
+}
+
+func decisionStr(d *dbpb.Decision) string {
+	switch k := d.Kind.(type) {
+	case *dbpb.Decision_RegisterHost:
+		return fmt.Sprintf("register_host %s %s", k.RegisterHost.HostId, k.RegisterHost.RaftAddress)
+	case *dbpb.Decision_PlaceShard:
+		return fmt.Sprintf("place_shard %d on %v", k.PlaceShard.ShardId, k.PlaceShard.HostIds)
+	case *dbpb.Decision_StartRepair:
+		s := k.StartRepair
+		return fmt.Sprintf("start_repair %d %s new_host=%s old=%d (%s)", s.ShardId, planner.KindName(s.Kind), s.NewHostId, s.OldReplicaId, s.Reason)
+	case *dbpb.Decision_AdvanceRepair:
+		a := k.AdvanceRepair
+		return fmt.Sprintf("advance_repair %d #%d %s -> %s %s", a.ShardId, a.RepairId, planner.StepName(a.From), planner.StepName(a.To), a.Reason)
+	case *dbpb.Decision_FinishRepair:
+		f := k.FinishRepair
+		return fmt.Sprintf("finish_repair %d #%d %s %s", f.ShardId, f.RepairId, f.Outcome, f.Reason)
+	case *dbpb.Decision_AddCleanup:
+		a := k.AddCleanup
+		return fmt.Sprintf("add_cleanup %s %d/%d (%s)", a.HostId, a.ShardId, a.ReplicaId, a.Reason)
+	case *dbpb.Decision_DoneCleanup:
+		a := k.DoneCleanup
+		return fmt.Sprintf("done_cleanup %s %d/%d", a.HostId, a.ShardId, a.ReplicaId)
+	case *dbpb.Decision_ReplaceHost:
+		return fmt.Sprintf("replace_host %s by %s", k.ReplaceHost.OldHostId, k.ReplaceHost.NewHostId)
+	case *dbpb.Decision_ForgetHost:
+		return "forget_host " + k.ForgetHost.HostId
+	case *dbpb.Decision_EndMaintenance:
+		return "end_maintenance " + k.EndMaintenance.HostId
+	case *dbpb.Decision_MarkDrained:
+		return "mark_drained " + k.MarkDrained.HostId
+	case *dbpb.Decision_MarkBootstrapped:
+		return fmt.Sprintf("mark_bootstrapped %d", k.MarkBootstrapped.ShardId)
+	case *dbpb.Decision_RecordFailure:
+		return fmt.Sprintf("record_failure %d %s", k.RecordFailure.ShardId, k.RecordFailure.Reason)
+	}
+	return decisionName(d)
+}
+
+// ---------------------------------------------------------------------------
+// Failover.
+
+// failover deposes the scheduler: no leader for a while, then a new epoch.
+// A cold successor starts with empty observations (a server that just
+// started); a warm one keeps them (a follower that received the reports).
+func (w *World) failover() {
+	if !w.drummerUp() {
+		return
+	}
+	w.stats.Failovers++
+	gap := w.dur(w.cfg.Tick, 5*time.Second)
+	w.downTill = w.now.Add(gap)
+	w.warm = w.chance(0.5)
+	w.zombie = nil
+	if w.chance(0.5) {
+		// The deposed scheduler keeps answering for a while with its last
+		// orders (its epoch is still current until the successor acquires).
+		z := *w.drummer
+		z.shardOrders = maps.Clone(w.drummer.shardOrders)
+		z.hostOrders = maps.Clone(w.drummer.hostOrders)
+		z.epoch = w.epoch
+		w.zombie = &z
+		w.zomTill = w.now.Add(w.dur(0, gap))
+	}
+	if !w.warm {
+		// The successor is a server that just started: it hears nothing
+		// until it takes over, then starts from empty observations.
+		w.drummer = newDrummer(w.now)
+	}
+	w.tracef("drummer: scheduler leader lost; new one (warm=%v) in %s", w.warm, gap)
+}
+
+// failoverTick completes a pending failover once the gap is over.
+func (w *World) failoverTick() {
+	if w.downTill.IsZero() || w.now.Before(w.downTill) {
+		return
+	}
+	w.downTill = time.Time{}
+	w.zombie = nil
+	old := w.epoch
+	w.holder = w.holder%3 + 1
+	r := w.st.ApplyCommand(&dbpb.Command{Version: db.CommandVersion, NowUnixMs: w.now.UnixMilli(),
+		Op: &dbpb.Command_AcquireEpoch{AcquireEpoch: &dbpb.AcquireEpoch{Holder: w.holder, ExpectEpoch: old, DeploymentId: 9}}})
+	if r.Code != dbpb.Code_CODE_OK {
+		w.violate("epoch acquisition failed: %s", r.Code)
+		return
+	}
+	w.epoch = w.st.Epoch
+	if !w.warm {
+		w.stats.ColdFailovers++
+		w.drummer = newDrummer(w.now)
+	}
+	w.warm = false
+	w.drummer.resetScheduler(w.epoch)
+	w.tracef("drummer: holder %d acquired epoch %d", w.holder, w.epoch)
+	// The deposed scheduler's last decisions arrive late: all refused.
+	if len(w.lastBatch) > 0 && w.lastEpoch == old {
+		before := w.st.Hash()
+		r := w.st.ApplyCommand(&dbpb.Command{Version: db.CommandVersion, Epoch: old, NowUnixMs: w.now.UnixMilli(),
+			Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: w.lastBatch}}})
+		if r.Code != dbpb.Code_CODE_STALE_EPOCH || w.st.Hash() != before {
+			w.violate("late decisions of epoch %d after epoch %d was acquired: %s (state changed: %v)", old, w.epoch, r.Code, w.st.Hash() != before)
+		} else {
+			w.stats.StaleEpochRejected++
+		}
+	}
+}
