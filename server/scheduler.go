@@ -28,6 +28,7 @@ type scheduler struct {
 	leaderSince time.Time
 	lastSweep   time.Time
 	again       []uint64
+	patrol      *patrol
 	round       uint64
 	// Orders currently in force, by shard and by host (cleanups).
 	shardOrders map[uint64][]planner.HostOrder
@@ -45,6 +46,7 @@ func (sc *scheduler) reset() {
 	sc.active = false
 	sc.epoch = 0
 	sc.again = nil
+	sc.patrol = newPatrol()
 	sc.shardOrders = map[uint64][]planner.HostOrder{}
 	sc.hostOrders = map[string][]*drummerpb.Order{}
 	sc.byHost = map[string]map[uint64][]*drummerpb.Order{}
@@ -163,30 +165,44 @@ func (sc *scheduler) plan(ctx context.Context, st *db.State, dbDirty db.Dirty) {
 	sc.mu.Lock()
 	epoch := sc.epoch
 	in := sc.input(st, epoch)
-	in.All = dbDirty.All || now.Sub(sc.lastSweep) >= s.cfg.SweepInterval
-	if !in.All {
-		shards := map[uint64]struct{}{}
-		for id := range dbDirty.Shards {
-			shards[id] = struct{}{}
-		}
-		for id := range obsDirty.Shards {
-			shards[id] = struct{}{}
-		}
-		for _, id := range sc.again {
-			shards[id] = struct{}{}
-		}
-		hosts := map[string]struct{}{}
-		for id := range dbDirty.Hosts {
-			hosts[id] = struct{}{}
-		}
-		for id := range obsDirty.Hosts {
-			hosts[id] = struct{}{}
-		}
-		in.Shards = slices.Sorted(maps.Keys(shards))
-		in.Hosts = slices.Sorted(maps.Keys(hosts))
+	shards := map[uint64]struct{}{}
+	hosts := map[string]struct{}{}
+	for id := range dbDirty.Shards {
+		shards[id] = struct{}{}
 	}
+	for id := range obsDirty.Shards {
+		shards[id] = struct{}{}
+	}
+	for _, id := range sc.again {
+		shards[id] = struct{}{}
+	}
+	for id := range dbDirty.Hosts {
+		hosts[id] = struct{}{}
+	}
+	for id := range obsDirty.Hosts {
+		hosts[id] = struct{}{}
+	}
+	sc.patrol.update(st, dbDirty)
+	s.obs.mu.RLock()
+	sc.patrol.transitions(st, s.obs.o, s.started, now, shards, hosts)
+	s.obs.mu.RUnlock()
+	sc.patrol.chunk(s.cfg.TickInterval, s.cfg.SweepInterval, shards)
+	hostSweep := now.Sub(sc.lastSweep) >= s.cfg.SweepInterval
+	if hostSweep {
+		sc.lastSweep = now
+		for _, id := range st.SortedHostIDs() {
+			hosts[id] = struct{}{}
+		}
+		s.obs.mu.RLock()
+		for id := range s.obs.o.Hosts {
+			hosts[id] = struct{}{}
+		}
+		s.obs.mu.RUnlock()
+	}
+	in.Shards = slices.Sorted(maps.Keys(shards))
+	in.Hosts = slices.Sorted(maps.Keys(hosts))
 	sc.mu.Unlock()
-	if !in.All && len(in.Shards) == 0 && len(in.Hosts) == 0 {
+	if len(in.Shards) == 0 && len(in.Hosts) == 0 {
 		return
 	}
 	s.obs.mu.RLock()
@@ -198,32 +214,20 @@ func (sc *scheduler) plan(ctx context.Context, st *db.State, dbDirty db.Dirty) {
 		sc.mu.Unlock()
 		return
 	}
-	if in.All {
-		sc.lastSweep = now
-		// A full sweep covers every shard: drop orders of deleted shards.
-		for id := range sc.shardOrders {
-			if _, ok := out.ShardOrders[id]; !ok {
-				sc.setShardOrders(id, nil)
-			}
-		}
-	}
 	for id, orders := range out.ShardOrders {
 		sc.setShardOrders(id, orders)
 	}
-	for id, orders := range out.HostOrders {
-		sc.hostOrders[id] = orders
-	}
-	if in.All {
-		for id := range sc.hostOrders {
-			if _, ok := out.HostOrders[id]; !ok {
-				delete(sc.hostOrders, id)
-			}
+	for _, id := range in.Hosts {
+		if orders, ok := out.HostOrders[id]; ok {
+			sc.hostOrders[id] = orders
+		} else if _, registered := st.Hosts[id]; !registered {
+			delete(sc.hostOrders, id)
 		}
 	}
 	sc.again = out.Again
 	sc.mu.Unlock()
 
-	if in.All {
+	if hostSweep {
 		s.obs.prune(st, now)
 	}
 	if len(out.Decisions) == 0 {

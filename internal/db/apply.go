@@ -191,7 +191,7 @@ func (s *State) createShards(c *dbpb.CreateShards, now int64) dbpb.Code {
 		if len(sp.Regions) > 0 {
 			regions = cloneMap(sp.Regions)
 		}
-		s.Shards[sp.ShardId] = &dbpb.Shard{
+		s.putShard(&dbpb.Shard{
 			Id:            sp.ShardId,
 			App:           sp.App,
 			Replicas:      sp.Replicas,
@@ -199,7 +199,7 @@ func (s *State) createShards(c *dbpb.CreateShards, now int64) dbpb.Code {
 			Phase:         dbpb.ShardPhase_SHARD_PHASE_PENDING,
 			NextReplicaId: max(1, s.ReplicaIDFloor),
 			CreatedUnixMs: now,
-		}
+		})
 		s.touchShard(sp.ShardId)
 	}
 	return dbpb.Code_CODE_OK
@@ -225,7 +225,7 @@ func (s *State) deleteShards(d *dbpb.DeleteShards, now int64) dbpb.Code {
 			s.addCleanup(m.HostId, id, m.ReplicaId, "shard deleted", now)
 		}
 		s.ReplicaIDFloor = max(s.ReplicaIDFloor, sh.NextReplicaId)
-		delete(s.Shards, id)
+		s.deleteShard(id)
 		delete(s.Config.ShardOverrides, id)
 		s.touchShard(id)
 	}
@@ -341,14 +341,7 @@ func (s *State) touchShardsOn(hostID string) {
 }
 
 // HostHasMembers reports whether any shard still has a member on hostID.
-func (s *State) HostHasMembers(hostID string) bool {
-	for _, sh := range s.Shards {
-		if MemberOnHost(sh, hostID) != nil {
-			return true
-		}
-	}
-	return false
-}
+func (s *State) HostHasMembers(hostID string) bool { return s.hostMembers[hostID] > 0 }
 
 func (s *State) removeHost(r *dbpb.RemoveHost) dbpb.Code {
 	if r == nil || r.HostId == "" {

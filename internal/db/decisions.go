@@ -194,7 +194,7 @@ func (s *State) placeShard(p *dbpb.PlaceShard, now int64) dbpb.Code {
 		ns.NextReplicaId++
 	}
 	ns.Phase = dbpb.ShardPhase_SHARD_PHASE_ACTIVE
-	s.Shards[sh.Id] = ns
+	s.putShard(ns)
 	s.touchShard(sh.Id)
 	for _, hid := range p.HostIds {
 		s.touchHost(hid)
@@ -292,7 +292,7 @@ func (s *State) startRepair(r *dbpb.StartRepair, now int64) dbpb.Code {
 	}
 	ns.Repair = rep
 	s.NextRepairID++
-	s.Shards[sh.Id] = ns
+	s.putShard(ns)
 	s.touchShard(sh.Id)
 	return dbpb.Code_CODE_OK
 }
@@ -347,7 +347,7 @@ func (s *State) advanceRepair(a *dbpb.AdvanceRepair, now int64) dbpb.Code {
 	if a.To == dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
 		ns.Repair.RollbackReason = a.Reason
 	}
-	s.Shards[sh.Id] = ns
+	s.putShard(ns)
 	s.touchShard(sh.Id)
 	return dbpb.Code_CODE_OK
 }
@@ -401,7 +401,7 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 		return dbpb.Code_CODE_INVALID
 	}
 	ns.Repair = nil
-	s.Shards[sh.Id] = ns
+	s.putShard(ns)
 	s.touchShard(sh.Id)
 	s.Recent = append(s.Recent, &dbpb.FinishedRepair{
 		ShardId: sh.Id, Repair: rep, Outcome: f.Outcome, Reason: f.Reason, FinishedUnixMs: now,
@@ -560,7 +560,7 @@ func (s *State) markBootstrapped(m *dbpb.MarkBootstrapped) dbpb.Code {
 	}
 	ns := proto.CloneOf(sh)
 	ns.Bootstrapped = true
-	s.Shards[sh.Id] = ns
+	s.putShard(ns)
 	s.touchShard(sh.Id)
 	return dbpb.Code_CODE_OK
 }
@@ -577,7 +577,7 @@ func (s *State) recordFailure(r *dbpb.RecordFailure, now int64) dbpb.Code {
 	ns.Failures++
 	ns.RetryAfterUnixMs = now + Backoff(ns.Failures)
 	ns.LastFailure = r.Reason
-	s.Shards[sh.Id] = ns
+	s.putShard(ns)
 	s.touchShard(sh.Id)
 	return dbpb.Code_CODE_OK
 }

@@ -2,6 +2,7 @@ package db
 
 import (
 	"fmt"
+	"maps"
 	"testing"
 
 	"github.com/drummerhq/drummer/internal/dbpb"
@@ -184,6 +185,23 @@ func checkInvariants(t *testing.T, st *State) {
 	}
 	if len(st.Recent) > RecentRepairs {
 		t.Fatalf("%d recent repairs", len(st.Recent))
+	}
+	// The derived indexes match a recount.
+	members, to, repairing := map[string]int{}, map[string]int{}, map[uint64]bool{}
+	for id, sh := range st.Shards {
+		for _, m := range sh.Members {
+			members[m.HostId]++
+		}
+		if r := sh.Repair; r != nil {
+			repairing[id] = true
+			if r.NewHostId != "" {
+				to[r.NewHostId]++
+			}
+		}
+	}
+	if !maps.Equal(members, st.hostMembers) || !maps.Equal(to, st.repairsTo) || !maps.Equal(repairing, st.repairing) {
+		t.Fatalf("derived indexes drifted: members %v vs %v, repairsTo %v vs %v, repairing %v vs %v",
+			members, st.hostMembers, to, st.repairsTo, repairing, st.repairing)
 	}
 }
 

@@ -92,7 +92,7 @@ func FromSnapshot(b []byte) (*State, error) {
 		s.Config = snap.Config
 	}
 	for _, sh := range snap.Shards {
-		s.Shards[sh.Id] = sh
+		s.putShard(sh)
 	}
 	for _, h := range snap.Hosts {
 		s.Hosts[h.Id] = h

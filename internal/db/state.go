@@ -69,6 +69,14 @@ type State struct {
 	KV       map[string]*dbpb.KVRecord
 	Recent   []*dbpb.FinishedRepair // oldest first, at most RecentRepairs
 
+	// Derived indexes, kept by putShard and deleteShard (not replicated,
+	// rebuilt on recovery). They are small (hosts and repairs, not shards),
+	// so copying them with a view is cheap, and they spare the scheduler a
+	// scan of every shard each round.
+	hostMembers map[string]int  // member records per host
+	repairsTo   map[string]int  // repairs in flight adding a replica on a host
+	repairing   map[uint64]bool // shards with a repair in flight
+
 	// Not replicated: which records changed since the last TakeDirty, so the
 	// scheduler re-plans only what changed.
 	dirty Dirty
@@ -108,6 +116,9 @@ func New() *State {
 		Drummers:       map[uint64]*dbpb.Drummer{},
 		KV:             map[string]*dbpb.KVRecord{},
 		dirty:          newDirty(),
+		hostMembers:    map[string]int{},
+		repairsTo:      map[string]int{},
+		repairing:      map[uint64]bool{},
 	}
 }
 
@@ -126,8 +137,68 @@ func (s *State) Clone() *State {
 	c.Drummers = cloneMap(s.Drummers)
 	c.KV = cloneMap(s.KV)
 	c.Recent = slices.Clone(s.Recent)
+	c.hostMembers = cloneMap(s.hostMembers)
+	c.repairsTo = cloneMap(s.repairsTo)
+	c.repairing = cloneMap(s.repairing)
 	c.dirty = newDirty()
 	return &c
+}
+
+// putShard stores a shard record and keeps the derived indexes.
+func (s *State) putShard(sh *dbpb.Shard) {
+	if old := s.Shards[sh.Id]; old != nil {
+		s.unindex(old)
+	}
+	s.Shards[sh.Id] = sh
+	for _, m := range sh.Members {
+		s.hostMembers[m.HostId]++
+	}
+	if r := sh.Repair; r != nil {
+		s.repairing[sh.Id] = true
+		if r.NewHostId != "" {
+			s.repairsTo[r.NewHostId]++
+		}
+	}
+}
+
+// deleteShard removes a shard record and keeps the derived indexes.
+func (s *State) deleteShard(id uint64) {
+	if old := s.Shards[id]; old != nil {
+		s.unindex(old)
+		delete(s.Shards, id)
+	}
+}
+
+func (s *State) unindex(sh *dbpb.Shard) {
+	for _, m := range sh.Members {
+		if s.hostMembers[m.HostId]--; s.hostMembers[m.HostId] <= 0 {
+			delete(s.hostMembers, m.HostId)
+		}
+	}
+	if r := sh.Repair; r != nil {
+		delete(s.repairing, sh.Id)
+		if r.NewHostId != "" {
+			if s.repairsTo[r.NewHostId]--; s.repairsTo[r.NewHostId] <= 0 {
+				delete(s.repairsTo, r.NewHostId)
+			}
+		}
+	}
+}
+
+// HostMembers is the number of member records on a host.
+func (s *State) HostMembers(hostID string) int { return s.hostMembers[hostID] }
+
+// RepairsTo is the number of repairs in flight adding a replica on a host.
+func (s *State) RepairsTo(hostID string) int { return s.repairsTo[hostID] }
+
+// RepairingShards lists the shards with a repair in flight, sorted.
+func (s *State) RepairingShards() []uint64 {
+	ids := make([]uint64, 0, len(s.repairing))
+	for id := range s.repairing {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {

@@ -101,7 +101,7 @@ type scored struct {
 func (p *planner) best(cands []*dbpb.Host, regionCount map[string]int) *dbpb.Host {
 	var all []scored
 	for _, h := range cands {
-		all = append(all, scored{h: h, spread: regionCount[h.Labels[RegionLabel]], load: p.load[h.Id], tie: p.rng.Uint64()})
+		all = append(all, scored{h: h, spread: regionCount[h.Labels[RegionLabel]], load: p.load(h.Id), tie: p.rng.Uint64()})
 	}
 	if len(all) == 0 {
 		return nil
@@ -239,7 +239,7 @@ func (p *planner) place(v *shardView) {
 	}
 	p.placements++
 	for _, id := range chosen {
-		p.load[id]++
+		p.added[id]++
 	}
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: sh.Id, HostIds: chosen}}})
 	v.say("placing replicas on %s", strings.Join(p.addrs(chosen), ", "))

@@ -24,8 +24,8 @@ type planner struct {
 	sc  *ShardConfig
 	out *Output
 
-	// Members per host, counting replicas planned this round.
-	load map[string]int
+	// Replicas planned this round, per host (on top of the DB's count).
+	added map[string]int
 	// Repairs in flight, overall and by the host receiving the new replica.
 	inFlight        int
 	inFlightPerHost map[string]int
@@ -55,7 +55,7 @@ func newPlanner(in Input) *planner {
 		rng:             rand.New(rand.NewPCG(in.Seed, in.Seed^0x9e3779b97f4a7c15)),
 		lim:             in.Limits,
 		sc:              in.ShardConfig,
-		load:            map[string]int{},
+		added:           map[string]int{},
 		inFlightPerHost: map[string]int{},
 		ordersPerHost:   map[string]int{},
 		forgotten:       map[string]bool{},
@@ -75,11 +75,10 @@ func newPlanner(in Input) *planner {
 	if p.sc == nil {
 		p.sc = DefaultShardConfig()
 	}
-	for _, sh := range p.st.Shards {
-		for _, m := range sh.Members {
-			p.load[m.HostId]++
-		}
-		if sh.Repair != nil && !p.stalled(sh) {
+	// O(repairs in flight), not O(shards): the DB keeps the index.
+	for _, id := range p.st.RepairingShards() {
+		sh := p.st.Shards[id]
+		if !p.stalled(sh) {
 			p.inFlight++
 			if sh.Repair.NewHostId != "" {
 				p.inFlightPerHost[sh.Repair.NewHostId]++
@@ -88,6 +87,10 @@ func newPlanner(in Input) *planner {
 	}
 	return p
 }
+
+// load is the number of replicas on a host, counting those planned this
+// round.
+func (p *planner) load(hostID string) int { return p.st.HostMembers(hostID) + p.added[hostID] }
 
 // stalled reports whether a shard's repair cannot progress because the
 // shard has no live quorum or no leader: no membership change commits, no
@@ -201,7 +204,7 @@ func (p *planner) hosts() {
 		if h == nil {
 			continue
 		}
-		rep.Replicas = p.load[id]
+		rep.Replicas = p.load(id)
 		p.housekeeping(h, rep)
 		p.hostCleanups(h, o, rep)
 		if o != nil && rep.Liveness == Up {
@@ -259,7 +262,7 @@ func (p *planner) housekeeping(h *dbpb.Host, rep *HostReport) {
 	if h.MaintenanceUntilUnixMs != 0 && !p.inMaintenance(h) {
 		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_EndMaintenance{EndMaintenance: &dbpb.EndMaintenance{HostId: h.Id}}})
 	}
-	members := p.load[h.Id]
+	members := p.load(h.Id)
 	if h.Admin == dbpb.HostAdmin_HOST_ADMIN_DRAINING && members == 0 {
 		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_MarkDrained{MarkDrained: &dbpb.MarkDrained{HostId: h.Id}}})
 	}

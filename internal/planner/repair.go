@@ -348,7 +348,7 @@ func (p *planner) removalVictim(v *shardView) *member {
 		case !m.live():
 			s = 1
 		}
-		return s*1_000_000 + p.load[m.rec.HostId]
+		return s*1_000_000 + p.load(m.rec.HostId)
 	}
 	for _, m := range v.members {
 		if m.rec.Role != dbpb.Role_ROLE_VOTER {
@@ -365,7 +365,7 @@ func (p *planner) startRepair(v *shardView, kind dbpb.RepairKind, host string, o
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
 		ShardId: v.sh.Id, Kind: kind, NewHostId: host, OldReplicaId: old, Reason: reason}}})
 	if host != "" {
-		p.load[host]++
+		p.added[host]++
 		p.inFlightPerHost[host]++
 		v.say("starting %s repair on %s: %s", KindName(kind), p.addr(host), reason)
 	} else {
