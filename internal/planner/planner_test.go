@@ -906,3 +906,44 @@ func TestLeaderlessRepairDoesNotHoldASlot(t *testing.T) {
 		t.Fatalf("repairs %v, want shard 2 repaired despite shard 1's leaderless repair; %s", rs, explanation(out, 2))
 	}
 }
+
+// TestRefusedChangeRollsBackAtOnce: when Raft refuses a membership change
+// as illegal (the executor reports REJECTED and the ConfigChangeID did not
+// move), the repair rolls back without waiting for the step deadline; a
+// refusal against a stale ConfigChangeID is not taken for one.
+func TestRefusedChangeRollsBackAtOnce(t *testing.T) {
+	f := newFixture(t)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		f.host(id, "r1")
+	}
+	f.shard(1, "a", "b", "c")
+	f.advance(31*time.Second, "a", "b", "d")
+	f.round() // starts the repair onto d
+	r := f.st.Shards[1].Repair
+	out := f.round()
+	cs := ccOrders(out, 1)
+	if len(cs) != 1 {
+		t.Fatalf("orders %v", cs)
+	}
+	id := out.ShardOrders[1][0].Order.Id
+	exec := out.ShardOrders[1][0].HostID
+	// A refusal whose membership shows a newer ConfigChangeID is stale:
+	// nothing happens (the next order goes against the new ID).
+	f.obs.Hosts[exec].Results[id] = &drummerpb.OrderResult{Id: id, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED,
+		Membership: &drummerpb.Membership{ConfigChangeId: 11}}
+	f.round()
+	if f.st.Shards[1].Repair == nil {
+		t.Fatal("stale refusal rolled the repair back")
+	}
+	// A refusal at the current ConfigChangeID: the add is illegal.
+	f.obs.Hosts[exec].Results[id] = &drummerpb.OrderResult{Id: id, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED,
+		Error: "rejected", Membership: &drummerpb.Membership{ConfigChangeId: 10}}
+	out = f.round()
+	sh := f.st.Shards[1]
+	if sh.Repair != nil || sh.Failures != 1 || !strings.Contains(sh.LastFailure, "refused") {
+		t.Fatalf("after an illegal add: repair %v failures %d (%q); decisions %v", sh.Repair, sh.Failures, sh.LastFailure, kinds(out))
+	}
+	if db.Member(sh, r.NewReplicaId) != nil {
+		t.Fatal("the refused replica is still recorded")
+	}
+}

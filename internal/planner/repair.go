@@ -113,6 +113,10 @@ func (p *planner) driveRepair(v *shardView) {
 			p.rollback(v, p.why(late, r, "target host is "+l.String()))
 			return
 		}
+		if why := p.refused(v, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_ADD_NON_VOTING, r.NewReplicaId); why != "" {
+			p.rollback(v, why)
+			return
+		}
 		p.configChange(v, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_ADD_NON_VOTING, r.NewReplicaId, p.addr(r.NewHostId), 0)
 	case dbpb.RepairStep_REPAIR_STEP_START:
 		if newM != nil && newM.obs != nil {
@@ -151,6 +155,10 @@ func (p *planner) driveRepair(v *shardView) {
 			v.say("waiting: promoting replica %d now would leave %d live of %d voters, below quorum", r.NewReplicaId, v.liveVoters+1, len(v.voters)+1)
 			return
 		}
+		if why := p.refused(v, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_PROMOTE, r.NewReplicaId); why != "" {
+			p.rollback(v, why)
+			return
+		}
 		p.configChange(v, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_PROMOTE, r.NewReplicaId, p.addr(r.NewHostId), 0)
 	case dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD:
 		oldVoter, oldNonVoting := v.inMembership(r.OldReplicaId)
@@ -176,6 +184,29 @@ func (p *planner) driveRepair(v *shardView) {
 		}
 		p.remove(v, r.NewReplicaId)
 	}
+}
+
+// refused reports why Raft refused the membership change this step would
+// order, if it did: a member host answered REJECTED for the very order (same
+// ConfigChangeID) and the membership it read afterwards still has that
+// ConfigChangeID, so the change was illegal rather than stale. Waiting for
+// the step deadline would only delay the rollback.
+func (p *planner) refused(v *shardView, typ drummerpb.ConfigChangeType, replicaID uint64) string {
+	if v.ms == nil {
+		return ""
+	}
+	id := ccOrderID(p.in.Epoch, v.sh.Id, typ, replicaID, v.ms.ConfigChangeId)
+	for _, m := range v.members {
+		o := p.obs.Hosts[m.rec.HostId]
+		if o == nil {
+			continue
+		}
+		if r := o.Results[id]; r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED &&
+			r.Membership != nil && r.Membership.ConfigChangeId == v.ms.ConfigChangeId {
+			return fmt.Sprintf("Raft refused the change at ConfigChangeID %d: %s", v.ms.ConfigChangeId, r.Error)
+		}
+	}
+	return ""
 }
 
 func contains(s []uint64, x uint64) bool {

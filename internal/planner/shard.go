@@ -280,10 +280,21 @@ func (p *planner) evaluate(v *shardView) {
 				}
 			}
 			v.say("starting: %d of %d initial replicas running, no leader elected yet", started, len(v.members))
+			dead := 0
 			for _, m := range v.members {
 				if m.state == "dead" || m.state == "suspect" {
 					v.say("replica %d on %s is %s (%s)", m.rec.ReplicaId, p.addr(m.rec.HostId), m.state, m.since.Round(time.Second))
 				}
+				if m.state == "dead" {
+					dead++
+				}
+			}
+			if len(v.members)-dead < db.Quorum(len(v.members)) {
+				// Never formed, and cannot without hosts that are dead. It
+				// is not re-placed automatically: "never formed" cannot be
+				// proven from here (a restarted replica reports no term
+				// either), and re-placing would delete any data it has.
+				v.say("the shard cannot form until the dead hosts return; if they will not, delete and re-create it (drummercmd shard delete %d; shard create --shard-id %d ...)", sh.Id, sh.Id)
 			}
 			return
 		}
@@ -443,8 +454,14 @@ func (p *planner) configChange(v *shardView, typ drummerpb.ConfigChangeType, rep
 		return false
 	}
 	cc := &drummerpb.ConfigChangeOrder{ShardId: v.sh.Id, Type: typ, ReplicaId: replicaID, Target: target, ConfigChangeId: v.ms.ConfigChangeId}
-	o := p.newOrder(fmt.Sprintf("%d/cc/%d/%d/%d/%d", p.in.Epoch, v.sh.Id, typ, replicaID, v.ms.ConfigChangeId))
+	o := p.newOrder(ccOrderID(p.in.Epoch, v.sh.Id, typ, replicaID, v.ms.ConfigChangeId))
 	o.Kind = &drummerpb.Order_ConfigChange{ConfigChange: cc}
 	v.orders = append(v.orders, HostOrder{HostID: ex.rec.HostId, Order: o})
 	return true
+}
+
+// ccOrderID names a membership change order: one per change and
+// ConfigChangeID, so a repeat is recognised and a stale one is new.
+func ccOrderID(epoch, shardID uint64, typ drummerpb.ConfigChangeType, replicaID, ccid uint64) string {
+	return fmt.Sprintf("%d/cc/%d/%d/%d/%d", epoch, shardID, typ, replicaID, ccid)
 }
