@@ -48,6 +48,7 @@ import (
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/events"
+	"github.com/drummerhq/drummer/internal/grpcutil"
 )
 
 // Config configures a nodehost agent.
@@ -385,13 +386,7 @@ func (a *Agent) Close() {
 	}
 	a.health.Shutdown()
 	a.cancel()
-	done := make(chan struct{})
-	go func() { a.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		a.grpc.Stop()
-	}
+	grpcutil.Stop(a.grpc, 3*time.Second)
 	a.wg.Wait()
 	a.nh.Close()
 	a.log.Info("nodehost agent stopped")

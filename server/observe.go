@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,7 +100,7 @@ func (s *observations) ingest(r *drummerpb.ReportRequest, now time.Time) (needFu
 		s.dirty.Hosts[r.HostId] = struct{}{}
 	}
 	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > 2*time.Second
-	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || !sameLabels(h.Labels, r.Labels) || !sameStrings(h.Apps, r.Apps) {
+	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || !maps.Equal(h.Labels, r.Labels) || !slices.Equal(h.Apps, r.Apps) {
 		s.dirty.Hosts[r.HostId] = struct{}{}
 	}
 	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
@@ -245,30 +247,6 @@ func (s *observations) lastHeard(hostID string) time.Time {
 		return h.LastHeard
 	}
 	return time.Time{}
-}
-
-func sameLabels(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // dirtySet names shards and hosts to re-plan.

@@ -37,6 +37,7 @@ import (
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/events"
+	"github.com/drummerhq/drummer/internal/grpcutil"
 )
 
 // Server is one drummer server.
@@ -228,13 +229,7 @@ func (s *Server) Close() {
 	}
 	s.health.Shutdown()
 	s.cancel()
-	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		s.grpc.Stop()
-	}
+	grpcutil.Stop(s.grpc, 3*time.Second)
 	s.wg.Wait()
 	s.nh.Close()
 	s.log.Info("drummer server stopped")

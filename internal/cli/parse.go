@@ -8,32 +8,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/drummerhq/drummer/internal/db"
 )
 
-// Limits mirrored from the server (internal/db): checked here so that bad
-// input never reaches the server. The server checks them again.
+// The server's limits (internal/db), checked here too so that bad input
+// never reaches the server.
 const (
-	maxReplicas         = 9
-	maxNameLen          = 128
-	maxShardsPerCommand = 100_000
+	maxReplicas         = db.MaxReplicas
+	maxNameLen          = db.MaxNameLen
+	maxShardsPerCommand = db.MaxShardsPerCommand
 )
 
-// validName reports whether s is a valid application, region or label name:
-// 1 to 128 characters from [A-Za-z0-9._-].
-func validName(s string) bool {
-	if s == "" || len(s) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validName reports whether s is a valid application, region or label name
+// (the server's rule: 1 to 128 characters from [A-Za-z0-9._-]).
+func validName(s string) bool { return db.ValidName(s) }
 
 const regionExample = "e.g. r1:1,r2:1,r3:1"
 

@@ -1,6 +1,7 @@
 package db
 
 import (
+	"maps"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -110,7 +111,7 @@ func (s *State) registerHost(r *dbpb.RegisterHost, now int64) dbpb.Code {
 			// dragonboat ties a data directory to its raft address.
 			return dbpb.Code_CODE_CONFLICT
 		}
-		if old.ApiAddress == r.ApiAddress && mapsEqual(old.Labels, r.Labels) && slices.Equal(old.Apps, apps) {
+		if old.ApiAddress == r.ApiAddress && maps.Equal(old.Labels, r.Labels) && slices.Equal(old.Apps, apps) {
 			return dbpb.Code_CODE_NOOP
 		}
 		nh := proto.CloneOf(old)
@@ -134,18 +135,6 @@ func (s *State) registerHost(r *dbpb.RegisterHost, now int64) dbpb.Code {
 	s.touchHost(r.HostId)
 	s.touchShardsOn(r.HostId)
 	return dbpb.Code_CODE_OK
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // placeable reports whether a host may receive a new replica at all (the

@@ -25,8 +25,8 @@ import (
 type timeoutCounter struct{ n *atomic.Int64 }
 
 func (h timeoutCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h timeoutCounter) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h timeoutCounter) WithGroup(string) slog.Handler           { return h }
+func (h timeoutCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h timeoutCounter) WithGroup(string) slog.Handler            { return h }
 func (h timeoutCounter) Handle(_ context.Context, r slog.Record) error {
 	r.Attrs(func(a slog.Attr) bool {
 		if err, ok := a.Value.Any().(error); ok && a.Key == "err" && status.Code(err) == codes.DeadlineExceeded {

@@ -3,6 +3,7 @@ package planner
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -222,7 +223,7 @@ func (p *planner) register(h *dbpb.Host, o *HostObs, rep *HostReport) {
 			rep.Explanation = fmt.Sprintf("reports raft address %s but is registered with %s", o.RaftAddress, h.RaftAddress)
 			return
 		}
-		if h.ApiAddress == o.APIAddress && labelsEqual(h.Labels, o.Labels) && slices.Equal(h.Apps, apps) {
+		if h.ApiAddress == o.APIAddress && maps.Equal(h.Labels, o.Labels) && slices.Equal(h.Apps, apps) {
 			return
 		}
 	}
@@ -244,18 +245,6 @@ func (p *planner) register(h *dbpb.Host, o *HostObs, rep *HostReport) {
 		}
 	}
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_RegisterHost{RegisterHost: reg}})
-}
-
-func labelsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || v != w {
-			return false
-		}
-	}
-	return true
 }
 
 func (p *planner) housekeeping(h *dbpb.Host, rep *HostReport) {
