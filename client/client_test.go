@@ -135,7 +135,7 @@ func TestClassify(t *testing.T) {
 		{"not here", withReason(codes.NotFound, ReasonShardNotHere), alive, action{kind: actNext, relocate: true}},
 		{"not ready", withReason(codes.Unavailable, ReasonShardNotReady), alive, action{kind: actNext}},
 		{"busy", withReason(codes.Unavailable, ReasonBusy), alive, action{kind: actBackoff}},
-		{"closed", withReason(codes.Unavailable, ReasonClosed), alive, action{kind: actNext, down: true, relocate: true}},
+		{"closed", withReason(codes.Unavailable, ReasonClosed), alive, action{kind: actNext, ambiguous: true, down: true, relocate: true}},
 		{"timeout", withReason(codes.DeadlineExceeded, ReasonTimeout), alive, action{kind: actNext, ambiguous: true}},
 		{"rejected", withReason(codes.FailedPrecondition, ReasonSessionRejected), alive, action{kind: actStop}},
 		{"invalid", withReason(codes.InvalidArgument, ReasonPayloadTooLarge), alive, action{kind: actStop}},

@@ -57,7 +57,9 @@ func classify(err error, ctx context.Context) action {
 	case ReasonBusy, ReasonAborted:
 		return action{kind: actBackoff}
 	case ReasonClosed:
-		return action{kind: actNext, down: true, relocate: true}
+		// The replica stopped; a proposal pending there (terminated by the
+		// stop) may still be committed by the other members.
+		return action{kind: actNext, ambiguous: true, down: true, relocate: true}
 	case ReasonTimeout:
 		return action{kind: actNext, ambiguous: true}
 	case ReasonCanceled:
