@@ -207,6 +207,19 @@ func TestRollbackOnlyFromAddedState(t *testing.T) {
 	if len(s.Recent) != 1 || s.Recent[0].Outcome != dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED {
 		t.Fatalf("history %v", s.Recent)
 	}
+	// A failure only because the target host was lost (the rollback says
+	// so) neither counts nor resets the shard's failures; it pauses briefly.
+	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
+		ShardId: 1, Kind: dbpb.RepairKind_REPAIR_KIND_REPLACE, NewHostId: "h4", OldReplicaId: 3}}})
+	rep = s.Shards[1].Repair
+	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
+		ShardId: 1, RepairId: rep.Id, From: dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING, To: dbpb.RepairStep_REPAIR_STEP_ROLLBACK,
+		Reason: "target host is dead", TargetLost: true}}})
+	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
+		ShardId: 1, RepairId: rep.Id, Outcome: dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, Reason: "target host is dead; rolled back"}}})
+	if sh := s.Shards[1]; sh.Failures != 1 || sh.RetryAfterUnixMs != now+TargetLostDelay || sh.LastFailure != "target host is dead; rolled back" {
+		t.Fatalf("after a lost target: failures %d retry %d (%q)", sh.Failures, sh.RetryAfterUnixMs, sh.LastFailure)
+	}
 }
 
 func TestZombieCleanupNeverCondemnsMembers(t *testing.T) {

@@ -335,6 +335,7 @@ func (s *State) advanceRepair(a *dbpb.AdvanceRepair, now int64) dbpb.Code {
 	ns.Repair.StepStartedUnixMs = now
 	if a.To == dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
 		ns.Repair.RollbackReason = a.Reason
+		ns.Repair.RollbackTargetLost = a.TargetLost
 	}
 	s.putShard(ns)
 	s.touchShard(sh.Id)
@@ -381,7 +382,15 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 		if rep.NewReplicaId != 0 {
 			s.dropMember(ns, rep.NewReplicaId, rep.NewHostId, "repair rolled back", now)
 		}
-		if f.Outcome == dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED {
+		switch {
+		case f.Outcome != dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED:
+		case f.TargetLost || rep.RollbackTargetLost:
+			// The host chosen for the new replica was lost: nothing is
+			// wrong with the shard, so it does not back off; a short
+			// pause lets liveness settle before it is re-planned.
+			ns.RetryAfterUnixMs = now + TargetLostDelay
+			ns.LastFailure = f.Reason
+		default:
 			ns.Failures++
 			ns.RetryAfterUnixMs = now + Backoff(ns.Failures)
 			ns.LastFailure = f.Reason

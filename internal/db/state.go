@@ -373,7 +373,11 @@ func StepIndex(kind dbpb.RepairKind, step dbpb.RepairStep) (int, int) {
 	return 0, len(steps)
 }
 
-// Backoff is how long a shard waits before another repair after n
+// TargetLostDelay is how long a shard waits (in ms) before another repair
+// after one failed only because its target host was lost.
+const TargetLostDelay = 2000
+
+// Backoff is how long a shard waits (in ms) before another repair after n
 // consecutive failures.
 func Backoff(failures uint32) int64 {
 	if failures == 0 {

@@ -1859,7 +1859,10 @@ type AdvanceRepair struct {
 	From     RepairStep             `protobuf:"varint,3,opt,name=from,proto3,enum=drummer.db.v1.RepairStep" json:"from,omitempty"`
 	To       RepairStep             `protobuf:"varint,4,opt,name=to,proto3,enum=drummer.db.v1.RepairStep" json:"to,omitempty"`
 	// Why, when moving to ROLLBACK.
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The rollback is because the new replica's host was lost (not up, or
+	// dead), not because a step failed: see FinishRepair.target_lost.
+	TargetLost    bool `protobuf:"varint,6,opt,name=target_lost,json=targetLost,proto3" json:"target_lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1929,6 +1932,13 @@ func (x *AdvanceRepair) GetReason() string {
 	return ""
 }
 
+func (x *AdvanceRepair) GetTargetLost() bool {
+	if x != nil {
+		return x.TargetLost
+	}
+	return false
+}
+
 type FinishRepair struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	ShardId  uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1936,8 +1946,12 @@ type FinishRepair struct {
 	// done: the last step completed; failed: nothing was added to the
 	// membership (or it was rolled back); cancelled: the repair is no longer
 	// needed.
-	Outcome       RepairOutcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=drummer.db.v1.RepairOutcome" json:"outcome,omitempty"`
-	Reason        string        `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Outcome RepairOutcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=drummer.db.v1.RepairOutcome" json:"outcome,omitempty"`
+	Reason  string        `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A failure only because the chosen host was lost: it does not count
+	// towards the shard's backoff, and the repair is re-planned elsewhere
+	// after TargetLostDelay.
+	TargetLost    bool `protobuf:"varint,5,opt,name=target_lost,json=targetLost,proto3" json:"target_lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1998,6 +2012,13 @@ func (x *FinishRepair) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *FinishRepair) GetTargetLost() bool {
+	if x != nil {
+		return x.TargetLost
+	}
+	return false
 }
 
 type AddCleanup struct {
@@ -2501,8 +2522,10 @@ type Repair struct {
 	Reason            string                 `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Why a rollback started.
 	RollbackReason string `protobuf:"bytes,11,opt,name=rollback_reason,json=rollbackReason,proto3" json:"rollback_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The rollback started because the new replica's host was lost.
+	RollbackTargetLost bool `protobuf:"varint,12,opt,name=rollback_target_lost,json=rollbackTargetLost,proto3" json:"rollback_target_lost,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Repair) Reset() {
@@ -2610,6 +2633,13 @@ func (x *Repair) GetRollbackReason() string {
 		return x.RollbackReason
 	}
 	return ""
+}
+
+func (x *Repair) GetRollbackTargetLost() bool {
+	if x != nil {
+		return x.RollbackTargetLost
+	}
+	return false
 }
 
 type FinishedRepair struct {
@@ -3563,18 +3593,22 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.drummer.db.v1.RepairKindR\x04kind\x12\x1e\n" +
 	"\vnew_host_id\x18\x03 \x01(\tR\tnewHostId\x12$\n" +
 	"\x0eold_replica_id\x18\x04 \x01(\x04R\foldReplicaId\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb9\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xda\x01\n" +
 	"\rAdvanceRepair\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
 	"\trepair_id\x18\x02 \x01(\x04R\brepairId\x12-\n" +
 	"\x04from\x18\x03 \x01(\x0e2\x19.drummer.db.v1.RepairStepR\x04from\x12)\n" +
 	"\x02to\x18\x04 \x01(\x0e2\x19.drummer.db.v1.RepairStepR\x02to\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x96\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vtarget_lost\x18\x06 \x01(\bR\n" +
+	"targetLost\"\xb7\x01\n" +
 	"\fFinishRepair\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
 	"\trepair_id\x18\x02 \x01(\x04R\brepairId\x126\n" +
 	"\aoutcome\x18\x03 \x01(\x0e2\x1c.drummer.db.v1.RepairOutcomeR\aoutcome\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"w\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vtarget_lost\x18\x05 \x01(\bR\n" +
+	"targetLost\"w\n" +
 	"\n" +
 	"AddCleanup\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x19\n" +
@@ -3608,7 +3642,7 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\ahost_id\x18\x02 \x01(\tR\x06hostId\x12'\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x13.drummer.db.v1.RoleR\x04role\x12\x18\n" +
 	"\ainitial\x18\x04 \x01(\bR\ainitial\x12\"\n" +
-	"\radded_unix_ms\x18\x05 \x01(\x03R\vaddedUnixMs\"\x9c\x03\n" +
+	"\radded_unix_ms\x18\x05 \x01(\x03R\vaddedUnixMs\"\xce\x03\n" +
 	"\x06Repair\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.drummer.db.v1.RepairKindR\x04kind\x12-\n" +
@@ -3621,7 +3655,8 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x14step_started_unix_ms\x18\t \x01(\x03R\x11stepStartedUnixMs\x12\x16\n" +
 	"\x06reason\x18\n" +
 	" \x01(\tR\x06reason\x12'\n" +
-	"\x0frollback_reason\x18\v \x01(\tR\x0erollbackReason\"\xd4\x01\n" +
+	"\x0frollback_reason\x18\v \x01(\tR\x0erollbackReason\x120\n" +
+	"\x14rollback_target_lost\x18\f \x01(\bR\x12rollbackTargetLost\"\xd4\x01\n" +
 	"\x0eFinishedRepair\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12-\n" +
 	"\x06repair\x18\x02 \x01(\v2\x15.drummer.db.v1.RepairR\x06repair\x126\n" +

@@ -445,13 +445,17 @@ func TestDeadTargetRollsRepairBack(t *testing.T) {
 	if h := out.ShardOrders[1][0].HostID; h != "a" && h != "b" {
 		t.Errorf("removal ordered on %s, want a live member's host", h)
 	}
-	// Once the membership shows it gone, the repair fails (with backoff)
-	// and the new replica's host is told to clean up when it returns.
+	// Once the membership shows it gone, the repair fails and the new
+	// replica's host is told to clean up when it returns. Losing the
+	// target is not the shard's failure: no backoff, only a short pause.
 	f.membership(1, 12, map[uint64]string{1: f.addr["a"], 2: f.addr["b"], 3: f.addr["c"]}, nil, r.NewReplicaId)
 	f.round()
 	sh := f.st.Shards[1]
-	if sh.Repair != nil || sh.Failures != 1 || db.Member(sh, r.NewReplicaId) != nil {
+	if sh.Repair != nil || sh.Failures != 0 || db.Member(sh, r.NewReplicaId) != nil {
 		t.Fatalf("after rollback: repair %v failures %d members %v", sh.Repair, sh.Failures, sh.Members)
+	}
+	if wait := time.UnixMilli(sh.RetryAfterUnixMs).Sub(f.now); wait <= 0 || wait > time.Duration(db.TargetLostDelay)*time.Millisecond {
+		t.Fatalf("retry after %s, want a pause of at most %dms", wait, db.TargetLostDelay)
 	}
 	if _, ok := f.st.Cleanups[db.CleanupKey{HostID: "d", ShardID: 1, ReplicaID: r.NewReplicaId}]; !ok {
 		t.Error("no cleanup recorded for the rolled-back replica")
@@ -470,6 +474,9 @@ func TestDeadTargetRollsRepairBack(t *testing.T) {
 	out = f.round()
 	if f.st.Shards[1].Repair != nil || !slices.Contains(kinds(out), "FinishRepair") {
 		t.Fatalf("repair %v after its target died before the add (decisions %v)", f.st.Shards[1].Repair, kinds(out))
+	}
+	if sh := f.st.Shards[1]; sh.Failures != 0 {
+		t.Fatalf("a lost target counted as the shard's failure (%d, %q)", sh.Failures, sh.LastFailure)
 	}
 }
 

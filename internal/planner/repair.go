@@ -41,15 +41,25 @@ func StepDeadline(r *dbpb.Repair) time.Time {
 }
 
 func (p *planner) advance(v *shardView, from, to dbpb.RepairStep, reason string) {
+	p.advanceLost(v, from, to, reason, false)
+}
+
+func (p *planner) advanceLost(v *shardView, from, to dbpb.RepairStep, reason string, targetLost bool) {
 	r := v.sh.Repair
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
-		ShardId: v.sh.Id, RepairId: r.Id, From: from, To: to, Reason: reason}}})
+		ShardId: v.sh.Id, RepairId: r.Id, From: from, To: to, Reason: reason, TargetLost: targetLost}}})
 }
 
 func (p *planner) finishRepair(v *shardView, outcome dbpb.RepairOutcome, reason string) {
+	p.finishLost(v, outcome, reason, false)
+}
+
+// finishLost finishes a repair; targetLost says a failure was only the
+// loss of the new replica's host, which the shard does not back off for.
+func (p *planner) finishLost(v *shardView, outcome dbpb.RepairOutcome, reason string, targetLost bool) {
 	r := v.sh.Repair
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
-		ShardId: v.sh.Id, RepairId: r.Id, Outcome: outcome, Reason: reason}}})
+		ShardId: v.sh.Id, RepairId: r.Id, Outcome: outcome, Reason: reason, TargetLost: targetLost}}})
 }
 
 // next moves to the step after the current one, or finishes the repair.
@@ -62,16 +72,25 @@ func (p *planner) next(v *shardView) {
 	p.finishRepair(v, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE, "")
 }
 
+func (p *planner) hostUp(id string) bool {
+	l, _ := p.globalLiveness(id)
+	return l == Up
+}
+
 // rollback undoes a repair whose new replica cannot be completed.
-func (p *planner) rollback(v *shardView, why string) {
+func (p *planner) rollback(v *shardView, why string) { p.rollbackLost(v, why, false) }
+
+// rollbackLost is rollback, saying whether the cause is only that the new
+// replica's host was lost (then the shard does not back off).
+func (p *planner) rollbackLost(v *shardView, why string, targetLost bool) {
 	r := v.sh.Repair
 	voter, nonVoting := v.inMembership(r.NewReplicaId)
 	if r.Step == dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING && !voter && !nonVoting {
 		// Nothing was added; a late add is caught as an unexpected member.
-		p.finishRepair(v, dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, why)
+		p.finishLost(v, dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, why, targetLost)
 		return
 	}
-	p.advance(v, r.Step, dbpb.RepairStep_REPAIR_STEP_ROLLBACK, why)
+	p.advanceLost(v, r.Step, dbpb.RepairStep_REPAIR_STEP_ROLLBACK, why, targetLost)
 	v.say("rolling back: %s", why)
 }
 
@@ -97,6 +116,9 @@ func (p *planner) driveRepair(v *shardView) {
 	deadline := StepDeadline(r)
 	late := !deadline.IsZero() && !p.now.Before(deadline)
 	newLost := newM == nil || newM.state == "dead"
+	// hostLost: the new replica's host is not up, so a rollback is no
+	// fault of the shard's and does not make it back off.
+	hostLost := !late && !p.hostUp(r.NewHostId)
 	voter, nonVoting := v.inMembership(r.NewReplicaId)
 
 	switch r.Step {
@@ -110,7 +132,7 @@ func (p *planner) driveRepair(v *shardView) {
 			return
 		}
 		if l, _ := p.globalLiveness(r.NewHostId); l != Up || late {
-			p.rollback(v, p.why(late, r, "target host is "+l.String()))
+			p.rollbackLost(v, p.why(late, r, "target host is "+l.String()), hostLost)
 			return
 		}
 		if why := p.refused(v, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_ADD_NON_VOTING, r.NewReplicaId); why != "" {
@@ -124,7 +146,7 @@ func (p *planner) driveRepair(v *shardView) {
 			return
 		}
 		if newLost || late {
-			p.rollback(v, p.why(late, r, "target host is dead"))
+			p.rollbackLost(v, p.why(late, r, "target host is dead"), hostLost)
 			return
 		}
 		v.say("waiting for %s to start replica %d", p.addr(r.NewHostId), r.NewReplicaId)
@@ -134,7 +156,7 @@ func (p *planner) driveRepair(v *shardView) {
 			return
 		}
 		if newLost || late {
-			p.rollback(v, p.why(late, r, "new replica is dead"))
+			p.rollbackLost(v, p.why(late, r, "new replica is dead"), hostLost)
 			return
 		}
 		v.say("waiting for replica %d to catch up with the leader", r.NewReplicaId)
@@ -144,7 +166,7 @@ func (p *planner) driveRepair(v *shardView) {
 			return
 		}
 		if newLost || late {
-			p.rollback(v, p.why(late, r, "new replica is "+stateOf(newM)))
+			p.rollbackLost(v, p.why(late, r, "new replica is "+stateOf(newM)), hostLost)
 			return
 		}
 		if !newM.live() {
