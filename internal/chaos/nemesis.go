@@ -3,8 +3,10 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -260,13 +262,15 @@ func (n *nemesis) inject(ctx context.Context, kind string) bool {
 		if i < 0 {
 			return false
 		}
-		id, ok := n.wipeSafe(ctx, i)
+		ids, ok := n.wipeSafe(ctx, i)
 		if !ok {
 			return false
 		}
 		node := nhs[i]
 		n.mu.Lock()
-		n.wiped[id] = true
+		for _, id := range ids {
+			n.wiped[id] = true
+		}
 		n.mu.Unlock()
 		node.Kill()
 		err := os.RemoveAll(node.DataDir)
@@ -388,26 +392,35 @@ func (n *nemesis) impairedHosts() map[int]bool {
 // must have its full replica count, no repair in flight, no member still
 // joining (catching up) and no member on an identity wiped earlier and not
 // yet repaired around. Kills, pauses and partitions elsewhere keep their
-// data and do not matter. It returns the host identity about to be lost.
-func (n *nemesis) wipeSafe(ctx context.Context, i int) (string, bool) {
+// data and do not matter. It returns the host identities about to be lost.
+//
+// A nodehost has had one identity per wipe, all on the same raft address,
+// and Drummer may list several of them for a while (replaced, or only
+// remembered from reports); every one of them counts as this host, so that
+// a stale identity cannot make a host with fresh replicas look empty.
+func (n *nemesis) wipeSafe(ctx context.Context, i int) ([]string, bool) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	hs, err := n.h.api.ListHosts(cctx, &drummerpb.ListHostsRequest{})
 	if err != nil {
-		return "", false
+		return nil, false
 	}
-	id := ""
+	here := map[string]bool{}
 	for _, x := range hs.Hosts {
-		if x.RaftAddress == n.h.cl.Nodehosts[i].RaftAddr && x.AdminState != "replaced" {
-			id = x.Id
+		if x.RaftAddress == n.h.cl.Nodehosts[i].RaftAddr {
+			here[x.Id] = true
 		}
 	}
-	if id == "" {
-		return "", false
+	// The identity the process runs as now, which Drummer may not list
+	// yet.
+	if r, err := n.h.monkeys[i].GetReplicaStates(cctx, &drummerpb.GetReplicaStatesRequest{}); err != nil {
+		return nil, false
+	} else if id := r.State.GetHostId(); id != "" {
+		here[id] = true
 	}
 	ss, err := n.h.listShards(ctx)
 	if err != nil {
-		return "", false
+		return nil, false
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -415,6 +428,9 @@ func (n *nemesis) wipeSafe(ctx context.Context, i int) (string, bool) {
 	safe := true
 	for _, s := range ss {
 		onHost, risky := false, s.Repair != nil || len(s.Members) < int(s.ReplicasDesired)
+		if s.Repair != nil && (here[s.Repair.NewHostId] || here[s.Repair.OldHostId]) {
+			onHost = true
+		}
 		for _, m := range s.Members {
 			if n.wiped[m.HostId] {
 				stillThere[m.HostId] = true
@@ -423,7 +439,7 @@ func (n *nemesis) wipeSafe(ctx context.Context, i int) (string, bool) {
 			if m.State == "joining" || m.Role != "voter" {
 				risky = true
 			}
-			onHost = onHost || m.HostId == id
+			onHost = onHost || here[m.HostId]
 		}
 		if onHost && risky {
 			safe = false
@@ -435,7 +451,7 @@ func (n *nemesis) wipeSafe(ctx context.Context, i int) (string, bool) {
 			delete(n.wiped, w)
 		}
 	}
-	return id, safe
+	return slices.Sorted(maps.Keys(here)), safe
 }
 
 // healExpired heals the faults whose time is up (all with force).
