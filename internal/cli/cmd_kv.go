@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -57,10 +58,29 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 		return cl, func() { cl.Close(); cancel() }, nil
 	}
 	kvErr := func(err error, what string) error {
+		var ce *cliError
+		if errors.As(err, &ce) {
+			return err // a usage or dial error, already explained
+		}
 		if errors.Is(err, client.ErrShardNotFound) {
 			return &cliError{code: ExitNotFound, err: fmt.Errorf("%s: shard %d does not exist", what, shardID)}
 		}
 		return a.rpcError(err, "%s", what)
+	}
+	// withKV runs f against the shard with a connected client and the
+	// command's deadline.
+	withKV := func(cmd *cobra.Command, f func(ctx context.Context, k *client.KV) error) error {
+		if err := checkShard(); err != nil {
+			return err
+		}
+		cl, done, err := dial(cmd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		ctx, cancel := a.ctx(cmd)
+		defer cancel()
+		return f(ctx, cl.KV(shardID))
 	}
 
 	var stale bool
@@ -69,24 +89,16 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 		Short: "Read a key (exit 4 if it does not exist)",
 		Args:  args(cobra.ExactArgs(1), "one KEY"),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			if err := checkShard(); err != nil {
-				return err
-			}
-			cl, done, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
-			k := cl.KV(shardID)
 			var v []byte
 			var found bool
-			if stale {
-				v, found, err = k.StaleGet(ctx, []byte(args[0]))
-			} else {
-				v, found, err = k.Get(ctx, []byte(args[0]))
-			}
+			err := withKV(cmd, func(ctx context.Context, k *client.KV) (err error) {
+				if stale {
+					v, found, err = k.StaleGet(ctx, []byte(args[0]))
+				} else {
+					v, found, err = k.Get(ctx, []byte(args[0]))
+				}
+				return err
+			})
 			if err != nil {
 				return kvErr(err, "get "+args[0])
 			}
@@ -116,17 +128,9 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 		Short: "Write a key",
 		Args:  args(cobra.ExactArgs(2), "KEY and VALUE"),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			if err := checkShard(); err != nil {
-				return err
-			}
-			cl, done, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
-			if err := cl.KV(shardID).Put(ctx, []byte(args[0]), []byte(args[1])); err != nil {
+			if err := withKV(cmd, func(ctx context.Context, k *client.KV) error {
+				return k.Put(ctx, []byte(args[0]), []byte(args[1]))
+			}); err != nil {
 				return kvErr(err, "put "+args[0])
 			}
 			if a.jsonOutput() {
@@ -144,17 +148,11 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 		Short: "Delete a key (prints 1 if it existed, 0 if not)",
 		Args:  args(cobra.ExactArgs(1), "one KEY"),
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
-			if err := checkShard(); err != nil {
+			var existed bool
+			err := withKV(cmd, func(ctx context.Context, k *client.KV) (err error) {
+				existed, err = k.Delete(ctx, []byte(args[0]))
 				return err
-			}
-			cl, done, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
-			existed, err := cl.KV(shardID).Delete(ctx, []byte(args[0]))
+			})
 			if err != nil {
 				return kvErr(err, "delete "+args[0])
 			}
@@ -191,13 +189,6 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 			if cmd.Flags().Changed("value") == deleteKey {
 				return usageErrorf("give exactly one of --value NEW and --delete")
 			}
-			cl, done, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
 			c := kv.CAS{Key: []byte(args[0]), ExpectAbsent: expectAbsent, Delete: deleteKey}
 			if !expectAbsent {
 				c.Expected = []byte(expect)
@@ -205,7 +196,11 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 			if !deleteKey {
 				c.Value = []byte(value)
 			}
-			r, err := cl.KV(shardID).CAS(ctx, c)
+			var r client.CASResult
+			err := withKV(cmd, func(ctx context.Context, k *client.KV) (err error) {
+				r, err = k.CAS(ctx, c)
+				return err
+			})
 			if err != nil {
 				return kvErr(err, "cas "+args[0])
 			}
