@@ -7,28 +7,30 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
 )
 
-// Reasons carried in the errdetails.ErrorInfo of NodehostAPI errors (they
-// match the nodehost's agent/nodehostapi constants). Reason(err) extracts
-// them from any error returned by this package.
+// Reasons carried in the errdetails.ErrorInfo of NodehostAPI errors (the
+// contract is defined in api/drummerpb). Reason(err) extracts them from any
+// error returned by this package.
 const (
-	ReasonShardNotHere        = "SHARD_NOT_HERE"
-	ReasonShardNotReady       = "SHARD_NOT_READY"
-	ReasonBusy                = "BUSY"
-	ReasonClosed              = "CLOSED"
-	ReasonTimeout             = "TIMEOUT"
-	ReasonAborted             = "ABORTED"
-	ReasonSessionRejected     = "SESSION_REJECTED"
-	ReasonSessionsUnsupported = "SESSIONS_UNSUPPORTED"
-	ReasonInvalidSession      = "INVALID_SESSION"
-	ReasonPayloadTooLarge     = "PAYLOAD_TOO_LARGE"
-	ReasonNoDeadline          = "NO_DEADLINE"
-	ReasonDeadlineTooShort    = "DEADLINE_TOO_SHORT"
-	ReasonInvalidRequest      = "INVALID_REQUEST"
-	ReasonCanceled            = "CANCELED"
-	ReasonStateMachine        = "STATE_MACHINE_ERROR"
-	ReasonInternal            = "INTERNAL"
+	ReasonShardNotHere        = drummerpb.ReasonShardNotHere
+	ReasonShardNotReady       = drummerpb.ReasonShardNotReady
+	ReasonBusy                = drummerpb.ReasonBusy
+	ReasonClosed              = drummerpb.ReasonClosed
+	ReasonTimeout             = drummerpb.ReasonTimeout
+	ReasonAborted             = drummerpb.ReasonAborted
+	ReasonSessionRejected     = drummerpb.ReasonSessionRejected
+	ReasonSessionsUnsupported = drummerpb.ReasonSessionsUnsupported
+	ReasonInvalidSession      = drummerpb.ReasonInvalidSession
+	ReasonPayloadTooLarge     = drummerpb.ReasonPayloadTooLarge
+	ReasonNoDeadline          = drummerpb.ReasonNoDeadline
+	ReasonDeadlineTooShort    = drummerpb.ReasonDeadlineTooShort
+	ReasonInvalidRequest      = drummerpb.ReasonInvalidRequest
+	ReasonCanceled            = drummerpb.ReasonCanceled
+	ReasonStateMachine        = drummerpb.ReasonStateMachine
+	ReasonInternal            = drummerpb.ReasonInternal
 )
 
 // Sentinel errors; test for them with errors.Is.

@@ -10,62 +10,32 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
 )
 
-// ErrorDomain is the Domain of the errdetails.ErrorInfo attached to every
-// error the service returns.
-const ErrorDomain = "nodehostapi.drummer"
+// ErrorDomain and the Reasons are the NodehostAPI's error contract, defined
+// in api/drummerpb (see there for what each reason means).
+const ErrorDomain = drummerpb.ErrorDomain
 
-// Reasons: the errdetails.ErrorInfo Reason of each error, stable across
-// releases. The gRPC code says how to react; the reason says why.
+// Reasons: the errdetails.ErrorInfo Reason of each error.
 const (
-	// ReasonShardNotHere (NotFound): this nodehost does not run the shard.
-	// Locate the shard again and use another member.
-	ReasonShardNotHere = "SHARD_NOT_HERE"
-	// ReasonShardNotReady (Unavailable): no leader yet, the replica is
-	// still starting, or a membership change is pending. Nothing was
-	// proposed; retry after a short backoff, here or on another member.
-	ReasonShardNotReady = "SHARD_NOT_READY"
-	// ReasonBusy (Unavailable): queues full or rate limited. Nothing was
-	// proposed; retry after a backoff.
-	ReasonBusy = "BUSY"
-	// ReasonClosed (Unavailable): the replica or the nodehost is shutting
-	// down. Retry on another member.
-	ReasonClosed = "CLOSED"
-	// ReasonTimeout (DeadlineExceeded): the operation did not complete in
-	// time. A proposal may still be applied: retry with the same session
-	// and series (exactly once) or accept at-least-once.
-	ReasonTimeout = "TIMEOUT"
-	// ReasonAborted (Aborted): the state machine aborted the request.
-	ReasonAborted = "ABORTED"
-	// ReasonSessionRejected (FailedPrecondition): the session is not
-	// registered (closed, or evicted from the shard's LRU of sessions).
-	// Open a new session; the proposal was not applied.
-	ReasonSessionRejected = "SESSION_REJECTED"
-	// ReasonSessionsUnsupported (InvalidArgument): the shard's state
-	// machine is on-disk, which only accepts proposals without a session.
-	ReasonSessionsUnsupported = "SESSIONS_UNSUPPORTED"
-	// ReasonInvalidSession (InvalidArgument): the session fields are not
-	// usable (wrong shard, zero client ID, series out of range).
-	ReasonInvalidSession = "INVALID_SESSION"
-	// ReasonPayloadTooLarge (InvalidArgument): the command or query is
-	// larger than the nodehost accepts.
-	ReasonPayloadTooLarge = "PAYLOAD_TOO_LARGE"
-	// ReasonNoDeadline (InvalidArgument): the call has no deadline.
-	ReasonNoDeadline = "NO_DEADLINE"
-	// ReasonDeadlineTooShort (InvalidArgument): less time is left than one
-	// Raft round trip (the nodehost's RTTMillisecond).
-	ReasonDeadlineTooShort = "DEADLINE_TOO_SHORT"
-	// ReasonInvalidRequest (InvalidArgument): another malformed request
-	// (shard 0, empty command, operation not allowed on this replica).
-	ReasonInvalidRequest = "INVALID_REQUEST"
-	// ReasonCanceled (Canceled): the caller canceled the call.
-	ReasonCanceled = "CANCELED"
-	// ReasonStateMachine (Unknown): the state machine's Lookup returned an
-	// error, included in the message.
-	ReasonStateMachine = "STATE_MACHINE_ERROR"
-	// ReasonInternal (Internal): a bug; the message says more.
-	ReasonInternal = "INTERNAL"
+	ReasonShardNotHere        = drummerpb.ReasonShardNotHere
+	ReasonShardNotReady       = drummerpb.ReasonShardNotReady
+	ReasonBusy                = drummerpb.ReasonBusy
+	ReasonClosed              = drummerpb.ReasonClosed
+	ReasonTimeout             = drummerpb.ReasonTimeout
+	ReasonAborted             = drummerpb.ReasonAborted
+	ReasonSessionRejected     = drummerpb.ReasonSessionRejected
+	ReasonSessionsUnsupported = drummerpb.ReasonSessionsUnsupported
+	ReasonInvalidSession      = drummerpb.ReasonInvalidSession
+	ReasonPayloadTooLarge     = drummerpb.ReasonPayloadTooLarge
+	ReasonNoDeadline          = drummerpb.ReasonNoDeadline
+	ReasonDeadlineTooShort    = drummerpb.ReasonDeadlineTooShort
+	ReasonInvalidRequest      = drummerpb.ReasonInvalidRequest
+	ReasonCanceled            = drummerpb.ReasonCanceled
+	ReasonStateMachine        = drummerpb.ReasonStateMachine
+	ReasonInternal            = drummerpb.ReasonInternal
 )
 
 // Metadata keys of the ErrorInfo.

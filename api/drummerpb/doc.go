@@ -1,6 +1,7 @@
 // Package drummerpb holds the generated protobuf and gRPC code of Drummer's
 // public API: the Drummer control-plane service (api/drummer/v1/drummer.proto)
-// and the NodehostAPI data-plane service (api/drummer/v1/nodehost.proto).
+// and the NodehostAPI data-plane service (api/drummer/v1/nodehost.proto),
+// plus the NodehostAPI's error contract (reasons.go, hand-written).
 //
 // Regenerate with `go generate ./api/...`; the generators are pinned (buf in
 // tools/go.mod, protoc-gen-go and protoc-gen-go-grpc as go tool dependencies
