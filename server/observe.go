@@ -19,11 +19,6 @@ import (
 const (
 	maxReportReplicas = 200_000
 	maxReportResults  = 50_000
-	// Order results are kept this long for the planner to see.
-	resultTTL = 2 * time.Minute
-	// A host that stopped reporting and is not registered is forgotten
-	// after this long.
-	unregisteredTTL = 10 * time.Minute
 )
 
 // observations is the soft state built from agent reports: in memory only,
@@ -203,40 +198,13 @@ func (s *observations) takeDirty() dirtySet {
 	return d
 }
 
-// prune bounds the soft state: old order results, replicas of shards that
-// no longer exist, memberships of deleted shards, and hosts that are
-// neither registered nor reporting.
+// prune bounds the soft state (see planner.Prune), and forgets the report
+// sessions of the hosts it drops.
 func (s *observations) prune(st *db.State, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for hostID, at := range s.resultAt {
-		h := s.o.Hosts[hostID]
-		for id, t := range at {
-			if now.Sub(t) > resultTTL {
-				delete(at, id)
-				if h != nil {
-					delete(h.Results, id)
-				}
-			}
-		}
-	}
-	for id, h := range s.o.Hosts {
-		if _, ok := st.Hosts[id]; !ok && now.Sub(h.LastHeard) > unregisteredTTL {
-			delete(s.o.Hosts, id)
-			delete(s.ses, id)
-			delete(s.resultAt, id)
-		}
-	}
-	for id := range s.o.Memberships {
-		if _, ok := st.Shards[id]; !ok {
-			delete(s.o.Memberships, id)
-		}
-	}
-	for k := range s.o.LastRunning {
-		sh, ok := st.Shards[k.ShardID]
-		if !ok || db.Member(sh, k.ReplicaID) == nil {
-			delete(s.o.LastRunning, k)
-		}
+	for _, id := range planner.Prune(s.o, s.resultAt, st, now) {
+		delete(s.ses, id)
 	}
 }
 

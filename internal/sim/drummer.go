@@ -13,12 +13,6 @@ import (
 	"github.com/drummerhq/drummer/internal/planner"
 )
 
-// Constants mirrored from server/observe.go.
-const (
-	resultTTL       = 2 * time.Minute
-	unregisteredTTL = 10 * time.Minute
-)
-
 // drummer is the scheduler leader's soft state: observations and the
 // orders in force.
 type drummer struct {
@@ -323,38 +317,9 @@ func (w *World) mergeMembership(shardID uint64, m *drummerpb.Membership) {
 	}
 }
 
-// prune mirrors server/observations.prune.
+// prune bounds the soft state like the server does.
 func (w *World) prune() {
-	d := w.drummer
-	now := w.now
-	for hostID, at := range d.resultAt {
-		h := d.obs.Hosts[hostID]
-		for id, t := range at {
-			if now.Sub(t) > resultTTL {
-				delete(at, id)
-				if h != nil {
-					delete(h.Results, id)
-				}
-			}
-		}
-	}
-	for id, h := range d.obs.Hosts {
-		if _, ok := w.st.Hosts[id]; !ok && now.Sub(h.LastHeard) > unregisteredTTL {
-			delete(d.obs.Hosts, id)
-			delete(d.resultAt, id)
-		}
-	}
-	for id := range d.obs.Memberships {
-		if _, ok := w.st.Shards[id]; !ok {
-			delete(d.obs.Memberships, id)
-		}
-	}
-	for k := range d.obs.LastRunning {
-		sh, ok := w.st.Shards[k.ShardID]
-		if !ok || db.Member(sh, k.ReplicaID) == nil {
-			delete(d.obs.LastRunning, k)
-		}
-	}
+	planner.Prune(w.drummer.obs, w.drummer.resultAt, w.st, w.now)
 }
 
 // ---------------------------------------------------------------------------

@@ -724,7 +724,7 @@ func (w *World) final() {
 		}
 	}
 	for id, h := range d.obs.Hosts {
-		if w.st.Hosts[id] == nil && w.now.Sub(h.LastHeard) > unregisteredTTL {
+		if w.st.Hosts[id] == nil && w.now.Sub(h.LastHeard) > planner.UnregisteredTTL {
 			w.violate("BOUNDS: observations of forgotten host %s kept", id)
 		}
 		if len(h.Results) > 10000 {
