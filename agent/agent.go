@@ -46,6 +46,7 @@ import (
 
 	"github.com/drummerhq/drummer/agent/nodehostapi"
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/events"
 	"github.com/drummerhq/drummer/internal/grpcutil"
@@ -96,6 +97,24 @@ type Config struct {
 	NodeHostStarted func(*dragonboat.NodeHost)
 	Logger          *slog.Logger
 	Version         string
+
+	// Mutual TLS on the NodehostAPI, the Raft transport and the
+	// connections to the drummers: the CA bundle, and this nodehost's
+	// certificate (role nodehost, bound to RaftAddress: `drummer cert
+	// create-nodehost`) and key. Either all three or Insecure.
+	CAFile, CertFile, KeyFile string
+	// Insecure runs plaintext without authentication (--insecure).
+	Insecure bool
+	// CertCheckEvery is how often the certificate files are checked for
+	// rotation (default 5s).
+	CertCheckEvery time.Duration
+	// APIMethodRoles give the role allowed to call each method of the
+	// services RegisterAPI adds ("/pkg.Service/Method" → "app", "admin",
+	// ...); with mutual TLS a method without a role is refused.
+	APIMethodRoles map[string]string
+	// OpenSessionsPerSecond limits OpenSession per caller (default 200,
+	// burst twice that).
+	OpenSessionsPerSecond float64
 }
 
 func (c *Config) setDefaults() {
@@ -157,6 +176,9 @@ func (c *Config) Validate() error {
 	if c.RTTMillisecond > 1000 {
 		errs = append(errs, errors.New("rtt must be at most 1000ms"))
 	}
+	if err := auth.CheckMode(auth.Files{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}, c.Insecure); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -171,6 +193,9 @@ type Agent struct {
 	grpc   *grpc.Server
 	lis    net.Listener
 	health *health.Server
+	// tls is nil in insecure mode; leader guards destructive orders.
+	tls    *auth.Source
+	leader epochHolder
 
 	col  *collector
 	exec *executor
@@ -209,6 +234,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		st.hostID = newUUID()
 	}
 	a.log = cfg.Logger.With("component", "agent", "host_id", st.hostID)
+	if a.tls, err = a.newTLSSource(); err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", cfg.APIAddress)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --api-address %s: %w", cfg.APIAddress, err)
@@ -244,7 +272,12 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			return ""
 		}
 	}
-	sopts := append(nodehostapi.GRPCServerOptions(dataOpts), grpc.ChainUnaryInterceptor(cfg.APIInterceptors...))
+	sopts, err := a.apiServerOptions(nodehostapi.GRPCServerOptions(dataOpts))
+	if err != nil {
+		lis.Close()
+		a.nh.Close()
+		return nil, err
+	}
 	a.grpc = grpc.NewServer(sopts...)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
@@ -258,6 +291,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	rctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.wg.Add(5)
+	if a.tls != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.tls.Run(rctx) }()
+	}
 	go func() {
 		defer a.wg.Done()
 		a.store.flusher(rctx, func(err error) { a.log.Error("cannot persist the replica assignments", "err", err) })
@@ -352,6 +389,11 @@ func (a *Agent) startNodeHost(deployment uint64) error {
 		SystemEventListener: l,
 		Expert:              config.ExpertConfig{LogDB: config.GetSmallMemLogDBConfig()},
 	}
+	if a.tls != nil {
+		// dragonboat reads these files itself: the outgoing side on every
+		// new connection, its listener only at start (see docs/security.md).
+		nhc.MutualTLS, nhc.CAFile, nhc.CertFile, nhc.KeyFile = true, a.raftCAFile(), a.cfg.CertFile, a.cfg.KeyFile
+	}
 	if err := nhc.Validate(); err != nil {
 		return fmt.Errorf("nodehost config: %w", err)
 	}
@@ -367,7 +409,7 @@ func (a *Agent) startNodeHost(deployment uint64) error {
 }
 
 func (a *Agent) drummerDialOptions() []grpc.DialOption {
-	return append([]grpc.DialOption{grpcInsecure()}, a.cfg.DrummerDialOptions...)
+	return append([]grpc.DialOption{a.drummerCredentials()}, a.cfg.DrummerDialOptions...)
 }
 
 // NodeHost returns the agent's dragonboat NodeHost.

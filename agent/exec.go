@@ -390,6 +390,11 @@ func (e *executor) stop(ctx context.Context, o *drummerpb.StopReplicaOrder) *dru
 		return rejected("malformed stop order")
 	}
 	nh := e.a.nh
+	if o.RemoveData {
+		if res := e.refuseRemoveData(ctx, o); res != nil {
+			return res
+		}
+	}
 	if id, ok := e.running(o.ShardId); ok && id == o.ReplicaId {
 		if err := nh.StopReplica(o.ShardId, o.ReplicaId); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 			return failed("stop replica: %v", err)

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -18,10 +18,6 @@ import (
 )
 
 var eventsNudge = events.Event{Kind: events.NodeReady}
-
-func grpcInsecure() grpc.DialOption {
-	return grpc.WithTransportCredentials(insecure.NewCredentials())
-}
 
 // reporters keeps one reporter per drummer server: heartbeats go to all of
 // them (so every server's soft state is warm), orders come from the leader.
@@ -148,7 +144,8 @@ func (r *reporters) report(ctx context.Context, ep string) {
 		nudged := r.nudgeCh()
 		req, v, resSeq := r.build(st)
 		rctx, cancel := context.WithTimeout(ctx, max(2*interval, time.Second))
-		resp, err := dc.Report(rctx, req)
+		var p peer.Peer
+		resp, err := dc.Report(rctx, req, grpc.Peer(&p))
 		cancel()
 		if err != nil {
 			// The server may or may not have taken the deltas: start over
@@ -173,7 +170,7 @@ func (r *reporters) report(ctx context.Context, ep string) {
 			}
 			st.sentResult = resSeq
 			st.lastErr = ""
-			r.handle(resp)
+			r.handle(resp, ep, &p)
 		}
 		select {
 		case <-ctx.Done():
@@ -252,7 +249,7 @@ func (r *reporters) build(st *endpoint) (*drummerpb.ReportRequest, *view, uint64
 	return req, v, seq
 }
 
-func (r *reporters) handle(resp *drummerpb.ReportResponse) {
+func (r *reporters) handle(resp *drummerpb.ReportResponse, ep string, p *peer.Peer) {
 	a := r.a
 	if resp.DeploymentId != 0 && resp.DeploymentId != a.store.deployment {
 		a.log.Error("drummer belongs to another deployment; ignoring its orders",
@@ -264,6 +261,10 @@ func (r *reporters) handle(resp *drummerpb.ReportResponse) {
 	}
 	if resp.Leader {
 		r.learn(resp.DrummerEndpoints)
-		a.exec.submit(resp.Epoch, resp.Orders)
+		orders := resp.Orders
+		if ok, why := a.leader.verify(a.tls != nil, resp.Epoch, ep, p); !ok {
+			orders = a.exec.filterUnverified(orders, why)
+		}
+		a.exec.submit(resp.Epoch, orders)
 	}
 }

@@ -54,9 +54,12 @@ type Config struct {
 	// Locator replaces the Drummer servers as the source of shard
 	// locations. When set, Endpoints is ignored.
 	Locator Locator
+	// Security: mutual TLS files (a client certificate with role app or
+	// admin) or Insecure; one is required.
+	Security
 	// DialOptions are added to every connection, to Drummer and to the
-	// nodehosts (e.g. TLS credentials). Without them connections are
-	// plaintext.
+	// nodehosts (interceptors; credentials given here replace
+	// Security's).
 	DialOptions []grpc.DialOption
 	// AttemptTimeout bounds one call to one nodehost (default 2s), so a
 	// dead or partitioned host costs at most this much before the next
@@ -130,9 +133,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger}
+	src, err := cfg.Security.source()
+	if err != nil {
+		return nil, err
+	}
 	loc := cfg.Locator
 	if loc == nil {
-		conn, err := NewConn(cfg.Endpoints, Options{DialOptions: cfg.DialOptions, Logger: cfg.Logger})
+		conn, err := NewConn(cfg.Endpoints, Options{Security: cfg.Security, DialOptions: cfg.DialOptions, Logger: cfg.Logger, src: src})
 		if err != nil {
 			return nil, err
 		}
@@ -140,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		loc = drummerLocator{conn.Drummer()}
 	}
 	c.locs = newLocations(loc, cfg)
-	c.pool = newPool(cfg)
+	c.pool = newPool(cfg, src)
 	if len(cfg.Preload) > 0 {
 		if err := c.locs.preload(ctx, cfg.Preload); err != nil {
 			c.Close()

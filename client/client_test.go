@@ -78,6 +78,7 @@ func (w *world) client(t *testing.T, cfg Config) *Client {
 	if cfg.Locator == nil && cfg.Endpoints == nil {
 		cfg.Endpoints = []string{w.fake.Addr}
 	}
+	cfg.Insecure = true
 	c, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -514,7 +515,7 @@ func TestLocatorOutage(t *testing.T) {
 	}
 	// Preload fails for unknown shards.
 	w.fake.SetFailure(nil)
-	if _, err := New(ctx, Config{Endpoints: []string{w.fake.Addr}, Preload: []uint64{kvShard, 55}}); !errors.Is(err, ErrShardNotFound) {
+	if _, err := New(ctx, Config{Endpoints: []string{w.fake.Addr}, Preload: []uint64{kvShard, 55}, Security: Security{Insecure: true}}); !errors.Is(err, ErrShardNotFound) {
 		t.Fatalf("preload: %v", err)
 	}
 }

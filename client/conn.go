@@ -13,11 +13,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/auth"
 )
 
 // LeaderTrailer is the trailer key in which a drummer server that is not the
@@ -34,10 +34,14 @@ type Options struct {
 	// RetryBackoff is the first pause between rounds over all endpoints
 	// when none answers (default 100ms, doubling up to 1s).
 	RetryBackoff time.Duration
-	// DialOptions are added to every dial (e.g. TLS credentials). Without
-	// them connections are plaintext.
+	// Security: mutual TLS files or Insecure (one is required).
+	Security
+	// DialOptions are added to every dial (interceptors; credentials
+	// given here replace Security's).
 	DialOptions []grpc.DialOption
 	Logger      *slog.Logger
+
+	src *auth.Source // shared with a Client's nodehost connections
 }
 
 // Conn is a set of connections to drummer servers that sends each call to
@@ -83,6 +87,13 @@ func NewConn(endpoints []string, opts Options) (*Conn, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.src == nil && !opts.Insecure {
+		src, err := opts.Security.source()
+		if err != nil {
+			return nil, err
+		}
+		opts.src = src
+	}
 	return &Conn{opts: opts, endpoints: eps, conns: map[string]*grpc.ClientConn{}}, nil
 }
 
@@ -118,7 +129,7 @@ func (c *Conn) conn(ep string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[ep]; ok {
 		return cc, nil
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.DialOptions...)
+	opts := append([]grpc.DialOption{credentials(c.opts.src, auth.RoleServer)}, c.opts.DialOptions...)
 	cc, err := grpc.NewClient(ep, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("drummer endpoint %s: %w", ep, err)

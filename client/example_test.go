@@ -19,7 +19,10 @@ func ExampleNew() {
 	defer cancel()
 	c, err := client.New(ctx, client.Config{
 		Endpoints: []string{"127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"},
-		Preload:   []uint64{1, 2, 3}, // fail fast if these shards are unknown
+		// Mutual TLS: the deployment's CAs and a certificate made by
+		// `drummer cert create-client --role app`.
+		Security: client.Security{CAFile: "certs/ca.crt", CertFile: "certs/app.crt", KeyFile: "certs/app.key"},
+		Preload:  []uint64{1, 2, 3}, // fail fast if these shards are unknown
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -28,7 +31,7 @@ func ExampleNew() {
 }
 
 func ExampleClient_Propose() {
-	c, err := client.New(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:7101"}})
+	c, err := client.New(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:7101"}, Security: client.Security{Insecure: true}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -48,7 +51,7 @@ func ExampleClient_Propose() {
 }
 
 func ExampleSession_Propose() {
-	c, err := client.New(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:7101"}})
+	c, err := client.New(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:7101"}, Security: client.Security{Insecure: true}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -82,7 +85,7 @@ func ExampleSession_Propose() {
 }
 
 func ExampleKV() {
-	c, err := client.New(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:7101"}})
+	c, err := client.New(context.Background(), client.Config{Endpoints: []string{"127.0.0.1:7101"}, Security: client.Security{Insecure: true}})
 	if err != nil {
 		log.Fatal(err)
 	}

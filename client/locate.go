@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/auth"
 )
 
 // minRelocateInterval: a location younger than this is not fetched again
@@ -294,9 +294,9 @@ type pool struct {
 	closed bool
 }
 
-func newPool(cfg Config) *pool {
+func newPool(cfg Config, src *auth.Source) *pool {
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		credentials(src, auth.RoleNodehost),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes), grpc.MaxCallSendMsgSize(cfg.MaxMessageBytes)),
 	}
 	opts = append(opts, cfg.DialOptions...)

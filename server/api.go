@@ -119,6 +119,9 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 			resp.LeaderEndpoint = st.Drummers[id].GrpcAddress
 		}
 	})
+	if err := checkReporter(ctx, req, host); err != nil {
+		return nil, err
+	}
 	if host != nil && host.RaftAddress != req.RaftAddress {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"host %s is registered with raft address %s but reports %s; a data directory is tied to its raft address", req.HostId, host.RaftAddress, req.RaftAddress)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/db"
 )
 
@@ -43,6 +44,19 @@ type Config struct {
 	SweepInterval time.Duration
 	Logger        *slog.Logger
 	Version       string
+
+	// Mutual TLS on the gRPC API and the DB's Raft transport: the CA
+	// bundle, and this server's certificate (role server, made by `drummer
+	// cert create-server`) and key. Either all three or Insecure.
+	CAFile, CertFile, KeyFile string
+	// Insecure serves plaintext without authentication (--insecure).
+	Insecure bool
+	// CertCheckEvery is how often the certificate files are checked for
+	// rotation (default 5s).
+	CertCheckEvery time.Duration
+	// CreateShardsPerSecond limits CreateShards per caller (default 10,
+	// burst twice that).
+	CreateShardsPerSecond float64
 }
 
 func (c *Config) setDefaults() {
@@ -95,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RTTMillisecond > 1000 {
 		errs = append(errs, errors.New("rtt must be at most 1000ms"))
+	}
+	if err := auth.CheckMode(auth.Files{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}, c.Insecure); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

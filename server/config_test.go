@@ -37,7 +37,7 @@ func TestParseMembers(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	ok := Config{ReplicaID: 1, RaftAddress: "127.0.0.1:7111", GRPCAddress: "127.0.0.1:7101", DataDir: "/tmp/x",
-		InitialMembers: map[uint64]string{1: "127.0.0.1:7111", 2: "127.0.0.1:7112", 3: "127.0.0.1:7113"}}
+		InitialMembers: map[uint64]string{1: "127.0.0.1:7111", 2: "127.0.0.1:7112", 3: "127.0.0.1:7113"}, Insecure: true}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +53,9 @@ func TestConfigValidate(t *testing.T) {
 		"same addresses":   {func(c *Config) { c.GRPCAddress = c.RaftAddress }, "differ"},
 		"no data dir":      {func(c *Config) { c.DataDir = "" }, "--data-dir"},
 		"bad grpc address": {func(c *Config) { c.GRPCAddress = "nohostport" }, "--grpc-address"},
+		"no certificates":  {func(c *Config) { c.Insecure = false }, "drummer cert create-ca"},
+		"tls and insecure": {func(c *Config) { c.CAFile, c.CertFile, c.KeyFile = "a", "b", "c" }, "exclusive"},
+		"partial tls":      {func(c *Config) { c.Insecure, c.CAFile = false, "a" }, "--cert-file"},
 	} {
 		c := ok
 		c.InitialMembers = map[uint64]string{1: "127.0.0.1:7111", 2: "127.0.0.1:7112", 3: "127.0.0.1:7113"}

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/events"
@@ -55,6 +56,8 @@ type Server struct {
 	health *health.Server
 	obs    *observations
 	sched  *scheduler
+	// tls is nil in insecure mode.
+	tls *auth.Source
 
 	leaderKick chan struct{}
 	removed    chan struct{}
@@ -81,6 +84,11 @@ func New(cfg Config) (*Server, error) {
 		leaderKick: make(chan struct{}, 1),
 		removed:    make(chan struct{}),
 	}
+	src, err := s.newTLSSource()
+	if err != nil {
+		return nil, err
+	}
+	s.tls = src
 	lis, err := net.Listen("tcp", cfg.GRPCAddress)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --grpc-address %s: %w", cfg.GRPCAddress, err)
@@ -91,11 +99,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.sched = newScheduler(s)
-	s.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(64<<20),
-		grpc.MaxSendMsgSize(64<<20),
+	s.grpc = grpc.NewServer(append(s.grpcServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	drummerpb.RegisterDrummerServer(s.grpc, s)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -106,6 +112,10 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(3)
+	if s.tls != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.tls.Run(ctx) }()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -132,6 +142,11 @@ func (s *Server) startNodeHost() error {
 		RaftEventListener:   listener,
 		SystemEventListener: listener,
 		Expert:              config.ExpertConfig{LogDB: config.GetSmallMemLogDBConfig()},
+	}
+	if s.tls != nil {
+		// dragonboat reads these files itself: the outgoing side on every
+		// new connection, its listener only at start (see docs/security.md).
+		nhc.MutualTLS, nhc.CAFile, nhc.CertFile, nhc.KeyFile = true, s.raftCAFile(), s.cfg.CertFile, s.cfg.KeyFile
 	}
 	if err := nhc.Validate(); err != nil {
 		return fmt.Errorf("nodehost config: %w", err)

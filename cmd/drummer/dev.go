@@ -16,9 +16,10 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/client"
-	"github.com/drummerhq/drummer/internal/debugserver"
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/devcluster"
 	"github.com/drummerhq/drummer/internal/logging"
+	"github.com/drummerhq/drummer/internal/tlsflags"
 )
 
 type devFlags struct {
@@ -88,7 +89,7 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 		ctx, cancel = context.WithTimeout(ctx, f.exitAfter)
 		defer cancel()
 	}
-	dbg, err := debugserver.Start(f.debug, log)
+	dbg, err := startDebug(f.debug, tlsflags.Flags{Insecure: true}, auth.RoleServer, log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -97,7 +98,7 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, err := devcluster.Start(startCtx, devcluster.Options{
-		Nodehosts: f.nodehosts, DataDir: f.dataDir, BasePort: f.basePort, Logger: log,
+		Nodehosts: f.nodehosts, DataDir: f.dataDir, BasePort: f.basePort, Logger: log, Insecure: true,
 	})
 	if err != nil {
 		return err
@@ -107,7 +108,7 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 		c.Close()
 		fmt.Fprintln(stdout, "Stopped.")
 	}()
-	conn, err := client.NewConn(c.Drummers, client.Options{})
+	conn, err := client.NewConn(c.Drummers, client.Options{Security: client.Security{Insecure: true}})
 	if err != nil {
 		return err
 	}

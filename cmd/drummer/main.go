@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,11 +17,26 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
+	"github.com/drummerhq/drummer/internal/tlsflags"
 	"github.com/drummerhq/drummer/server"
 )
+
+// startDebug starts the --debug-address listener with the program's TLS
+// settings (HTTPS and role checks, or plaintext with --insecure).
+func startDebug(addr string, f tlsflags.Flags, role auth.Role, log *slog.Logger) (*debugserver.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	cfg, mw, err := f.HTTP(role, auth.DebugRoutes, log)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-address: %w", err)
+	}
+	return debugserver.Start(debugserver.Options{Address: addr, TLS: cfg, Middleware: mw, Logger: log})
+}
 
 // Exit codes.
 const (
@@ -78,6 +94,7 @@ type serverFlags struct {
 	logLevel       string
 	logFormat      string
 	debugAddress   string
+	tls            tlsflags.Flags
 }
 
 func rootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -116,10 +133,11 @@ flag names); flags on the command line win.
 	fs.BoolVar(&f.join, "join", false, "start a server added with 'drummercmd member add'")
 	fs.StringVar(&f.config, "config", "", "YAML file setting any of these flags")
 	fs.Uint64Var(&f.rtt, "rtt", 50, "Raft tick in milliseconds")
-	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default)")
+	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default; HTTPS with mutual TLS)")
+	f.tls.Register(fs)
 	addLogFlags(fs, &f.logLevel, &f.logFormat)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	cmd.AddCommand(devCmd(stdout, stderr), versionCmd(stdout))
+	cmd.AddCommand(devCmd(stdout, stderr), versionCmd(stdout), certCmd(stdout, stderr))
 	return cmd
 }
 
@@ -161,13 +179,17 @@ func runServer(cmd *cobra.Command, f *serverFlags, stderr io.Writer) error {
 		RTTMillisecond: f.rtt,
 		Logger:         log,
 		Version:        version,
+		CAFile:         f.tls.CAFile,
+		CertFile:       f.tls.CertFile,
+		KeyFile:        f.tls.KeyFile,
+		Insecure:       f.tls.Insecure,
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	dbg, err := debugserver.Start(f.debugAddress, log)
+	dbg, err := startDebug(f.debugAddress, f.tls, auth.RoleServer, log)
 	if err != nil {
 		return usageError{err}
 	}

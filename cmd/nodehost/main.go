@@ -21,9 +21,11 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/drummerhq/drummer/agent"
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
+	"github.com/drummerhq/drummer/internal/tlsflags"
 )
 
 var version = "dev"
@@ -48,6 +50,7 @@ type flags struct {
 	logFormat     string
 	startTimeout  time.Duration
 	debugAddress  string
+	tls           tlsflags.Flags
 	testHooks     func(cfg *agent.Config) error
 }
 
@@ -90,7 +93,8 @@ Every flag can also be set in a YAML file given with --config.`,
 	fs.StringVar(&f.config, "config", "", "YAML file setting any of these flags")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default)")
+	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default; HTTPS with mutual TLS)")
+	f.tls.Register(fs)
 	fs.DurationVar(&f.startTimeout, "start-timeout", 5*time.Minute, "how long to wait for a drummer on first start")
 	var applyTestHooks func(cfg *agent.Config) error
 	if testHooks != nil {
@@ -162,6 +166,10 @@ func serve(f *flags, stderr io.Writer) error {
 		RTTMillisecond:   f.rtt,
 		Logger:           log,
 		Version:          version,
+		CAFile:           f.tls.CAFile,
+		CertFile:         f.tls.CertFile,
+		KeyFile:          f.tls.KeyFile,
+		Insecure:         f.tls.Insecure,
 	}
 	if err := f.testHooks(&cfg); err != nil {
 		return usageError{err}
@@ -173,9 +181,15 @@ func serve(f *flags, stderr io.Writer) error {
 	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, f.startTimeout)
 	defer cancel()
-	dbg, err := debugserver.Start(f.debugAddress, log)
-	if err != nil {
-		return usageError{err}
+	var dbg *debugserver.Server
+	if f.debugAddress != "" {
+		tcfg, mw, err := f.tls.HTTP(auth.RoleNodehost, auth.DebugRoutes, log)
+		if err != nil {
+			return usageError{fmt.Errorf("--debug-address: %w", err)}
+		}
+		if dbg, err = debugserver.Start(debugserver.Options{Address: f.debugAddress, TLS: tcfg, Middleware: mw, Logger: log}); err != nil {
+			return usageError{err}
+		}
 	}
 	defer dbg.Close()
 	a, err := agent.New(sctx, cfg)

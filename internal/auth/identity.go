@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 )
@@ -32,6 +33,9 @@ type Identity struct {
 	// RaftAddresses are the Raft addresses a nodehost certificate is
 	// bound to (one, for certificates made by `drummer cert`).
 	RaftAddresses []string
+	// Hosts are the DNS names and IP addresses a server or nodehost
+	// certificate is valid for.
+	Hosts []string
 	// Via is "certificate" or "token".
 	Via string
 	// Serial is the certificate serial number (hex) when Via is
@@ -48,6 +52,20 @@ func (id Identity) String() string {
 func (id Identity) BoundTo(addr string) bool {
 	for _, a := range id.RaftAddresses {
 		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidFor reports whether a server or nodehost identity's certificate
+// names host (a DNS name or IP address).
+func (id Identity) ValidFor(host string) bool {
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+	}
+	for _, h := range id.Hosts {
+		if strings.EqualFold(h, host) {
 			return true
 		}
 	}
@@ -80,6 +98,10 @@ func IdentityOf(leaf *x509.Certificate) (Identity, error) {
 		return Identity{}, fmt.Errorf("certificate %q: %w", leaf.Subject.CommonName, err)
 	}
 	id := Identity{Name: leaf.Subject.CommonName, Role: r, Via: "certificate", Serial: leaf.SerialNumber.Text(16)}
+	id.Hosts = append(id.Hosts, leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		id.Hosts = append(id.Hosts, ip.String())
+	}
 	if r == RoleNodehost {
 		id.RaftAddresses = drummerURIs(leaf, "raft")
 		if len(id.RaftAddresses) == 0 {

@@ -16,14 +16,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/client"
+	"github.com/drummerhq/drummer/internal/auth"
 )
 
 // Defaults of the global flags. The endpoints are those of `drummer dev`.
@@ -38,6 +42,10 @@ const (
 	EnvEndpoints      = "DRUMMER_ENDPOINTS"
 	EnvDialTimeout    = "DRUMMER_DIAL_TIMEOUT"
 	EnvCommandTimeout = "DRUMMER_COMMAND_TIMEOUT"
+	EnvCAFile         = "DRUMMER_CA_FILE"
+	EnvCertFile       = "DRUMMER_CERT_FILE"
+	EnvKeyFile        = "DRUMMER_KEY_FILE"
+	EnvInsecure       = "DRUMMER_INSECURE"
 )
 
 // Main runs drummercmd with args (without the program name) and returns the
@@ -81,6 +89,8 @@ type app struct {
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
 	output         string
+	tls            auth.Files
+	insecure       bool
 
 	// started is set when a command's own code starts running: errors
 	// before that come from cobra (unknown command, bad flag, bad number of
@@ -89,6 +99,7 @@ type app struct {
 
 	root *cobra.Command
 	conn *client.Conn
+	src  *auth.Source
 }
 
 func run(args []string, opts options) int {
@@ -183,6 +194,10 @@ func newRootCmd(a *app) *cobra.Command {
 		"timeout for one request, including finding the leader (env "+EnvCommandTimeout+")")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.StringVarP(&a.output, "write-out", "w", "table", "alias of --output (etcdctl style)")
+	pf.StringVar(&a.tls.CAFile, "ca-file", "", "CA certificates of the deployment, ca.crt (env "+EnvCAFile+")")
+	pf.StringVar(&a.tls.CertFile, "cert-file", "", "your client certificate; its role decides what you may do (env "+EnvCertFile+")")
+	pf.StringVar(&a.tls.KeyFile, "key-file", "", "your client certificate's key (env "+EnvKeyFile+")")
+	pf.BoolVar(&a.insecure, "insecure", false, "connect without TLS, to a deployment started with --insecure (env "+EnvInsecure+"=true)")
 
 	root.AddCommand(
 		newHostCmd(a),
@@ -307,7 +322,53 @@ func (a *app) settle() error {
 			return usageErrorf("--%s must be positive, e.g. --%s=5s", d.flag, d.flag)
 		}
 	}
+	for _, f := range []struct {
+		flag, env string
+		v         *string
+	}{
+		{"ca-file", EnvCAFile, &a.tls.CAFile},
+		{"cert-file", EnvCertFile, &a.tls.CertFile},
+		{"key-file", EnvKeyFile, &a.tls.KeyFile},
+	} {
+		if !a.flagChanged(f.flag) {
+			if s := strings.TrimSpace(a.env(f.env)); s != "" {
+				*f.v = s
+			}
+		}
+	}
+	if !a.flagChanged("insecure") {
+		if s := strings.TrimSpace(a.env(EnvInsecure)); s != "" {
+			v, err := strconv.ParseBool(s)
+			if err != nil {
+				return usageErrorf("%s=%q: want true or false", EnvInsecure, s)
+			}
+			a.insecure = v
+		}
+	}
+	if err := auth.CheckMode(a.tls, a.insecure); err != nil {
+		return usageErrorf("%v", err)
+	}
 	return nil
+}
+
+// security is the connection security in effect (after settle).
+func (a *app) security() client.Security {
+	return client.Security{CAFile: a.tls.CAFile, CertFile: a.tls.CertFile, KeyFile: a.tls.KeyFile, Insecure: a.insecure}
+}
+
+// dialCredentials secure a direct connection to one drummer server.
+func (a *app) dialCredentials() (grpc.DialOption, error) {
+	if a.insecure {
+		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
+	}
+	if a.src == nil {
+		src, err := auth.NewSource(auth.SourceOptions{Files: a.tls})
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		a.src = src
+	}
+	return grpc.WithTransportCredentials(a.src.ClientCredentials(auth.RoleServer)), nil
 }
 
 // drummer returns the leader-following Drummer client, creating the
@@ -323,7 +384,7 @@ func (a *app) drummer() (drummerpb.DrummerClient, error) {
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
-	conn, err := client.NewConn(eps, client.Options{DialTimeout: a.dialTimeout})
+	conn, err := client.NewConn(eps, client.Options{DialTimeout: a.dialTimeout, Security: a.security()})
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 )
@@ -46,6 +45,10 @@ others are still shown).`,
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
+			creds, err := a.dialCredentials()
+			if err != nil {
+				return err
+			}
 			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			out := make([]endpointStatusJSON, len(eps))
@@ -54,7 +57,7 @@ others are still shown).`,
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					out[i] = endpointStatus(ctx, ep)
+					out[i] = endpointStatus(ctx, ep, creds)
 				}()
 			}
 			wg.Wait()
@@ -88,9 +91,9 @@ others are still shown).`,
 	return c
 }
 
-func endpointStatus(ctx context.Context, ep string) endpointStatusJSON {
+func endpointStatus(ctx context.Context, ep string, creds grpc.DialOption) endpointStatusJSON {
 	out := endpointStatusJSON{Endpoint: ep}
-	cc, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(ep, creds)
 	if err != nil {
 		out.Error = err.Error()
 		return out

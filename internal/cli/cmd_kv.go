@@ -50,7 +50,7 @@ reads are linearizable (ReadIndex) unless --stale is given.`)
 			return nil, nil, usageErrorf("%v", err)
 		}
 		ctx, cancel := a.ctx(cmd)
-		cl, err := client.New(ctx, client.Config{Endpoints: eps})
+		cl, err := client.New(ctx, client.Config{Endpoints: eps, Security: a.security()})
 		if err != nil {
 			cancel()
 			return nil, nil, a.rpcError(err, "connect")

@@ -29,6 +29,10 @@ const (
 	// ExitConflict: the request conflicts with the current state
 	// (AlreadyExists, FailedPrecondition, Aborted).
 	ExitConflict = 5
+	// ExitPermission: the server refused the caller (PermissionDenied:
+	// the certificate's role may not do this; Unauthenticated or a failed
+	// TLS handshake: no acceptable certificate).
+	ExitPermission = 6
 )
 
 // exitCodesHelp documents the exit codes; shown in the root command's help
@@ -42,7 +46,10 @@ const exitCodesHelp = `Exit codes:
      gRPC Unavailable or DeadlineExceeded, or a wait/drain --timeout expired
   4  not found: no such shard, host or member (gRPC NotFound)
   5  conflict with the current state: gRPC AlreadyExists, FailedPrecondition,
-     Aborted (e.g. shard already exists, host still holds replicas)`
+     Aborted (e.g. shard already exists, host still holds replicas)
+  6  permission denied or unauthenticated: the certificate's role may not do
+     this (gRPC PermissionDenied), or no acceptable certificate (gRPC
+     Unauthenticated, a failed TLS handshake)`
 
 // cliError is an error with an exit code and an optional hint printed after
 // the message.
@@ -93,6 +100,8 @@ func ExitCodeForGRPC(c codes.Code) int {
 		return ExitNotFound
 	case codes.AlreadyExists, codes.FailedPrecondition, codes.Aborted:
 		return ExitConflict
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return ExitPermission
 	default:
 		return ExitFailure
 	}
@@ -111,9 +120,24 @@ func exitCode(err error) int {
 		return ExitUnavailable
 	}
 	if s, ok := grpcStatus(err); ok {
+		if tlsFailure(s.Message()) {
+			return ExitPermission
+		}
 		return ExitCodeForGRPC(s.Code())
 	}
 	return ExitFailure
+}
+
+// tlsFailure recognizes a failed TLS handshake in an error message (gRPC
+// reports it as Unavailable): a certificate refused by the server, or a
+// server certificate this client does not trust.
+func tlsFailure(msg string) bool {
+	for _, m := range []string{"authentication handshake failed", "remote error: tls:", "x509:", "tls: "} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // grpcStatus finds a gRPC status in err's chain (without rewriting its
@@ -144,6 +168,9 @@ func (a *app) rpcError(err error, format string, args ...any) error {
 		msg = strings.ToLower(s.Code().String())
 	}
 	code := ExitCodeForGRPC(s.Code())
+	if tlsFailure(msg) {
+		code = ExitPermission
+	}
 	return &cliError{
 		code: code,
 		err:  fmt.Errorf("%s: %s (%s)", what, msg, s.Code()),
@@ -158,8 +185,10 @@ func (a *app) hintFor(exit int, c codes.Code) string {
 			a.commandTimeout, strings.Join(a.endpointList(), ","))
 	case c == codes.Unimplemented:
 		return "the drummer server does not implement this call; is it an older version than drummercmd?"
-	case c == codes.PermissionDenied || c == codes.Unauthenticated:
-		return "the drummer server refused the call for lack of permissions"
+	case c == codes.PermissionDenied:
+		return "your certificate's role may not do this; use a certificate with a role the message names (drummer cert create-client --role ...; see docs/security.md)"
+	case exit == ExitPermission:
+		return "no acceptable certificate: check --ca-file, --cert-file and --key-file (or DRUMMER_CA_FILE, DRUMMER_CERT_FILE, DRUMMER_KEY_FILE): the certificate must be signed by the deployment's CA, and the CA file must hold the CA that signed the servers"
 	}
 	return ""
 }

@@ -356,7 +356,12 @@ func runCLI(t *testing.T, o runOpts, args ...string) result {
 		stdin:  stdin,
 		stdout: &stdout,
 		stderr: &stderr,
-		env:    func(k string) string { return o.env[k] },
+		env: func(k string) string {
+			if v, ok := o.env[k]; ok || k != EnvInsecure {
+				return v
+			}
+			return "true" // the fake servers are plaintext
+		},
 		isTerminal: func(s any) bool {
 			return o.tty && (s == &stdout || s == &stderr || s == stdin)
 		},

@@ -76,7 +76,7 @@ func TestExitCodeForGRPC(t *testing.T) {
 		codes.DeadlineExceeded:   3,
 		codes.NotFound:           4,
 		codes.AlreadyExists:      5,
-		codes.PermissionDenied:   1,
+		codes.PermissionDenied:   6,
 		codes.ResourceExhausted:  1,
 		codes.FailedPrecondition: 5,
 		codes.Aborted:            5,
@@ -85,7 +85,7 @@ func TestExitCodeForGRPC(t *testing.T) {
 		codes.Internal:           1,
 		codes.Unavailable:        3,
 		codes.DataLoss:           1,
-		codes.Unauthenticated:    1,
+		codes.Unauthenticated:    6,
 	}
 	for c, code := range want {
 		if got := ExitCodeForGRPC(c); got != code {
@@ -135,7 +135,8 @@ func TestRPCErrorExitCodes(t *testing.T) {
 		// DeadlineExceeded and Unavailable make client.Conn retry until
 		// --command-timeout; TestUnavailable covers them.
 		{codes.Internal, ExitFailure},
-		{codes.PermissionDenied, ExitFailure},
+		{codes.PermissionDenied, ExitPermission},
+		{codes.Unauthenticated, ExitPermission},
 		{codes.Unimplemented, ExitFailure},
 	} {
 		t.Run(tc.c.String(), func(t *testing.T) {

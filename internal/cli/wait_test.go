@@ -134,5 +134,5 @@ func TestWaitHealthyRidesOutFailover(t *testing.T) {
 	f = convergingFake()
 	f.errs["ListShards"] = status.Error(codes.PermissionDenied, "no")
 	r = runAt(t, serve(t, f), "wait", "--healthy", "--interval", "5ms")
-	r.wantCode(t, ExitFailure)
+	r.wantCode(t, ExitPermission)
 }

@@ -36,6 +36,8 @@ type Options struct {
 	Logger         *slog.Logger
 	// Apps for the nodehosts (default: the built-in kv app).
 	Apps func() *agent.Registry
+	// Insecure runs every server and agent without TLS.
+	Insecure bool
 }
 
 // Cluster is a running dev cluster.
@@ -133,6 +135,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			InitialMembers: members,
 			RTTMillisecond: opts.RTTMillisecond,
 			Logger:         opts.Logger,
+			Insecure:       opts.Insecure,
 		})
 		if err != nil {
 			c.Close()
@@ -230,6 +233,7 @@ func (c *Cluster) AgentConfig(i int) agent.Config {
 		Labels:           map[string]string{"region": fmt.Sprintf("r%d", i%3+1)},
 		RTTMillisecond:   c.opts.RTTMillisecond,
 		Logger:           c.opts.Logger,
+		Insecure:         c.opts.Insecure,
 	}
 	if c.opts.Apps != nil {
 		cfg.Apps = c.opts.Apps()

@@ -28,7 +28,7 @@ func startCluster(t *testing.T, nodehosts int) (*devcluster.Cluster, drummerpb.D
 	for range 10 {
 		base := 20000 + rand.IntN(400)*100
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		c, err = devcluster.Start(ctx, devcluster.Options{Nodehosts: nodehosts, BasePort: base, DataDir: t.TempDir(), Logger: log})
+		c, err = devcluster.Start(ctx, devcluster.Options{Nodehosts: nodehosts, BasePort: base, DataDir: t.TempDir(), Logger: log, Insecure: true})
 		cancel()
 		if err == nil {
 			break
@@ -38,7 +38,7 @@ func startCluster(t *testing.T, nodehosts int) (*devcluster.Cluster, drummerpb.D
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	conn, err := client.NewConn(c.Drummers, client.Options{})
+	conn, err := client.NewConn(c.Drummers, client.Options{Security: client.Security{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

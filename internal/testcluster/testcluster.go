@@ -22,6 +22,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/drummerhq/drummer/client"
+	"github.com/drummerhq/drummer/internal/auth"
+	"github.com/drummerhq/drummer/internal/pki"
 )
 
 // Binaries are the paths of the built commands.
@@ -254,7 +261,15 @@ type Options struct {
 	NodehostArgs  []string
 	LogLevel      string
 	StartNodehost bool // start nodehosts in Start (default true via New)
+	// Insecure runs every process with --insecure; by default the
+	// cluster makes a CA and certificates in Dir/certs and every listener
+	// uses mutual TLS.
+	Insecure bool
 }
+
+// Client certificates the cluster makes (one per role), named after the
+// role: admin, operator, viewer, app.
+var clientRoles = []auth.Role{auth.RoleAdmin, auth.RoleOperator, auth.RoleViewer, auth.RoleApp}
 
 // Cluster is a set of processes.
 type Cluster struct {
@@ -262,6 +277,8 @@ type Cluster struct {
 	Drummers  []*Node
 	Nodehosts []*Node
 	Endpoints string
+	// CertsDir holds ca.crt and every certificate ("" when insecure).
+	CertsDir string
 	mu        sync.Mutex
 	extra     []*Process
 }
@@ -288,6 +305,17 @@ func New(opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{opts: opts}
+	if !opts.Insecure {
+		c.CertsDir = filepath.Join(opts.Dir, "certs")
+		if _, err := pki.CreateCA(c.CertsDir, 0, false, time.Now()); err != nil {
+			return nil, fmt.Errorf("testcluster: %w", err)
+		}
+		for _, r := range clientRoles {
+			if _, err := pki.Create(pki.Request{Dir: c.CertsDir, Name: r.String(), Role: r}); err != nil {
+				return nil, fmt.Errorf("testcluster: %w", err)
+			}
+		}
+	}
 	addr := func() string {
 		p := ports[0]
 		ports = ports[1:]
@@ -302,13 +330,24 @@ func New(opts Options) (*Cluster, error) {
 	}
 	c.Endpoints = strings.Join(eps, ",")
 	for _, n := range c.Drummers {
+		name := fmt.Sprintf("drummer-%d", n.ID)
+		if !opts.Insecure {
+			if _, err := pki.Create(pki.Request{Dir: c.CertsDir, Name: name, Role: auth.RoleServer, Hosts: []string{opts.Host, "localhost"}}); err != nil {
+				return nil, fmt.Errorf("testcluster: %w", err)
+			}
+		}
 		args := []string{"--id", fmt.Sprint(n.ID), "--raft-address", n.RaftAddr, "--grpc-address", n.GRPCAddr,
 			"--data-dir", n.DataDir, "--initial-members", strings.Join(members, ","), "--log-level", opts.LogLevel}
+		args = append(args, c.TLSArgs(name)...)
 		n.Process = &Process{Name: fmt.Sprintf("drummer-%d", n.ID), Path: opts.Bins.Drummer, Args: append(args, opts.DrummerArgs...),
 			LogPath: filepath.Join(opts.Dir, fmt.Sprintf("drummer-%d.log", n.ID))}
 	}
 	for i := range opts.Nodehosts {
-		c.Nodehosts = append(c.Nodehosts, c.newNodehost(i, addr(), addr()))
+		n, err := c.newNodehost(i, addr(), addr())
+		if err != nil {
+			return nil, err
+		}
+		c.Nodehosts = append(c.Nodehosts, n)
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
@@ -316,7 +355,13 @@ func New(opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-func (c *Cluster) newNodehost(i int, raft, api string) *Node {
+func (c *Cluster) newNodehost(i int, raft, api string) (*Node, error) {
+	name := fmt.Sprintf("nodehost-%d", i+1)
+	if c.CertsDir != "" {
+		if _, err := pki.Create(pki.Request{Dir: c.CertsDir, Name: name, Role: auth.RoleNodehost, RaftAddress: raft, Overwrite: true}); err != nil {
+			return nil, fmt.Errorf("testcluster: %w", err)
+		}
+	}
 	n := &Node{Index: i, RaftAddr: raft, GRPCAddr: api, DataDir: filepath.Join(c.opts.Dir, fmt.Sprintf("nodehost-%d", i+1)), Labels: c.opts.Labels(i)}
 	var labels []string
 	for k, v := range n.Labels {
@@ -325,9 +370,49 @@ func (c *Cluster) newNodehost(i int, raft, api string) *Node {
 	args := []string{"--raft-address", raft, "--api-address", api, "--data-dir", n.DataDir,
 		"--drummer-endpoints", c.Endpoints, "--labels", strings.Join(labels, ","), "--rtt", fmt.Sprint(c.opts.RTT),
 		"--log-level", c.opts.LogLevel}
-	n.Process = &Process{Name: fmt.Sprintf("nodehost-%d", i+1), Path: c.opts.Bins.Nodehost, Args: append(args, c.opts.NodehostArgs...),
+	args = append(args, c.TLSArgs(name)...)
+	n.Process = &Process{Name: name, Path: c.opts.Bins.Nodehost, Args: append(args, c.opts.NodehostArgs...),
 		LogPath: filepath.Join(c.opts.Dir, fmt.Sprintf("nodehost-%d.log", i+1))}
-	return n
+	return n, nil
+}
+
+// TLSArgs are the flags that give a program the certificate NAME of the
+// cluster (--insecure for an insecure cluster).
+func (c *Cluster) TLSArgs(name string) []string {
+	if c.CertsDir == "" {
+		return []string{"--insecure"}
+	}
+	f := c.Files(name)
+	return []string{"--ca-file", f.CAFile, "--cert-file", f.CertFile, "--key-file", f.KeyFile}
+}
+
+// Files are the paths of certificate NAME and the CA bundle.
+func (c *Cluster) Files(name string) auth.Files {
+	return auth.Files{CAFile: filepath.Join(c.CertsDir, pki.CACertFile),
+		CertFile: filepath.Join(c.CertsDir, name+".crt"), KeyFile: filepath.Join(c.CertsDir, name+".key")}
+}
+
+// Security is the client configuration with the certificate of a role
+// (admin, operator, viewer, app), or insecure.
+func (c *Cluster) Security(role string) client.Security {
+	if c.CertsDir == "" {
+		return client.Security{Insecure: true}
+	}
+	f := c.Files(role)
+	return client.Security{CAFile: f.CAFile, CertFile: f.CertFile, KeyFile: f.KeyFile}
+}
+
+// DialOption secures a raw gRPC connection with the admin certificate
+// (any server role accepted), or plaintext.
+func (c *Cluster) DialOption() (grpc.DialOption, error) {
+	if c.CertsDir == "" {
+		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
+	}
+	src, err := auth.NewSource(auth.SourceOptions{Files: c.Files("admin")})
+	if err != nil {
+		return nil, err
+	}
+	return grpc.WithTransportCredentials(src.ClientCredentials()), nil
 }
 
 // AddNodehost lays out (without starting) one more nodehost.
@@ -338,7 +423,10 @@ func (c *Cluster) AddNodehost() (*Node, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := c.newNodehost(len(c.Nodehosts), net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[0])), net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[1])))
+	n, err := c.newNodehost(len(c.Nodehosts), net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[0])), net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[1])))
+	if err != nil {
+		return nil, err
+	}
 	c.Nodehosts = append(c.Nodehosts, n)
 	return n, nil
 }
@@ -405,9 +493,14 @@ func (r Result) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 }
 
-// CLI runs drummercmd against the cluster's endpoints.
+// CLI runs drummercmd against the cluster's endpoints, as admin.
 func (c *Cluster) CLI(ctx context.Context, args ...string) Result {
-	return RunCLI(ctx, c.opts.Bins.Drummercmd, append([]string{"--endpoints", c.Endpoints}, args...)...)
+	return c.CLIAs(ctx, "admin", args...)
+}
+
+// CLIAs runs drummercmd with the certificate NAME (e.g. a role: viewer).
+func (c *Cluster) CLIAs(ctx context.Context, name string, args ...string) Result {
+	return RunCLI(ctx, c.opts.Bins.Drummercmd, append(append([]string{"--endpoints", c.Endpoints}, c.TLSArgs(name)...), args...)...)
 }
 
 // RunCLI runs a command and captures its output and exit code.
