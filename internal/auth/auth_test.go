@@ -200,7 +200,9 @@ func testServer(t *testing.T, src *auth.Source) string {
 	return lis.Addr().String()
 }
 
-type stub struct{ drummerpb.UnimplementedDrummerServer }
+type stub struct {
+	drummerpb.UnimplementedDrummerServer
+}
 
 func (stub) ListShards(ctx context.Context, _ *drummerpb.ListShardsRequest) (*drummerpb.ListShardsResponse, error) {
 	id, ok := auth.FromContext(ctx)

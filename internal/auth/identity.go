@@ -15,14 +15,20 @@ import (
 const URIScheme = "drummer"
 
 // RoleURI is the URI SAN naming a certificate's role.
-func RoleURI(r Role) *url.URL { return &url.URL{Scheme: URIScheme, Host: "role", Path: "/" + r.String()} }
+func RoleURI(r Role) *url.URL {
+	return &url.URL{Scheme: URIScheme, Host: "role", Path: "/" + r.String()}
+}
 
 // RaftURI is the URI SAN binding a nodehost certificate to its Raft
 // address.
-func RaftURI(addr string) *url.URL { return &url.URL{Scheme: URIScheme, Host: "raft", Path: "/" + addr} }
+func RaftURI(addr string) *url.URL {
+	return &url.URL{Scheme: URIScheme, Host: "raft", Path: "/" + addr}
+}
 
 // CAKindURI is the URI SAN marking a CA certificate's kind.
-func CAKindURI(k CAKind) *url.URL { return &url.URL{Scheme: URIScheme, Host: "ca", Path: "/" + string(k)} }
+func CAKindURI(k CAKind) *url.URL {
+	return &url.URL{Scheme: URIScheme, Host: "ca", Path: "/" + string(k)}
+}
 
 // Identity is who is calling: read from a verified client certificate or
 // a web token.

@@ -279,8 +279,8 @@ type Cluster struct {
 	Endpoints string
 	// CertsDir holds ca.crt and every certificate ("" when insecure).
 	CertsDir string
-	mu        sync.Mutex
-	extra     []*Process
+	mu       sync.Mutex
+	extra    []*Process
 }
 
 // New lays out a cluster (ports, dirs, args) without starting anything.
