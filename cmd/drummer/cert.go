@@ -49,7 +49,7 @@ func certCmd(stdout, _ io.Writer) *cobra.Command {
 	}
 	var (
 		dir, name, hosts, raft, role string
-		lifetime, ttl                time.Duration
+		lifetime, caLifetime, ttl    time.Duration
 		overwrite                    bool
 	)
 	common := func(cmd *cobra.Command, withName bool) {
@@ -92,11 +92,13 @@ func certCmd(stdout, _ io.Writer) *cobra.Command {
 			if err := need(false); err != nil {
 				return err
 			}
-			return wrote(pki.CreateCA(dir, lifetime, overwrite, time.Now()))
+			return wrote(pki.CreateCA(dir, caLifetime, overwrite, time.Now()))
 		},
 	}
 	common(ca, false)
-	ca.Flags().DurationVar(&lifetime, "lifetime", pki.DefaultCALifetime, "validity of the CAs")
+	// Each command has its own variable: pflag writes a flag's default
+	// into its variable when the flag is defined.
+	ca.Flags().DurationVar(&caLifetime, "lifetime", pki.DefaultCALifetime, "validity of the CAs")
 
 	server := &cobra.Command{
 		Use: "create-server", Short: "Make a drummer server's certificate", Args: cobra.NoArgs,

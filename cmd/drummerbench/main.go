@@ -128,7 +128,7 @@ func start(ctx context.Context, c *common) (*env, error) {
 		tc.Close()
 		return nil, err
 	}
-	conn, err := client.NewConn(strings.Split(tc.Endpoints, ","), client.Options{})
+	conn, err := client.NewConn(strings.Split(tc.Endpoints, ","), client.Options{Security: tc.Security("admin")})
 	if err != nil {
 		tc.Close()
 		return nil, err

@@ -445,7 +445,7 @@ func (h *harness) converge(ctx context.Context, healStart time.Time) {
 
 // probe writes a unique value to every shard and reads it back.
 func (h *harness) probe(ctx context.Context) []string {
-	c, err := client.New(ctx, client.Config{Endpoints: []string{h.cl.Endpoints}})
+	c, err := client.New(ctx, client.Config{Endpoints: []string{h.cl.Endpoints}, Security: h.cl.Security("app")})
 	if err != nil {
 		return []string{err.Error()}
 	}

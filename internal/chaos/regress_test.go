@@ -39,7 +39,7 @@ func TestRegressClosedProposalMayBeApplied(t *testing.T) {
 		l.Members = ms
 		return []*drummerpb.ShardLocation{l}, nil
 	}
-	cl, err := client.New(context.Background(), client.Config{Locator: client.LocatorFunc(loc), AttemptTimeout: 5 * time.Second})
+	cl, err := client.New(context.Background(), client.Config{Locator: client.LocatorFunc(loc), AttemptTimeout: 5 * time.Second, Security: client.Security{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

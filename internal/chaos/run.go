@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -133,7 +132,7 @@ func (h *harness) run(ctx context.Context) {
 	logf("seed %d: %d fault kinds, %s of faults over %d shards on %d nodehosts; replay: %s",
 		cfg.Seed, len(cfg.Faults), cfg.Duration, cfg.Shards, cfg.Nodehosts, cfg.ReplayCommand())
 
-	c, err := client.New(ctx, client.Config{Endpoints: []string{h.cl.Endpoints}, AttemptTimeout: 2 * time.Second})
+	c, err := client.New(ctx, client.Config{Endpoints: []string{h.cl.Endpoints}, AttemptTimeout: 2 * time.Second, Security: h.cl.Security("app")})
 	if err != nil {
 		rep.fail("client: %v", err)
 		return
@@ -234,13 +233,17 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 	}
 	h.cl = cl
-	h.conn, err = client.NewConn([]string{cl.Endpoints}, client.Options{})
+	h.conn, err = client.NewConn([]string{cl.Endpoints}, client.Options{Security: cl.Security("admin")})
 	if err != nil {
 		return err
 	}
 	h.api = h.conn.Drummer()
+	creds, err := cl.DialOption()
+	if err != nil {
+		return err
+	}
 	for _, d := range cl.Drummers {
-		cc, err := grpc.NewClient(d.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(d.GRPCAddr, creds)
 		if err != nil {
 			return err
 		}
@@ -248,7 +251,7 @@ func (h *harness) setup(ctx context.Context) error {
 		h.drummers = append(h.drummers, drummerpb.NewDrummerClient(cc))
 	}
 	for _, n := range cl.Nodehosts {
-		cc, err := grpc.NewClient(n.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(n.GRPCAddr, creds)
 		if err != nil {
 			return err
 		}

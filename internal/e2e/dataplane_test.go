@@ -51,7 +51,7 @@ func TestDataPlaneSurvivesHostLoss(t *testing.T) {
 	cli(t, c, "wait", "--healthy", "--timeout", "120s")
 
 	ctx := ctxFor(t, 5*time.Minute)
-	cl, err := client.New(ctx, client.Config{Endpoints: []string{c.Endpoints}, AttemptTimeout: time.Second})
+	cl, err := client.New(ctx, client.Config{Endpoints: []string{c.Endpoints}, AttemptTimeout: time.Second, Security: c.Security("app")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestDataPlaneSurvivesHostLoss(t *testing.T) {
 
 	// The counter: exactly-once adds through one session.
 	var timeouts atomic.Int64
-	ccl, err := client.New(ctx, client.Config{Endpoints: []string{c.Endpoints}, AttemptTimeout: time.Second,
+	ccl, err := client.New(ctx, client.Config{Endpoints: []string{c.Endpoints}, AttemptTimeout: time.Second, Security: c.Security("app"),
 		Logger: slog.New(timeoutCounter{&timeouts})})
 	if err != nil {
 		t.Fatal(err)

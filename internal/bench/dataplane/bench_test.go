@@ -109,6 +109,7 @@ func BenchmarkPropose(b *testing.B) {
 			}
 			return out, nil
 		}),
+		Security: client.Security{Insecure: true}, // nhtest serves plaintext
 	})
 	if err != nil {
 		b.Fatal(err)
