@@ -505,7 +505,50 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, con
 	}
 	cfg := c.src.ClientTLS(host, c.expect...)
 	cfg.NextProtos = []string{"h2"}
-	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+	tc, info, err := credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	// In TLS 1.3 the server judges our certificate after our handshake
+	// is done, so a refusal would only show later as a broken pipe. A
+	// gRPC server speaks first (its SETTINGS frame): wait for that first
+	// byte, so that a refusal is reported as what it is (the server's
+	// TLS alert) and keep the byte for the HTTP/2 transport.
+	probe := probeTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < probe {
+		probe = time.Until(dl)
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(probe))
+	var first [1]byte
+	n, rerr := tc.Read(first[:])
+	_ = tc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	switch {
+	case rerr != nil && !(errors.As(rerr, &ne) && ne.Timeout()):
+		tc.Close()
+		return nil, nil, fmt.Errorf("the server refused the connection: %w", rerr)
+	case n == 0:
+		return tc, info, nil
+	}
+	return &prefixConn{Conn: tc, prefix: first[:n]}, info, nil
+}
+
+// probeTimeout bounds the wait for a server's first byte.
+const probeTimeout = 2 * time.Second
+
+// prefixConn returns prefix before reading from Conn.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
 }
 
 func (c *clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/testcluster"
 )
 
@@ -227,8 +228,11 @@ func TestMemberAddAndRemove(t *testing.T) {
 	}
 	raft, grpcAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	cli(t, c, "member", "add", "--id", "4", "--raft-address", raft, "--grpc-address", grpcAddr)
+	if err := c.MakeCert("drummer-4", auth.RoleServer, ""); err != nil {
+		t.Fatal(err)
+	}
 	p := &testcluster.Process{Name: "drummer-4", Path: bins.Drummer, LogPath: t.TempDir() + "/drummer-4.log",
-		Args: []string{"--id", "4", "--raft-address", raft, "--grpc-address", grpcAddr, "--data-dir", t.TempDir(), "--join"}}
+		Args: append([]string{"--id", "4", "--raft-address", raft, "--grpc-address", grpcAddr, "--data-dir", t.TempDir(), "--join"}, c.TLSArgs("drummer-4")...)}
 	c.Track(p)
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
@@ -236,7 +240,7 @@ func TestMemberAddAndRemove(t *testing.T) {
 	// The new server answers (redirecting to the leader) as an endpoint.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		r := testcluster.RunCLI(ctxFor(t, 30*time.Second), bins.Drummercmd, "--endpoints", grpcAddr, "member", "list", "-o", "json")
+		r := testcluster.RunCLI(ctxFor(t, 30*time.Second), bins.Drummercmd, append(c.TLSArgs("viewer"), "--endpoints", grpcAddr, "member", "list", "-o", "json")...)
 		if r.Code == 0 && strings.Contains(r.Stdout, grpcAddr) && strings.Count(r.Stdout, "replica_id") == 4 {
 			break
 		}
@@ -283,7 +287,11 @@ func TestBadInput(t *testing.T) {
 		{"status of unknown shard", bins.Drummercmd, []string{"--endpoints", c.Endpoints, "shard", "status", "77"}, 4, "77"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := testcluster.RunCLI(ctx, tc.path, tc.args...)
+			args := tc.args
+			if tc.path == bins.Drummercmd {
+				args = append(c.TLSArgs("admin"), args...)
+			}
+			r := testcluster.RunCLI(ctx, tc.path, args...)
 			if r.Code != tc.code || !strings.Contains(r.Stderr, tc.want) {
 				t.Fatalf("want exit %d mentioning %q; got %s", tc.code, tc.want, r)
 			}

@@ -244,6 +244,8 @@ type Node struct {
 	DataDir  string
 	ID       uint64 // drummer replica ID
 	Labels   map[string]string
+	// DebugAddr is the --debug-address (with Options.DebugAddresses).
+	DebugAddr string
 }
 
 // Options configure a cluster.
@@ -261,6 +263,8 @@ type Options struct {
 	NodehostArgs  []string
 	LogLevel      string
 	StartNodehost bool // start nodehosts in Start (default true via New)
+	// DebugAddresses gives every process a --debug-address (Node.DebugAddr).
+	DebugAddresses bool
 	// Insecure runs every process with --insecure; by default the
 	// cluster makes a CA and certificates in Dir/certs and every listener
 	// uses mutual TLS.
@@ -300,7 +304,7 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Labels == nil {
 		opts.Labels = func(i int) map[string]string { return map[string]string{"region": fmt.Sprintf("r%d", i%3+1)} }
 	}
-	ports, err := FreePorts(opts.Host, 2*opts.Drummers+2*opts.Nodehosts)
+	ports, err := FreePorts(opts.Host, 3*opts.Drummers+3*opts.Nodehosts)
 	if err != nil {
 		return nil, err
 	}
@@ -339,6 +343,10 @@ func New(opts Options) (*Cluster, error) {
 		args := []string{"--id", fmt.Sprint(n.ID), "--raft-address", n.RaftAddr, "--grpc-address", n.GRPCAddr,
 			"--data-dir", n.DataDir, "--initial-members", strings.Join(members, ","), "--log-level", opts.LogLevel}
 		args = append(args, c.TLSArgs(name)...)
+		if opts.DebugAddresses {
+			n.DebugAddr = addr()
+			args = append(args, "--debug-address", n.DebugAddr)
+		}
 		n.Process = &Process{Name: fmt.Sprintf("drummer-%d", n.ID), Path: opts.Bins.Drummer, Args: append(args, opts.DrummerArgs...),
 			LogPath: filepath.Join(opts.Dir, fmt.Sprintf("drummer-%d.log", n.ID))}
 	}
@@ -346,6 +354,10 @@ func New(opts Options) (*Cluster, error) {
 		n, err := c.newNodehost(i, addr(), addr())
 		if err != nil {
 			return nil, err
+		}
+		if opts.DebugAddresses {
+			n.DebugAddr = addr()
+			n.Args = append(n.Args, "--debug-address", n.DebugAddr)
 		}
 		c.Nodehosts = append(c.Nodehosts, n)
 	}
@@ -374,6 +386,21 @@ func (c *Cluster) newNodehost(i int, raft, api string) (*Node, error) {
 	n.Process = &Process{Name: name, Path: c.opts.Bins.Nodehost, Args: append(args, c.opts.NodehostArgs...),
 		LogPath: filepath.Join(c.opts.Dir, fmt.Sprintf("nodehost-%d.log", i+1))}
 	return n, nil
+}
+
+// MakeCert makes certificate NAME with role for a process the test starts
+// itself (a server added later, a second nodehost on an address); a no-op
+// for an insecure cluster.
+func (c *Cluster) MakeCert(name string, role auth.Role, raftAddress string) error {
+	if c.CertsDir == "" {
+		return nil
+	}
+	req := pki.Request{Dir: c.CertsDir, Name: name, Role: role, RaftAddress: raftAddress, Overwrite: true}
+	if role == auth.RoleServer {
+		req.Hosts = []string{c.opts.Host, "localhost"}
+	}
+	_, err := pki.Create(req)
+	return err
 }
 
 // TLSArgs are the flags that give a program the certificate NAME of the
