@@ -179,17 +179,9 @@ func devBootstrap(ctx context.Context, d drummerpb.DrummerClient, f *devFlags, s
 		fmt.Fprintln(stdout, "Launched.")
 	}
 	for {
-		ls, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
-		if err == nil {
-			healthy := 0
-			for _, s := range ls.Shards {
-				if s.Health == "healthy" {
-					healthy++
-				}
-			}
-			if healthy == len(ls.Shards) {
-				return nil
-			}
+		info, err := d.GetClusterInfo(ctx, &drummerpb.GetClusterInfoRequest{})
+		if err == nil && info.Health["healthy"] == info.Shards {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -203,14 +195,14 @@ func devBootstrap(ctx context.Context, d drummerpb.DrummerClient, f *devFlags, s
 func printStatus(ctx context.Context, d drummerpb.DrummerClient, w io.Writer) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ls, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+	shards, err := client.ListAllShards(ctx, d, &drummerpb.ListShardsRequest{})
 	if err != nil {
 		fmt.Fprintln(w, "status:", err)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHARD\tAPP\tHEALTH\tLEADER\tMEMBERS")
-	for _, s := range ls.Shards {
+	for _, s := range shards {
 		var ms []string
 		for _, m := range s.Members {
 			ms = append(ms, fmt.Sprintf("%d@%s", m.ReplicaId, m.RaftAddress))
