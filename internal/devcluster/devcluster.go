@@ -1,6 +1,7 @@
 // Package devcluster runs a whole Drummer deployment in one process on
-// loopback: three drummer servers and N nodehost agents. It backs
-// `drummer dev` and in-process tests.
+// loopback: three drummer servers and N nodehost agents. It backs the
+// in-process tests (internal/itest), and `drummer dev` runs its drummer
+// servers with it (its nodehosts are child processes, internal/playground).
 package devcluster
 
 import (
@@ -20,7 +21,7 @@ import (
 
 // Options configure a dev cluster.
 type Options struct {
-	// Nodehosts is the number of nodehost agents (default 3).
+	// Nodehosts is the number of in-process nodehost agents (0: none).
 	Nodehosts int
 	// DataDir keeps state across runs; empty means a temporary directory
 	// removed by Close.
@@ -57,13 +58,16 @@ func (o Options) serverAddrs(i int) (grpcAddr, raftAddr string) {
 }
 
 func (o Options) agentAddrs(i int) (raftAddr, apiAddr string) {
-	return fmt.Sprintf("%s:%d", o.Host, o.BasePort+100+i), fmt.Sprintf("%s:%d", o.Host, o.BasePort+200+i)
+	return NodehostAddrs(o.Host, o.BasePort, i)
+}
+
+// NodehostAddrs returns the Raft and API addresses of nodehost i (1-based,
+// at most 99) in the port layout of BasePort.
+func NodehostAddrs(host string, basePort, i int) (raftAddr, apiAddr string) {
+	return fmt.Sprintf("%s:%d", host, basePort+100+i), fmt.Sprintf("%s:%d", host, basePort+200+i)
 }
 
 func (o *Options) setDefaults() {
-	if o.Nodehosts <= 0 {
-		o.Nodehosts = 3
-	}
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
@@ -89,6 +93,12 @@ func (o Options) checkPorts() error {
 		r, a := o.agentAddrs(i)
 		addrs = append(addrs, r, a)
 	}
+	return CheckPorts(addrs...)
+}
+
+// CheckPorts fails, saying which and what to do, when one of addrs cannot
+// be listened on.
+func CheckPorts(addrs ...string) error {
 	for _, a := range addrs {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
