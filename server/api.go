@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,9 +155,17 @@ func (s *Server) GetClusterInfo(ctx context.Context, _ *drummerpb.GetClusterInfo
 	for _, r := range out.Shards {
 		health[r.Health]++
 	}
+	hostStates := map[string]uint64{}
+	for _, r := range s.sched.hostReports(st).Hosts {
+		if r.Registered {
+			hostStates[r.Liveness.String()]++
+		}
+	}
 	id, _ := s.raftLeader()
 	hash, idx := s.DBHash()
 	return &drummerpb.ClusterInfo{
+		HostsByState:    hostStates,
+		RepairsInFlight: uint64(len(st.RepairingShards())),
 		DeploymentId:    st.DeploymentID,
 		Launched:        st.Launched,
 		Regions:         st.Regions,
@@ -370,27 +379,93 @@ func repairStatus(st *db.State, shardID uint64, r *dbpb.Repair) *drummerpb.Repai
 	return out
 }
 
-// ListShards lists shards with their health, members and explanations.
+// ListShards lists shards with their health, members and explanations,
+// a page at a time (or the shards asked for).
 func (s *Server) ListShards(ctx context.Context, req *drummerpb.ListShardsRequest) (*drummerpb.ListShardsResponse, error) {
 	st, err := s.requireLeader(ctx)
 	if err != nil {
 		return nil, err
 	}
+	match, err := healthFilter(req.Health)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.ShardIds) > maxListIDs {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d shard IDs per call; page through all shards instead", maxListIDs)
+	}
 	ids := req.ShardIds
-	all := len(ids) == 0
-	if all {
+	if len(ids) == 0 {
 		ids = st.SortedShardIDs()
 	}
-	out := s.sched.report(st, ids, all)
-	resp := &drummerpb.ListShardsResponse{}
+	out := s.sched.report(st, ids, len(req.ShardIds) == 0)
+	var matching []uint64
 	for _, id := range ids {
-		sh, ok := st.Shards[id]
-		if !ok {
-			continue
+		if _, ok := st.Shards[id]; ok && match(out.Shards[id]) {
+			matching = append(matching, id)
 		}
-		resp.Shards = append(resp.Shards, s.shardStatus(st, sh, out.Shards[id]))
+	}
+	resp := &drummerpb.ListShardsResponse{Total: uint64(len(matching))}
+	page := matching
+	if len(req.ShardIds) == 0 {
+		size, start, err := pageParams(req.PageSize, req.PageToken, 500, 2000)
+		if err != nil {
+			return nil, err
+		}
+		i, _ := slices.BinarySearch(matching, start)
+		page = matching[i:min(len(matching), i+size)]
+		if i+size < len(matching) {
+			resp.NextPageToken = strconv.FormatUint(matching[i+size], 10)
+		}
+	}
+	for _, id := range page {
+		resp.Shards = append(resp.Shards, s.shardStatus(st, st.Shards[id], out.Shards[id]))
 	}
 	return resp, nil
+}
+
+// maxListIDs bounds the shard IDs one ListShards call may name.
+const maxListIDs = 10_000
+
+// healthFilter returns a predicate for ListShards' health filter.
+func healthFilter(want []string) (func(*planner.ShardReport) bool, error) {
+	if len(want) == 0 {
+		return func(*planner.ShardReport) bool { return true }, nil
+	}
+	set := map[string]bool{}
+	for _, h := range want {
+		switch h {
+		case "healthy", "under_replicated", "unavailable", "pending":
+			set[h] = true
+		case "unhealthy":
+			set["under_replicated"], set["unavailable"], set["pending"] = true, true, true
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "unknown health %q; use healthy, under_replicated, unavailable, pending or unhealthy", h)
+		}
+	}
+	return func(r *planner.ShardReport) bool {
+		h := "pending"
+		if r != nil {
+			h = r.Health
+		}
+		return set[h]
+	}, nil
+}
+
+// pageParams parses a page size and token. Tokens are the decimal ID of
+// the first shard of the next page (opaque to clients).
+func pageParams(size uint32, token string, def, limit int) (int, uint64, error) {
+	n := def
+	if size > 0 {
+		n = min(int(size), limit)
+	}
+	if token == "" {
+		return n, 0, nil
+	}
+	start, err := strconv.ParseUint(token, 10, 64)
+	if err != nil {
+		return 0, 0, status.Errorf(codes.InvalidArgument, "bad page_token %q: pass the next_page_token of the previous page", token)
+	}
+	return n, start, nil
 }
 
 // GetShard returns one shard's status.
@@ -466,17 +541,42 @@ func (s *Server) hostStatus(st *db.State, id string, r *planner.HostReport) *dru
 	return out
 }
 
-// ListHosts lists registered (and reporting but unregistered) hosts.
-func (s *Server) ListHosts(ctx context.Context, _ *drummerpb.ListHostsRequest) (*drummerpb.ListHostsResponse, error) {
+// ListHosts lists registered (and reporting but unregistered) hosts, a
+// page at a time in host ID order.
+func (s *Server) ListHosts(ctx context.Context, req *drummerpb.ListHostsRequest) (*drummerpb.ListHostsResponse, error) {
 	st, err := s.requireLeader(ctx)
 	if err != nil {
 		return nil, err
 	}
+	states := map[string]bool{}
+	for _, v := range req.State {
+		switch v {
+		case "up", "suspect", "dead":
+			states[v] = true
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "unknown host state %q; use up, suspect or dead", v)
+		}
+	}
+	size := 500
+	if req.PageSize > 0 {
+		size = min(int(req.PageSize), 5000)
+	}
 	out := s.sched.hostReports(st)
-	resp := &drummerpb.ListHostsResponse{}
+	var ids []string
+	for _, id := range slices.Sorted(maps.Keys(out.Hosts)) {
+		if len(states) == 0 || states[out.Hosts[id].Liveness.String()] {
+			ids = append(ids, id)
+		}
+	}
+	resp := &drummerpb.ListHostsResponse{Total: uint64(len(ids))}
+	i, _ := slices.BinarySearch(ids, req.PageToken)
+	page := ids[i:min(len(ids), i+size)]
+	if i+size < len(ids) {
+		resp.NextPageToken = ids[i+size]
+	}
 	s.obs.mu.RLock()
 	defer s.obs.mu.RUnlock()
-	for _, id := range slices.Sorted(maps.Keys(out.Hosts)) {
+	for _, id := range page {
 		resp.Hosts = append(resp.Hosts, s.hostStatus(st, id, out.Hosts[id]))
 	}
 	return resp, nil

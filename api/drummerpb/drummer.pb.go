@@ -1476,14 +1476,18 @@ type ClusterInfo struct {
 	LeaderEndpoint  string                 `protobuf:"bytes,6,opt,name=leader_endpoint,json=leaderEndpoint,proto3" json:"leader_endpoint,omitempty"`
 	Shards          uint64                 `protobuf:"varint,7,opt,name=shards,proto3" json:"shards,omitempty"`
 	Hosts           uint64                 `protobuf:"varint,8,opt,name=hosts,proto3" json:"hosts,omitempty"`
-	// Shard counts by health.
+	// Shard counts by health (healthy, under_replicated, unavailable, pending).
 	Health map[string]uint64 `protobuf:"bytes,9,rep,name=health,proto3" json:"health,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Applied index of the answering server's DB replica and DB state hash.
 	DbAppliedIndex uint64 `protobuf:"varint,10,opt,name=db_applied_index,json=dbAppliedIndex,proto3" json:"db_applied_index,omitempty"`
 	DbHash         uint64 `protobuf:"varint,11,opt,name=db_hash,json=dbHash,proto3" json:"db_hash,omitempty"`
 	Version        string `protobuf:"bytes,12,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Host counts by liveness (up, suspect, dead), registered hosts only.
+	HostsByState map[string]uint64 `protobuf:"bytes,13,rep,name=hosts_by_state,json=hostsByState,proto3" json:"hosts_by_state,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Repairs in flight.
+	RepairsInFlight uint64 `protobuf:"varint,14,opt,name=repairs_in_flight,json=repairsInFlight,proto3" json:"repairs_in_flight,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ClusterInfo) Reset() {
@@ -1598,6 +1602,20 @@ func (x *ClusterInfo) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *ClusterInfo) GetHostsByState() map[string]uint64 {
+	if x != nil {
+		return x.HostsByState
+	}
+	return nil
+}
+
+func (x *ClusterInfo) GetRepairsInFlight() uint64 {
+	if x != nil {
+		return x.RepairsInFlight
+	}
+	return 0
 }
 
 type GetServerStatusRequest struct {
@@ -2146,8 +2164,16 @@ func (x *DeleteShardsResponse) GetShardIds() []uint64 {
 
 type ListShardsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Empty: all shards.
-	ShardIds      []uint64 `protobuf:"varint,1,rep,packed,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"`
+	// These shards only (at most 10000; unknown IDs are left out). Empty: all
+	// shards, in shard ID order, a page at a time.
+	ShardIds []uint64 `protobuf:"varint,1,rep,packed,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"`
+	// Shards per page: default 500, at most 2000. Ignored with shard_ids.
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The previous page's next_page_token; empty for the first page.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only shards in one of these health states (healthy, under_replicated,
+	// unavailable, pending); "unhealthy" stands for every state but healthy.
+	Health        []string `protobuf:"bytes,4,rep,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2189,9 +2215,35 @@ func (x *ListShardsRequest) GetShardIds() []uint64 {
 	return nil
 }
 
+func (x *ListShardsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListShardsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListShardsRequest) GetHealth() []string {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
 type ListShardsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shards        []*ShardStatus         `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Shards []*ShardStatus         `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	// Token of the next page; empty when this is the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Shards matching the request over all pages (a snapshot: shards may be
+	// created or change health between pages).
+	Total         uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2231,6 +2283,20 @@ func (x *ListShardsResponse) GetShards() []*ShardStatus {
 		return x.Shards
 	}
 	return nil
+}
+
+func (x *ListShardsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListShardsResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
 }
 
 type GetShardRequest struct {
@@ -2670,7 +2736,13 @@ func (x *LocateShardsResponse) GetShards() []*ShardLocation {
 }
 
 type ListHostsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hosts per page: default 500, at most 5000.
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The previous page's next_page_token; empty for the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only hosts in one of these liveness states (up, suspect, dead).
+	State         []string `protobuf:"bytes,3,rep,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2703,6 +2775,27 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
 	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListHostsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListHostsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListHostsRequest) GetState() []string {
+	if x != nil {
+		return x.State
+	}
+	return nil
 }
 
 type HostStatus struct {
@@ -2833,8 +2926,12 @@ func (x *HostStatus) GetExplanation() string {
 }
 
 type ListHostsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hosts         []*HostStatus          `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Hosts []*HostStatus          `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Token of the next page; empty when this is the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Hosts matching the request over all pages.
+	Total         uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2874,6 +2971,20 @@ func (x *ListHostsResponse) GetHosts() []*HostStatus {
 		return x.Hosts
 	}
 	return nil
+}
+
+func (x *ListHostsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListHostsResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
 }
 
 type SetHostStateRequest struct {
@@ -4327,7 +4438,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\bshard_id\x18\x05 \x01(\x04R\ashardId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x06 \x01(\x04R\treplicaId\"\x17\n" +
-	"\x15GetClusterInfoRequest\"\xb8\x04\n" +
+	"\x15GetClusterInfoRequest\"\xf6\x05\n" +
 	"\vClusterInfo\x12#\n" +
 	"\rdeployment_id\x18\x01 \x01(\x04R\fdeploymentId\x12\x1a\n" +
 	"\blaunched\x18\x02 \x01(\bR\blaunched\x12>\n" +
@@ -4341,11 +4452,16 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x10db_applied_index\x18\n" +
 	" \x01(\x04R\x0edbAppliedIndex\x12\x17\n" +
 	"\adb_hash\x18\v \x01(\x04R\x06dbHash\x12\x18\n" +
-	"\aversion\x18\f \x01(\tR\aversion\x1a:\n" +
+	"\aversion\x18\f \x01(\tR\aversion\x12O\n" +
+	"\x0ehosts_by_state\x18\r \x03(\v2).drummer.v1.ClusterInfo.HostsByStateEntryR\fhostsByState\x12*\n" +
+	"\x11repairs_in_flight\x18\x0e \x01(\x04R\x0frepairsInFlight\x1a:\n" +
 	"\fRegionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1a9\n" +
 	"\vHealthEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a?\n" +
+	"\x11HostsByStateEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x18\n" +
 	"\x16GetServerStatusRequest\"\xed\x02\n" +
@@ -4387,11 +4503,17 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x13DeleteShardsRequest\x12\x1b\n" +
 	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\"3\n" +
 	"\x14DeleteShardsResponse\x12\x1b\n" +
-	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\"0\n" +
+	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\"\x84\x01\n" +
 	"\x11ListShardsRequest\x12\x1b\n" +
-	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\"E\n" +
+	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06health\x18\x04 \x03(\tR\x06health\"\x83\x01\n" +
 	"\x12ListShardsResponse\x12/\n" +
-	"\x06shards\x18\x01 \x03(\v2\x17.drummer.v1.ShardStatusR\x06shards\",\n" +
+	"\x06shards\x18\x01 \x03(\v2\x17.drummer.v1.ShardStatusR\x06shards\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\",\n" +
 	"\x0fGetShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\xd1\x01\n" +
 	"\fMemberStatus\x12\x1d\n" +
@@ -4430,8 +4552,12 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x04term\x18\x05 \x01(\x04R\x04term\x122\n" +
 	"\amembers\x18\x06 \x03(\v2\x18.drummer.v1.MemberStatusR\amembers\"I\n" +
 	"\x14LocateShardsResponse\x121\n" +
-	"\x06shards\x18\x01 \x03(\v2\x19.drummer.v1.ShardLocationR\x06shards\"\x12\n" +
-	"\x10ListHostsRequest\"\xd0\x03\n" +
+	"\x06shards\x18\x01 \x03(\v2\x19.drummer.v1.ShardLocationR\x06shards\"d\n" +
+	"\x10ListHostsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05state\x18\x03 \x03(\tR\x05state\"\xd0\x03\n" +
 	"\n" +
 	"HostStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -4450,9 +4576,11 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\vexplanation\x18\v \x01(\tR\vexplanation\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"A\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
 	"\x11ListHostsResponse\x12,\n" +
-	"\x05hosts\x18\x01 \x03(\v2\x16.drummer.v1.HostStatusR\x05hosts\"\x84\x01\n" +
+	"\x05hosts\x18\x01 \x03(\v2\x16.drummer.v1.HostStatusR\x05hosts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\"\x84\x01\n" +
 	"\x13SetHostStateRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x123\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1b.drummer.v1.HostAdminActionR\x06action\x12\x1f\n" +
@@ -4617,7 +4745,7 @@ func file_drummer_v1_drummer_proto_rawDescGZIP() []byte {
 }
 
 var file_drummer_v1_drummer_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_drummer_v1_drummer_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_drummer_v1_drummer_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_drummer_v1_drummer_proto_goTypes = []any{
 	(ReplicaRole)(0),               // 0: drummer.v1.ReplicaRole
 	(ConfigChangeType)(0),          // 1: drummer.v1.ConfigChangeType
@@ -4689,12 +4817,13 @@ var file_drummer_v1_drummer_proto_goTypes = []any{
 	nil,                            // 67: drummer.v1.StartReplicaOrder.InitialMembersEntry
 	nil,                            // 68: drummer.v1.ClusterInfo.RegionsEntry
 	nil,                            // 69: drummer.v1.ClusterInfo.HealthEntry
-	nil,                            // 70: drummer.v1.SetRegionsRequest.RegionsEntry
-	nil,                            // 71: drummer.v1.CreateShardsRequest.RegionsEntry
-	nil,                            // 72: drummer.v1.ShardStatus.RegionsEntry
-	nil,                            // 73: drummer.v1.HostStatus.LabelsEntry
-	nil,                            // 74: drummer.v1.RuntimeConfig.ShardOverridesEntry
-	nil,                            // 75: drummer.v1.SetConfigRequest.ValuesEntry
+	nil,                            // 70: drummer.v1.ClusterInfo.HostsByStateEntry
+	nil,                            // 71: drummer.v1.SetRegionsRequest.RegionsEntry
+	nil,                            // 72: drummer.v1.CreateShardsRequest.RegionsEntry
+	nil,                            // 73: drummer.v1.ShardStatus.RegionsEntry
+	nil,                            // 74: drummer.v1.HostStatus.LabelsEntry
+	nil,                            // 75: drummer.v1.RuntimeConfig.ShardOverridesEntry
+	nil,                            // 76: drummer.v1.SetConfigRequest.ValuesEntry
 }
 var file_drummer_v1_drummer_proto_depIdxs = []int32{
 	63, // 0: drummer.v1.Membership.voters:type_name -> drummer.v1.Membership.VotersEntry
@@ -4719,75 +4848,76 @@ var file_drummer_v1_drummer_proto_depIdxs = []int32{
 	6,  // 19: drummer.v1.OrderResult.membership:type_name -> drummer.v1.Membership
 	68, // 20: drummer.v1.ClusterInfo.regions:type_name -> drummer.v1.ClusterInfo.RegionsEntry
 	69, // 21: drummer.v1.ClusterInfo.health:type_name -> drummer.v1.ClusterInfo.HealthEntry
-	70, // 22: drummer.v1.SetRegionsRequest.regions:type_name -> drummer.v1.SetRegionsRequest.RegionsEntry
-	71, // 23: drummer.v1.CreateShardsRequest.regions:type_name -> drummer.v1.CreateShardsRequest.RegionsEntry
-	33, // 24: drummer.v1.ListShardsResponse.shards:type_name -> drummer.v1.ShardStatus
-	72, // 25: drummer.v1.ShardStatus.regions:type_name -> drummer.v1.ShardStatus.RegionsEntry
-	32, // 26: drummer.v1.ShardStatus.members:type_name -> drummer.v1.MemberStatus
-	44, // 27: drummer.v1.ShardStatus.repair:type_name -> drummer.v1.Repair
-	32, // 28: drummer.v1.ShardLocation.members:type_name -> drummer.v1.MemberStatus
-	35, // 29: drummer.v1.LocateShardsResponse.shards:type_name -> drummer.v1.ShardLocation
-	73, // 30: drummer.v1.HostStatus.labels:type_name -> drummer.v1.HostStatus.LabelsEntry
-	38, // 31: drummer.v1.ListHostsResponse.hosts:type_name -> drummer.v1.HostStatus
-	3,  // 32: drummer.v1.SetHostStateRequest.action:type_name -> drummer.v1.HostAdminAction
-	38, // 33: drummer.v1.SetHostStateResponse.host:type_name -> drummer.v1.HostStatus
-	44, // 34: drummer.v1.ListRepairsResponse.in_flight:type_name -> drummer.v1.Repair
-	44, // 35: drummer.v1.ListRepairsResponse.recent:type_name -> drummer.v1.Repair
-	74, // 36: drummer.v1.RuntimeConfig.shard_overrides:type_name -> drummer.v1.RuntimeConfig.ShardOverridesEntry
-	75, // 37: drummer.v1.SetConfigRequest.values:type_name -> drummer.v1.SetConfigRequest.ValuesEntry
-	51, // 38: drummer.v1.ListMembersResponse.members:type_name -> drummer.v1.Member
-	51, // 39: drummer.v1.AddMemberResponse.members:type_name -> drummer.v1.Member
-	51, // 40: drummer.v1.RemoveMemberResponse.members:type_name -> drummer.v1.Member
-	58, // 41: drummer.v1.KVGetResponse.kv:type_name -> drummer.v1.KV
-	4,  // 42: drummer.v1.KVPutResponse.result:type_name -> drummer.v1.KVResult
-	48, // 43: drummer.v1.RuntimeConfig.ShardOverridesEntry.value:type_name -> drummer.v1.ShardTimeouts
-	8,  // 44: drummer.v1.Drummer.Report:input_type -> drummer.v1.ReportRequest
-	17, // 45: drummer.v1.Drummer.GetClusterInfo:input_type -> drummer.v1.GetClusterInfoRequest
-	19, // 46: drummer.v1.Drummer.GetServerStatus:input_type -> drummer.v1.GetServerStatusRequest
-	21, // 47: drummer.v1.Drummer.SetRegions:input_type -> drummer.v1.SetRegionsRequest
-	23, // 48: drummer.v1.Drummer.Launch:input_type -> drummer.v1.LaunchRequest
-	25, // 49: drummer.v1.Drummer.CreateShards:input_type -> drummer.v1.CreateShardsRequest
-	27, // 50: drummer.v1.Drummer.DeleteShards:input_type -> drummer.v1.DeleteShardsRequest
-	29, // 51: drummer.v1.Drummer.ListShards:input_type -> drummer.v1.ListShardsRequest
-	31, // 52: drummer.v1.Drummer.GetShard:input_type -> drummer.v1.GetShardRequest
-	34, // 53: drummer.v1.Drummer.LocateShards:input_type -> drummer.v1.LocateShardsRequest
-	37, // 54: drummer.v1.Drummer.ListHosts:input_type -> drummer.v1.ListHostsRequest
-	40, // 55: drummer.v1.Drummer.SetHostState:input_type -> drummer.v1.SetHostStateRequest
-	42, // 56: drummer.v1.Drummer.RemoveHost:input_type -> drummer.v1.RemoveHostRequest
-	45, // 57: drummer.v1.Drummer.ListRepairs:input_type -> drummer.v1.ListRepairsRequest
-	49, // 58: drummer.v1.Drummer.GetConfig:input_type -> drummer.v1.GetConfigRequest
-	50, // 59: drummer.v1.Drummer.SetConfig:input_type -> drummer.v1.SetConfigRequest
-	52, // 60: drummer.v1.Drummer.ListMembers:input_type -> drummer.v1.ListMembersRequest
-	54, // 61: drummer.v1.Drummer.AddMember:input_type -> drummer.v1.AddMemberRequest
-	56, // 62: drummer.v1.Drummer.RemoveMember:input_type -> drummer.v1.RemoveMemberRequest
-	59, // 63: drummer.v1.Drummer.KVGet:input_type -> drummer.v1.KVGetRequest
-	61, // 64: drummer.v1.Drummer.KVPut:input_type -> drummer.v1.KVPutRequest
-	9,  // 65: drummer.v1.Drummer.Report:output_type -> drummer.v1.ReportResponse
-	18, // 66: drummer.v1.Drummer.GetClusterInfo:output_type -> drummer.v1.ClusterInfo
-	20, // 67: drummer.v1.Drummer.GetServerStatus:output_type -> drummer.v1.ServerStatus
-	22, // 68: drummer.v1.Drummer.SetRegions:output_type -> drummer.v1.SetRegionsResponse
-	24, // 69: drummer.v1.Drummer.Launch:output_type -> drummer.v1.LaunchResponse
-	26, // 70: drummer.v1.Drummer.CreateShards:output_type -> drummer.v1.CreateShardsResponse
-	28, // 71: drummer.v1.Drummer.DeleteShards:output_type -> drummer.v1.DeleteShardsResponse
-	30, // 72: drummer.v1.Drummer.ListShards:output_type -> drummer.v1.ListShardsResponse
-	33, // 73: drummer.v1.Drummer.GetShard:output_type -> drummer.v1.ShardStatus
-	36, // 74: drummer.v1.Drummer.LocateShards:output_type -> drummer.v1.LocateShardsResponse
-	39, // 75: drummer.v1.Drummer.ListHosts:output_type -> drummer.v1.ListHostsResponse
-	41, // 76: drummer.v1.Drummer.SetHostState:output_type -> drummer.v1.SetHostStateResponse
-	43, // 77: drummer.v1.Drummer.RemoveHost:output_type -> drummer.v1.RemoveHostResponse
-	46, // 78: drummer.v1.Drummer.ListRepairs:output_type -> drummer.v1.ListRepairsResponse
-	47, // 79: drummer.v1.Drummer.GetConfig:output_type -> drummer.v1.RuntimeConfig
-	47, // 80: drummer.v1.Drummer.SetConfig:output_type -> drummer.v1.RuntimeConfig
-	53, // 81: drummer.v1.Drummer.ListMembers:output_type -> drummer.v1.ListMembersResponse
-	55, // 82: drummer.v1.Drummer.AddMember:output_type -> drummer.v1.AddMemberResponse
-	57, // 83: drummer.v1.Drummer.RemoveMember:output_type -> drummer.v1.RemoveMemberResponse
-	60, // 84: drummer.v1.Drummer.KVGet:output_type -> drummer.v1.KVGetResponse
-	62, // 85: drummer.v1.Drummer.KVPut:output_type -> drummer.v1.KVPutResponse
-	65, // [65:86] is the sub-list for method output_type
-	44, // [44:65] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	70, // 22: drummer.v1.ClusterInfo.hosts_by_state:type_name -> drummer.v1.ClusterInfo.HostsByStateEntry
+	71, // 23: drummer.v1.SetRegionsRequest.regions:type_name -> drummer.v1.SetRegionsRequest.RegionsEntry
+	72, // 24: drummer.v1.CreateShardsRequest.regions:type_name -> drummer.v1.CreateShardsRequest.RegionsEntry
+	33, // 25: drummer.v1.ListShardsResponse.shards:type_name -> drummer.v1.ShardStatus
+	73, // 26: drummer.v1.ShardStatus.regions:type_name -> drummer.v1.ShardStatus.RegionsEntry
+	32, // 27: drummer.v1.ShardStatus.members:type_name -> drummer.v1.MemberStatus
+	44, // 28: drummer.v1.ShardStatus.repair:type_name -> drummer.v1.Repair
+	32, // 29: drummer.v1.ShardLocation.members:type_name -> drummer.v1.MemberStatus
+	35, // 30: drummer.v1.LocateShardsResponse.shards:type_name -> drummer.v1.ShardLocation
+	74, // 31: drummer.v1.HostStatus.labels:type_name -> drummer.v1.HostStatus.LabelsEntry
+	38, // 32: drummer.v1.ListHostsResponse.hosts:type_name -> drummer.v1.HostStatus
+	3,  // 33: drummer.v1.SetHostStateRequest.action:type_name -> drummer.v1.HostAdminAction
+	38, // 34: drummer.v1.SetHostStateResponse.host:type_name -> drummer.v1.HostStatus
+	44, // 35: drummer.v1.ListRepairsResponse.in_flight:type_name -> drummer.v1.Repair
+	44, // 36: drummer.v1.ListRepairsResponse.recent:type_name -> drummer.v1.Repair
+	75, // 37: drummer.v1.RuntimeConfig.shard_overrides:type_name -> drummer.v1.RuntimeConfig.ShardOverridesEntry
+	76, // 38: drummer.v1.SetConfigRequest.values:type_name -> drummer.v1.SetConfigRequest.ValuesEntry
+	51, // 39: drummer.v1.ListMembersResponse.members:type_name -> drummer.v1.Member
+	51, // 40: drummer.v1.AddMemberResponse.members:type_name -> drummer.v1.Member
+	51, // 41: drummer.v1.RemoveMemberResponse.members:type_name -> drummer.v1.Member
+	58, // 42: drummer.v1.KVGetResponse.kv:type_name -> drummer.v1.KV
+	4,  // 43: drummer.v1.KVPutResponse.result:type_name -> drummer.v1.KVResult
+	48, // 44: drummer.v1.RuntimeConfig.ShardOverridesEntry.value:type_name -> drummer.v1.ShardTimeouts
+	8,  // 45: drummer.v1.Drummer.Report:input_type -> drummer.v1.ReportRequest
+	17, // 46: drummer.v1.Drummer.GetClusterInfo:input_type -> drummer.v1.GetClusterInfoRequest
+	19, // 47: drummer.v1.Drummer.GetServerStatus:input_type -> drummer.v1.GetServerStatusRequest
+	21, // 48: drummer.v1.Drummer.SetRegions:input_type -> drummer.v1.SetRegionsRequest
+	23, // 49: drummer.v1.Drummer.Launch:input_type -> drummer.v1.LaunchRequest
+	25, // 50: drummer.v1.Drummer.CreateShards:input_type -> drummer.v1.CreateShardsRequest
+	27, // 51: drummer.v1.Drummer.DeleteShards:input_type -> drummer.v1.DeleteShardsRequest
+	29, // 52: drummer.v1.Drummer.ListShards:input_type -> drummer.v1.ListShardsRequest
+	31, // 53: drummer.v1.Drummer.GetShard:input_type -> drummer.v1.GetShardRequest
+	34, // 54: drummer.v1.Drummer.LocateShards:input_type -> drummer.v1.LocateShardsRequest
+	37, // 55: drummer.v1.Drummer.ListHosts:input_type -> drummer.v1.ListHostsRequest
+	40, // 56: drummer.v1.Drummer.SetHostState:input_type -> drummer.v1.SetHostStateRequest
+	42, // 57: drummer.v1.Drummer.RemoveHost:input_type -> drummer.v1.RemoveHostRequest
+	45, // 58: drummer.v1.Drummer.ListRepairs:input_type -> drummer.v1.ListRepairsRequest
+	49, // 59: drummer.v1.Drummer.GetConfig:input_type -> drummer.v1.GetConfigRequest
+	50, // 60: drummer.v1.Drummer.SetConfig:input_type -> drummer.v1.SetConfigRequest
+	52, // 61: drummer.v1.Drummer.ListMembers:input_type -> drummer.v1.ListMembersRequest
+	54, // 62: drummer.v1.Drummer.AddMember:input_type -> drummer.v1.AddMemberRequest
+	56, // 63: drummer.v1.Drummer.RemoveMember:input_type -> drummer.v1.RemoveMemberRequest
+	59, // 64: drummer.v1.Drummer.KVGet:input_type -> drummer.v1.KVGetRequest
+	61, // 65: drummer.v1.Drummer.KVPut:input_type -> drummer.v1.KVPutRequest
+	9,  // 66: drummer.v1.Drummer.Report:output_type -> drummer.v1.ReportResponse
+	18, // 67: drummer.v1.Drummer.GetClusterInfo:output_type -> drummer.v1.ClusterInfo
+	20, // 68: drummer.v1.Drummer.GetServerStatus:output_type -> drummer.v1.ServerStatus
+	22, // 69: drummer.v1.Drummer.SetRegions:output_type -> drummer.v1.SetRegionsResponse
+	24, // 70: drummer.v1.Drummer.Launch:output_type -> drummer.v1.LaunchResponse
+	26, // 71: drummer.v1.Drummer.CreateShards:output_type -> drummer.v1.CreateShardsResponse
+	28, // 72: drummer.v1.Drummer.DeleteShards:output_type -> drummer.v1.DeleteShardsResponse
+	30, // 73: drummer.v1.Drummer.ListShards:output_type -> drummer.v1.ListShardsResponse
+	33, // 74: drummer.v1.Drummer.GetShard:output_type -> drummer.v1.ShardStatus
+	36, // 75: drummer.v1.Drummer.LocateShards:output_type -> drummer.v1.LocateShardsResponse
+	39, // 76: drummer.v1.Drummer.ListHosts:output_type -> drummer.v1.ListHostsResponse
+	41, // 77: drummer.v1.Drummer.SetHostState:output_type -> drummer.v1.SetHostStateResponse
+	43, // 78: drummer.v1.Drummer.RemoveHost:output_type -> drummer.v1.RemoveHostResponse
+	46, // 79: drummer.v1.Drummer.ListRepairs:output_type -> drummer.v1.ListRepairsResponse
+	47, // 80: drummer.v1.Drummer.GetConfig:output_type -> drummer.v1.RuntimeConfig
+	47, // 81: drummer.v1.Drummer.SetConfig:output_type -> drummer.v1.RuntimeConfig
+	53, // 82: drummer.v1.Drummer.ListMembers:output_type -> drummer.v1.ListMembersResponse
+	55, // 83: drummer.v1.Drummer.AddMember:output_type -> drummer.v1.AddMemberResponse
+	57, // 84: drummer.v1.Drummer.RemoveMember:output_type -> drummer.v1.RemoveMemberResponse
+	60, // 85: drummer.v1.Drummer.KVGet:output_type -> drummer.v1.KVGetResponse
+	62, // 86: drummer.v1.Drummer.KVPut:output_type -> drummer.v1.KVPutResponse
+	66, // [66:87] is the sub-list for method output_type
+	45, // [45:66] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_drummer_v1_drummer_proto_init() }
@@ -4807,7 +4937,7 @@ func file_drummer_v1_drummer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drummer_v1_drummer_proto_rawDesc), len(file_drummer_v1_drummer_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   71,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

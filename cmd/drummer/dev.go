@@ -2,24 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"slices"
+	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/drummerhq/drummer/api/drummerpb"
-	"github.com/drummerhq/drummer/client"
 	"github.com/drummerhq/drummer/internal/auth"
-	"github.com/drummerhq/drummer/internal/devcluster"
+	"github.com/drummerhq/drummer/internal/devctl"
 	"github.com/drummerhq/drummer/internal/logging"
-	"github.com/drummerhq/drummer/internal/tlsflags"
+	"github.com/drummerhq/drummer/internal/nodehostcmd"
+	"github.com/drummerhq/drummer/internal/playground"
 )
 
 type devFlags struct {
@@ -31,25 +31,59 @@ type devFlags struct {
 	logFormat string
 	exitAfter time.Duration
 	debug     string
+	insecure  bool
 }
+
+// Exit codes of the control commands besides 0, 1 and 2.
+const (
+	exitUnavailable = 3
+)
+
+// exitError carries a specific exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
 
 func devCmd(stdout, stderr io.Writer) *cobra.Command {
 	var f devFlags
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a whole local deployment in one process",
-		Long: `drummer dev runs three drummer servers and --nodehosts nodehosts in this
-process, on 127.0.0.1, launches a few demo 'kv' shards, prints the endpoints
-and a status table, and runs until Ctrl-C.
+		Short: "Run a local deployment to play with: 3 drummers, 5 nodehost processes, demo shards",
+		Long: `drummer dev runs a whole deployment on 127.0.0.1: three drummer servers in
+this process and --nodehosts nodehosts as child processes (this program
+re-executed). It sets short liveness timeouts (a silent host is suspect after
+2s and dead after 6s), launches a few demo 'kv' shards, prints the hosts, the
+endpoints and a short tour, and runs until Ctrl-C, which stops everything.
+
+While it runs, break and mend it from another terminal:
+
+  drummer dev kill N       SIGKILL host N, as when a machine dies
+  drummer dev pause N      freeze host N (SIGSTOP): alive, but silent
+  drummer dev resume N     continue a paused host (SIGCONT)
+  drummer dev restart N    stop host N cleanly and start it with the same data
+  drummer dev wipe N       restart host N with an empty data directory: a new identity
+  drummer dev add          start one more nodehost
+  drummer dev status       the hosts: PIDs, process state, liveness, replicas
+
+Each says what Drummer will do next. They talk to the running dev over a
+unix socket in its data directory; without --data-dir they find the dev that
+started last through $XDG_RUNTIME_DIR/drummer-dev/current (or, without
+XDG_RUNTIME_DIR, $TMPDIR/drummer-dev-$UID/current). With no dev running they
+exit with code 3.
 
 Without --data-dir the state lives in a temporary directory removed on exit;
-with --data-dir it is kept and the next run resumes it (same ports needed).`,
+with --data-dir it is kept and the next run resumes it (same --base-port,
+and at least as many nodehosts as it had).`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.nodehosts < 1 || f.nodehosts > 99 {
-				return usageError{fmt.Errorf("--nodehosts %d: want 1 to 99", f.nodehosts)}
+			if f.nodehosts < 1 || f.nodehosts > devctl.MaxHost {
+				return usageError{fmt.Errorf("--nodehosts %d: want 1 to %d", f.nodehosts, devctl.MaxHost)}
 			}
 			if f.basePort < 1 || f.basePort > 65535-300 {
 				return usageError{fmt.Errorf("--base-port %d: want 1 to %d", f.basePort, 65535-300)}
@@ -61,16 +95,112 @@ with --data-dir it is kept and the next run resumes it (same ports needed).`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.IntVar(&f.nodehosts, "nodehosts", 3, "number of nodehosts")
+	fs.IntVar(&f.nodehosts, "nodehosts", 5, "number of nodehost processes")
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep state here across runs (default: a temporary directory)")
-	fs.IntVar(&f.basePort, "base-port", 7100, "drummer gRPC on base+1..3, drummer Raft base+11..13, nodehost Raft base+101.., API base+201..")
+	fs.IntVar(&f.basePort, "base-port", 7100, "drummer gRPC on base+1..3, drummer Raft base+11..13, nodehost N Raft base+100+N, API base+200+N")
 	fs.IntVar(&f.shards, "shards", 4, "demo kv shards to launch on first start")
-	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error (this process; the nodehosts' log files get at least info)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&f.debug, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default)")
+	fs.StringVar(&f.debug, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default; HTTPS with the dev's certificates)")
+	fs.BoolVar(&f.insecure, "insecure", false, "no TLS and no authentication (by default the dev makes its own CA and certificates in its data directory)")
 	fs.DurationVar(&f.exitAfter, "exit-after", 0, "stop by itself after this long (for scripts and tests)")
 	_ = fs.MarkHidden("exit-after")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cmd.AddCommand(
+		devCtlCmd(devctl.OpStatus, "status", "Show the playground's hosts: PIDs, process state, liveness, replicas", stdout),
+		devCtlCmd(devctl.OpKill, "kill N", "Kill host N with SIGKILL and say when Drummer repairs it", stdout),
+		devCtlCmd(devctl.OpPause, "pause N", "Freeze host N with SIGSTOP: alive but silent", stdout),
+		devCtlCmd(devctl.OpResume, "resume N", "Continue paused host N with SIGCONT", stdout),
+		devCtlCmd(devctl.OpRestart, "restart N", "Stop host N cleanly (or start a killed one) with the same data and identity", stdout),
+		devCtlCmd(devctl.OpWipe, "wipe N", "Restart host N with an empty data directory: a new identity", stdout),
+		devCtlCmd(devctl.OpAdd, "add", "Start one more nodehost", stdout),
+		devNodehostCmd(stderr),
+	)
+	return cmd
+}
+
+// devNodehostCmd is how `drummer dev` runs its nodehosts: this binary
+// re-executed, running the nodehost command itself.
+func devNodehostCmd(stderr io.Writer) *cobra.Command {
+	c := nodehostcmd.Command(nodehostcmd.Options{Use: "nodehost", Version: version, Stderr: stderr})
+	c.Hidden = true
+	c.Short = "Run one nodehost (how drummer dev starts its nodehosts; same flags as the nodehost command)"
+	return c
+}
+
+func devCtlCmd(op, use, short string, stdout io.Writer) *cobra.Command {
+	var (
+		dataDir string
+		output  string
+		force   bool
+	)
+	takesHost := strings.HasSuffix(use, " N")
+	cmd := &cobra.Command{
+		Use:           use,
+		Short:         short,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args: func(_ *cobra.Command, args []string) error {
+			if takesHost && len(args) != 1 {
+				return usageError{fmt.Errorf("%s: give one host number, e.g. 'drummer dev %s 2' (see 'drummer dev status')", op, op)}
+			}
+			if !takesHost && len(args) != 0 {
+				return usageError{fmt.Errorf("%s takes no arguments", op)}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := devctl.Request{Op: op, Force: force}
+			if takesHost {
+				n, err := strconv.Atoi(args[0])
+				if err != nil || n < 1 || n > devctl.MaxHost {
+					return usageError{fmt.Errorf("%s %q: want a host number from 1 to %d (see 'drummer dev status')", op, args[0], devctl.MaxHost)}
+				}
+				req.Host = n
+			}
+			if output != "table" && output != "json" {
+				return usageError{fmt.Errorf("-o %q: want table or json", output)}
+			}
+			if err := req.Validate(); err != nil {
+				return usageError{err}
+			}
+			dir, err := devctl.Discover(dataDir)
+			if err != nil {
+				if errors.Is(err, devctl.ErrNotRunning) {
+					return exitError{exitUnavailable, err}
+				}
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			resp, err := devctl.Call(ctx, dir, req)
+			if err != nil {
+				if errors.Is(err, devctl.ErrNotRunning) || errors.Is(err, context.DeadlineExceeded) {
+					return exitError{exitUnavailable, err}
+				}
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(resp); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(stdout, resp.Output)
+			}
+			if resp.Code != 0 {
+				return exitError{resp.Code, errors.New(resp.Error)}
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&dataDir, "data-dir", "", "data directory of the running dev (default: the dev that started last)")
+	fs.StringVarP(&output, "output", "o", "table", "table or json")
+	if op == devctl.OpWipe {
+		fs.BoolVar(&force, "force", false, "wipe even when some shard then keeps fewer than a quorum of replicas anywhere")
+	}
 	return cmd
 }
 
@@ -82,142 +212,61 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return usageError{err}
 	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find this program to start the nodehosts: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if f.exitAfter > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.exitAfter)
 		defer cancel()
 	}
-	dbg, err := startDebug(f.debug, tlsflags.Flags{Insecure: true}, auth.RoleServer, log)
+	nhLevel := "info"
+	if strings.EqualFold(f.logLevel, "debug") {
+		nhLevel = "debug"
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	p, err := playground.Start(startCtx, playground.Options{
+		Nodehosts:         f.nodehosts,
+		Shards:            f.shards,
+		DataDir:           f.dataDir,
+		BasePort:          f.basePort,
+		NodehostCommand:   []string{exe, "dev", "nodehost"},
+		NodehostLogLevel:  nhLevel,
+		NodehostLogFormat: f.logFormat,
+		Commands:          playground.DetectCommands(exe),
+		Progress:          stdout,
+		Logger:            log,
+		Insecure:          f.insecure,
+	})
+	if err != nil {
+		if errors.Is(err, devctl.ErrRunning) {
+			return fmt.Errorf("%w; stop it first, or give this one another --data-dir and --base-port", err)
+		}
+		return err
+	}
+	defer func() {
+		stop() // a second Ctrl-C now kills at once (the nodehosts die with this process)
+		fmt.Fprintln(stdout, "Stopping the nodehosts and the drummer servers (Ctrl-C again to kill at once)...")
+		p.Close()
+		fmt.Fprintln(stdout, "Stopped.")
+	}()
+	dbg, err := startDebug(f.debug, p.TLS("drummer-1"), auth.RoleServer, log)
 	if err != nil {
 		return usageError{err}
 	}
 	defer dbg.Close()
-	fmt.Fprintf(stdout, "Starting 3 drummer servers and %d nodehosts on 127.0.0.1...\n", f.nodehosts)
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	c, err := devcluster.Start(startCtx, devcluster.Options{
-		Nodehosts: f.nodehosts, DataDir: f.dataDir, BasePort: f.basePort, Logger: log, Insecure: true,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		fmt.Fprintln(stdout, "Stopping...")
-		c.Close()
-		fmt.Fprintln(stdout, "Stopped.")
-	}()
-	conn, err := client.NewConn(c.Drummers, client.Options{Security: client.Security{Insecure: true}})
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	d := conn.Drummer()
-	if err := devBootstrap(startCtx, d, f, stdout); err != nil {
-		return err
-	}
-	eps := strings.Join(c.Drummers, ",")
-	fmt.Fprintf(stdout, "\nDrummer endpoints: %s\n", eps)
-	fmt.Fprintf(stdout, "Data directory:    %s\n", c.DataDir)
-	fmt.Fprintf(stdout, "Nodehost APIs:     ")
-	for i, a := range c.Agents {
-		if i > 0 {
-			fmt.Fprint(stdout, ",")
+	if err := p.Bootstrap(startCtx, stdout); err != nil {
+		if ctx.Err() != nil {
+			return nil
 		}
-		fmt.Fprint(stdout, a.APIAddress())
+		return err
 	}
-	fmt.Fprintln(stdout)
-	fmt.Fprintf(stdout, "\nTry:\n  export DRUMMER_ENDPOINTS=%s\n  go run ./cmd/drummercmd shard list\n  go run ./cmd/drummercmd host list\n\n", eps)
-	printStatus(ctx, d, stdout)
-	fmt.Fprintln(stdout, "\nRunning. Press Ctrl-C to stop.")
+	p.PrintIntro(ctx, stdout)
+	fmt.Fprintln(stdout, "\nRunning. Press Ctrl-C to stop everything.")
 	<-ctx.Done()
 	return nil
-}
-
-// devBootstrap waits for every nodehost to register and, on a fresh
-// deployment, sets regions, defines the demo shards and launches them.
-func devBootstrap(ctx context.Context, d drummerpb.DrummerClient, f *devFlags, stdout io.Writer) error {
-	for {
-		hosts, err := d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
-		if err == nil {
-			up := 0
-			for _, h := range hosts.Hosts {
-				if h.State == "up" && h.AdminState != "unregistered" {
-					up++
-				}
-			}
-			if up >= f.nodehosts {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("nodehosts did not register: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	info, err := d.GetClusterInfo(ctx, &drummerpb.GetClusterInfoRequest{})
-	if err != nil {
-		return err
-	}
-	if info.Shards == 0 && f.shards > 0 {
-		replicas := uint32(min(3, f.nodehosts))
-		if f.nodehosts >= 3 {
-			if _, err := d.SetRegions(ctx, &drummerpb.SetRegionsRequest{Regions: map[string]uint32{"r1": 1, "r2": 1, "r3": 1}}); err != nil {
-				return fmt.Errorf("set regions: %w", err)
-			}
-		}
-		if _, err := d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: uint64(f.shards), Replicas: replicas, App: "kv"}); err != nil {
-			return fmt.Errorf("create demo shards: %w", err)
-		}
-		fmt.Fprintf(stdout, "Defined %d demo kv shards with %d replicas each.\n", f.shards, replicas)
-	}
-	if !info.Launched {
-		if _, err := d.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
-			return fmt.Errorf("launch: %w", err)
-		}
-		fmt.Fprintln(stdout, "Launched.")
-	}
-	for {
-		ls, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
-		if err == nil {
-			healthy := 0
-			for _, s := range ls.Shards {
-				if s.Health == "healthy" {
-					healthy++
-				}
-			}
-			if healthy == len(ls.Shards) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			fmt.Fprintln(stdout, "Not every shard is healthy yet; see the table below.")
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func printStatus(ctx context.Context, d drummerpb.DrummerClient, w io.Writer) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ls, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
-	if err != nil {
-		fmt.Fprintln(w, "status:", err)
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tAPP\tHEALTH\tLEADER\tMEMBERS")
-	for _, s := range ls.Shards {
-		var ms []string
-		for _, m := range s.Members {
-			ms = append(ms, fmt.Sprintf("%d@%s", m.ReplicaId, m.RaftAddress))
-		}
-		slices.Sort(ms)
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", s.ShardId, s.App, s.Health, s.LeaderReplicaId, strings.Join(ms, " "))
-	}
-	tw.Flush()
 }

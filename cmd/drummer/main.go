@@ -1,6 +1,6 @@
 // Command drummer runs a Drummer server, or with `drummer dev` a whole
-// local deployment (three drummer servers and a few nodehosts) in one
-// process.
+// local deployment to play with (three drummer servers in this process, a
+// few nodehosts as child processes).
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
+	"github.com/drummerhq/drummer/internal/nodehostcmd"
 	"github.com/drummerhq/drummer/internal/tlsflags"
 	"github.com/drummerhq/drummer/server"
 )
@@ -64,8 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "drummer:", err)
+	var ee exitError
+	if errors.As(err, &ee) && ee.code != exitUsage {
+		return ee.code
+	}
 	var ue usageError
-	if errors.As(err, &ue) || isFlagError(err) {
+	if errors.As(err, &ue) || isFlagError(err) || nodehostcmd.IsUsage(err) || errors.As(err, &ee) {
 		fmt.Fprintln(stderr, "Run 'drummer --help' for usage.")
 		return exitUsage
 	}
@@ -116,7 +121,7 @@ A server added later with 'drummercmd member add' is started with --join.
 Every flag can also be set in a YAML file given with --config (keys are the
 flag names); flags on the command line win.
 
-'drummer dev' runs a whole local deployment in one process.`,
+'drummer dev' runs a whole local deployment to play with.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,

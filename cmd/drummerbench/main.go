@@ -143,10 +143,10 @@ func start(ctx context.Context, c *common) (*env, error) {
 
 func (e *env) waitHosts(ctx context.Context, n int) error {
 	for {
-		hs, err := e.d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
+		hs, err := client.ListAllHosts(ctx, e.d, &drummerpb.ListHostsRequest{})
 		if err == nil {
 			up := 0
-			for _, h := range hs.Hosts {
+			for _, h := range hs {
 				if h.State == "up" && h.AdminState != "unregistered" {
 					up++
 				}
@@ -173,10 +173,10 @@ func (e *env) waitHealthy(ctx context.Context, want int, avoid string) error {
 			fmt.Fprintf(os.Stderr, "  %5.1fs: %s\n", time.Since(begin).Seconds(), last)
 			lastPrint = time.Now()
 		}
-		ls, err := e.d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+		ls, err := client.ListAllShards(ctx, e.d, &drummerpb.ListShardsRequest{})
 		if err == nil {
 			h := 0
-			for _, s := range ls.Shards {
+			for _, s := range ls {
 				ok := s.Health == "healthy"
 				for _, m := range s.Members {
 					if m.HostId == avoid {
@@ -187,14 +187,14 @@ func (e *env) waitHealthy(ctx context.Context, want int, avoid string) error {
 					h++
 				}
 			}
-			if h == want && len(ls.Shards) == want {
+			if h == want && len(ls) == want {
 				return nil
 			}
 			byHealth := map[string]int{}
-			for _, s := range ls.Shards {
+			for _, s := range ls {
 				byHealth[s.Health]++
 			}
-			last = fmt.Sprintf("%d/%d healthy %v", h, len(ls.Shards), byHealth)
+			last = fmt.Sprintf("%d/%d healthy %v", h, len(ls), byHealth)
 		} else {
 			last = err.Error()
 		}
@@ -282,12 +282,12 @@ func heal(args []string) error {
 				return err
 			}
 			// The victim: the nodehost with the most replicas.
-			hs, err := e.d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
+			hs, err := client.ListAllHosts(ctx, e.d, &drummerpb.ListHostsRequest{})
 			if err != nil {
 				return err
 			}
-			slices.SortFunc(hs.Hosts, func(a, b *drummerpb.HostStatus) int { return int(b.Replicas) - int(a.Replicas) })
-			vh := hs.Hosts[0]
+			slices.SortFunc(hs, func(a, b *drummerpb.HostStatus) int { return int(b.Replicas) - int(a.Replicas) })
+			vh := hs[0]
 			var victim *testcluster.Node
 			for _, nd := range e.c.Nodehosts {
 				if nd.RaftAddr == vh.RaftAddress {
@@ -298,9 +298,9 @@ func heal(args []string) error {
 			killed := time.Now()
 			var verdict time.Duration
 			for verdict == 0 {
-				hs, err := e.d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
+				hs, err := client.ListAllHosts(ctx, e.d, &drummerpb.ListHostsRequest{})
 				if err == nil {
-					for _, h := range hs.Hosts {
+					for _, h := range hs {
 						if h.Id == vh.Id && h.State == "dead" {
 							verdict = time.Since(killed)
 						}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/client"
 )
 
 const hostRefHelp = `HOST is a host ID, a unique prefix of one, or the host's raft address.`
@@ -46,11 +47,10 @@ func newHostListCmd(a *app) *cobra.Command {
 			}
 			ctx, cancel := a.ctx(cmd)
 			defer cancel()
-			resp, err := d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
+			hosts, err := client.ListAllHosts(ctx, d, &drummerpb.ListHostsRequest{})
 			if err != nil {
 				return a.rpcError(err, "list hosts")
 			}
-			hosts := slices.Clone(resp.GetHosts())
 			slices.SortFunc(hosts, func(x, y *drummerpb.HostStatus) int { return strings.Compare(x.GetId(), y.GetId()) })
 			if a.jsonOutput() {
 				out := make([]hostJSON, 0, len(hosts))
@@ -215,12 +215,12 @@ func (a *app) waitDrained(cmd *cobra.Command, id string, interval, timeout time.
 	var host *drummerpb.HostStatus
 	var unhealthy []*drummerpb.ShardStatus
 	err = a.poll(cmd, p, interval, timeout, func(ctx context.Context) (bool, string, error) {
-		hr, err := d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
+		hosts, err := client.ListAllHosts(ctx, d, &drummerpb.ListHostsRequest{})
 		if err != nil {
 			return false, "", a.rpcError(err, "list hosts")
 		}
 		host = nil
-		for _, h := range hr.GetHosts() {
+		for _, h := range hosts {
 			if h.GetId() == id {
 				host = h
 			}
@@ -233,15 +233,9 @@ func (a *app) waitDrained(cmd *cobra.Command, id string, interval, timeout time.
 		default:
 			return false, "", codedErrorf(ExitConflict, "the drain of host %s was cancelled: its admin state is now %q", id, host.GetAdminState())
 		}
-		sr, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{})
+		unhealthy, err = client.ListAllShards(ctx, d, &drummerpb.ListShardsRequest{Health: []string{"unhealthy"}})
 		if err != nil {
 			return false, "", a.rpcError(err, "list shards")
-		}
-		unhealthy = unhealthy[:0]
-		for _, s := range sr.GetShards() {
-			if s.GetHealth() != "healthy" {
-				unhealthy = append(unhealthy, s)
-			}
 		}
 		line := fmt.Sprintf("draining %s: %s remaining", id, plural(int(host.GetReplicas()), "replica", "replicas"))
 		if len(unhealthy) > 0 {

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -237,13 +239,17 @@ func (a *app) confirm(question string) (bool, error) {
 }
 
 func newShardListCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var health []string
+	c := &cobra.Command{
 		Use:   "list [SHARDS...]",
 		Short: "List shards with their health",
 		Long: `List shards (all, or the ones given) with their health: healthy,
 under_replicated, unavailable or pending. 'shard status ID' shows one shard
-in detail.`,
-		Args: cobra.ArbitraryArgs,
+in detail. All shards are fetched a page at a time and printed as they
+arrive, so the listing starts at once however many shards there are;
+--health narrows it (unhealthy: every state but healthy).`,
+		Example: "  drummercmd shard list\n  drummercmd shard list --health unhealthy\n  drummercmd shard list 1-10 -o json",
+		Args:    cobra.ArbitraryArgs,
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			var ids []uint64
 			if len(args) > 0 {
@@ -252,40 +258,89 @@ in detail.`,
 					return usageErrorf("%v", err)
 				}
 			}
+			for _, h := range health {
+				switch h {
+				case "healthy", "under_replicated", "unavailable", "pending", "unhealthy":
+				default:
+					return usageErrorf("--health %q: use healthy, under_replicated, unavailable, pending or unhealthy", h)
+				}
+			}
 			d, err := a.drummer()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
-			resp, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{ShardIds: ids})
-			if err != nil {
-				return a.rpcError(err, "list shards")
+			return a.streamShards(cmd, d, &drummerpb.ListShardsRequest{ShardIds: ids, Health: health})
+		}),
+	}
+	c.Flags().StringSliceVar(&health, "health", nil, "only shards in these states (healthy, under_replicated, unavailable, pending, unhealthy)")
+	return c
+}
+
+// streamShards prints the shards matching req page by page: a JSON array,
+// or table rows flushed after every page (each page's deadline is
+// --command-timeout, so a long listing is not cut short).
+func (a *app) streamShards(cmd *cobra.Command, d drummerpb.DrummerClient, req *drummerpb.ListShardsRequest) error {
+	r := &drummerpb.ListShardsRequest{ShardIds: req.ShardIds, Health: req.Health}
+	tw := tabwriter.NewWriter(a.stdout, 8, 0, 2, ' ', 0)
+	n := 0
+	for page := 0; ; page++ {
+		ctx, cancel := a.ctx(cmd)
+		resp, err := d.ListShards(ctx, r)
+		cancel()
+		if err != nil {
+			if n > 0 && a.jsonOutput() {
+				fmt.Fprintln(a.stdout, "]")
 			}
-			shards := slices.Clone(resp.GetShards())
-			slices.SortFunc(shards, func(x, y *drummerpb.ShardStatus) int {
-				return compareUint(x.GetShardId(), y.GetShardId())
-			})
+			return a.rpcError(err, "list shards")
+		}
+		shards := slices.Clone(resp.GetShards())
+		slices.SortFunc(shards, func(x, y *drummerpb.ShardStatus) int {
+			return compareUint(x.GetShardId(), y.GetShardId())
+		})
+		for _, s := range shards {
 			if a.jsonOutput() {
-				out := make([]shardJSON, 0, len(shards))
-				for _, s := range shards {
-					out = append(out, toShardJSON(s))
+				b, err := json.MarshalIndent(toShardJSON(s), "  ", "  ")
+				if err != nil {
+					return err
 				}
-				return a.printJSON(out)
-			}
-			t := newTable("shard", "app", "health", "replicas", "leader", "term", "repair")
-			for _, s := range shards {
-				repair := ""
+				sep := ",\n  "
+				if n == 0 {
+					sep = "[\n  "
+				}
+				fmt.Fprint(a.stdout, sep, string(b))
+			} else {
+				if n == 0 {
+					fmt.Fprintln(tw, "SHARD\tAPP\tHEALTH\tREPLICAS\tLEADER\tTERM\tREPAIR")
+				}
+				repair := "-"
 				if r := s.GetRepair(); r != nil {
 					repair = r.GetKind() + " " + repairStep(r)
 				}
-				t.add(fmt.Sprint(s.GetShardId()), s.GetApp(), s.GetHealth(),
-					fmt.Sprintf("%d/%d", liveMembers(s), s.GetReplicasDesired()),
-					idOrDash(s.GetLeaderReplicaId()), fmt.Sprint(s.GetTerm()), repair)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%d\t%s\n", s.GetShardId(), s.GetApp(), s.GetHealth(),
+					liveMembers(s), s.GetReplicasDesired(), idOrDash(s.GetLeaderReplicaId()), s.GetTerm(), repair)
 			}
-			return t.write(a.stdout)
-		}),
+			n++
+		}
+		if !a.jsonOutput() {
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if resp.GetNextPageToken() == "" || len(r.ShardIds) > 0 {
+			break
+		}
+		r.PageToken = resp.GetNextPageToken()
 	}
+	switch {
+	case a.jsonOutput() && n == 0:
+		fmt.Fprintln(a.stdout, "[]")
+	case a.jsonOutput():
+		fmt.Fprintln(a.stdout, "\n]")
+	case n == 0:
+		fmt.Fprintln(tw, "SHARD\tAPP\tHEALTH\tREPLICAS\tLEADER\tTERM\tREPAIR")
+		return tw.Flush()
+	}
+	return nil
 }
 
 func compareUint(x, y uint64) int {

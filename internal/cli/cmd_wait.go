@@ -102,9 +102,24 @@ that are not healthy are named), 4 if a shard given does not exist.`,
 				return err
 			}
 			start := time.Now()
-			var last []*drummerpb.ShardStatus
+			var (
+				last   []*drummerpb.ShardStatus
+				counts map[string]uint64
+				total  uint64
+			)
 			p := a.newProgress()
 			err = a.poll(cmd, p, interval, timeout, func(ctx context.Context) (bool, string, error) {
+				if len(ids) == 0 {
+					// Every shard: the summary counts, whatever the
+					// deployment's size.
+					info, err := d.GetClusterInfo(ctx, &drummerpb.GetClusterInfoRequest{})
+					if err != nil {
+						return false, "", a.rpcError(err, "get cluster info")
+					}
+					counts, total = info.GetHealth(), info.GetShards()
+					ok, line := waitCountsLine(counts, total, allowEmpty)
+					return ok, line, nil
+				}
 				resp, err := d.ListShards(ctx, &drummerpb.ListShardsRequest{ShardIds: ids})
 				if err != nil {
 					return false, "", a.rpcError(err, "list shards")
@@ -114,24 +129,29 @@ that are not healthy are named), 4 if a shard given does not exist.`,
 					return false, "", codedErrorf(ExitNotFound, "%s %s not exist; see 'drummercmd shard list'",
 						noun(len(missing), "shard", "shards")+" "+formatShardIDs(missing), noun(len(missing), "does", "do"))
 				}
-				ok, line := waitLine(last, allowEmpty)
+				counts, total = healthCounts(last), uint64(len(last))
+				ok, line := waitCountsLine(counts, total, allowEmpty)
 				return ok, line, nil
 			})
 			var te *errPollTimeout
 			if errors.As(err, &te) {
+				if len(ids) == 0 {
+					// Name a few of the shards that hold it up.
+					ctx, cancel := a.ctx(cmd)
+					if resp, lerr := d.ListShards(ctx, &drummerpb.ListShardsRequest{Health: []string{"unhealthy"}, PageSize: 5}); lerr == nil {
+						last = resp.GetShards()
+					}
+					cancel()
+				}
 				err = &cliError{code: ExitUnavailable, err: fmt.Errorf("shards not healthy: %w", err), hint: unhealthyHint(last)}
 			}
 			if err != nil {
 				return err
 			}
 			if a.jsonOutput() {
-				counts := map[string]uint64{}
-				for _, s := range last {
-					counts[s.GetHealth()]++
-				}
 				return a.printJSON(waitResultJSON{
 					Healthy:   true,
-					Total:     len(last),
+					Total:     int(total),
 					Health:    counts,
 					ElapsedMs: time.Since(start).Milliseconds(),
 				})
@@ -166,24 +186,37 @@ func missingShards(want []uint64, got []*drummerpb.ShardStatus) []uint64 {
 	return out
 }
 
-// waitLine evaluates one poll of "wait --healthy": whether every shard is
-// healthy, and the progress line.
-func waitLine(shards []*drummerpb.ShardStatus, allowEmpty bool) (bool, string) {
-	if len(shards) == 0 {
+// healthCounts counts shards by health.
+func healthCounts(shards []*drummerpb.ShardStatus) map[string]uint64 {
+	counts := map[string]uint64{}
+	for _, s := range shards {
+		counts[s.GetHealth()]++
+	}
+	return counts
+}
+
+// waitCountsLine evaluates one poll of "wait --healthy" from counts by
+// health: whether every shard is healthy, and the progress line.
+func waitCountsLine(counts map[string]uint64, total uint64, allowEmpty bool) (bool, string) {
+	if total == 0 {
 		if allowEmpty {
 			return true, "no shards defined"
 		}
 		return false, "no shards defined yet (use --allow-empty to accept none)"
 	}
-	healthy := 0
-	for _, s := range shards {
-		if s.GetHealth() == "healthy" {
-			healthy++
+	healthy := counts["healthy"]
+	line := fmt.Sprintf("%d/%d shards healthy", healthy, total)
+	others := map[string]uint64{}
+	for h, n := range counts {
+		if h != "healthy" && n > 0 {
+			if h == "" {
+				h = "unknown"
+			}
+			others[h] += n
 		}
 	}
-	line := fmt.Sprintf("%d/%d shards healthy", healthy, len(shards))
-	if sum := healthSummary(shards); sum != "" {
+	if sum := formatHealthCounts(others); sum != "" {
 		line += " (" + sum + ")"
 	}
-	return healthy == len(shards), line
+	return healthy == total, line
 }

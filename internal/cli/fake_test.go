@@ -130,10 +130,20 @@ func (f *fakeDrummer) mutations() []string {
 func (f *fakeDrummer) GetClusterInfo(context.Context, *drummerpb.GetClusterInfoRequest) (*drummerpb.ClusterInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.info == nil {
-		return &drummerpb.ClusterInfo{}, nil
+	if f.info != nil {
+		return f.info, nil
 	}
-	return f.info, nil
+	// Like the server: the summary counts of the shards ListShards would
+	// return (scripted by call number, as for ListShards).
+	all := f.shards
+	if f.listShards != nil {
+		all = f.listShards(len(f.reqs["GetClusterInfo"]), &drummerpb.ListShardsRequest{})
+	}
+	info := &drummerpb.ClusterInfo{Shards: uint64(len(all)), Health: map[string]uint64{}}
+	for _, s := range all {
+		info.Health[s.Health]++
+	}
+	return info, nil
 }
 
 func (f *fakeDrummer) SetRegions(context.Context, *drummerpb.SetRegionsRequest) (*drummerpb.SetRegionsResponse, error) {
@@ -165,16 +175,26 @@ func (f *fakeDrummer) ListShards(_ context.Context, r *drummerpb.ListShardsReque
 	if f.listShards != nil {
 		all = f.listShards(len(f.reqs["ListShards"]), r)
 	}
-	if len(r.ShardIds) == 0 {
-		return &drummerpb.ListShardsResponse{Shards: all}, nil
-	}
 	var out []*drummerpb.ShardStatus
 	for _, s := range all {
-		if slices.Contains(r.ShardIds, s.ShardId) {
+		if (len(r.ShardIds) == 0 || slices.Contains(r.ShardIds, s.ShardId)) && healthMatches(r.Health, s.Health) {
 			out = append(out, s)
 		}
 	}
-	return &drummerpb.ListShardsResponse{Shards: out}, nil
+	return &drummerpb.ListShardsResponse{Shards: out, Total: uint64(len(out))}, nil
+}
+
+// healthMatches applies ListShards' health filter like the server does.
+func healthMatches(want []string, h string) bool {
+	if len(want) == 0 {
+		return true
+	}
+	for _, w := range want {
+		if w == h || (w == "unhealthy" && h != "healthy") {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fakeDrummer) GetShard(_ context.Context, r *drummerpb.GetShardRequest) (*drummerpb.ShardStatus, error) {

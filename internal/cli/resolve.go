@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/client"
 )
 
 // resolveHost finds the host an operator means by ref: its full ID, its
@@ -57,9 +58,9 @@ func resolveHost(hosts []*drummerpb.HostStatus, ref string) (*drummerpb.HostStat
 func (a *app) lookupHost(cmd *cobra.Command, d drummerpb.DrummerClient, ref string) (*drummerpb.HostStatus, error) {
 	ctx, cancel := a.ctx(cmd)
 	defer cancel()
-	resp, err := d.ListHosts(ctx, &drummerpb.ListHostsRequest{})
+	hosts, err := client.ListAllHosts(ctx, d, &drummerpb.ListHostsRequest{})
 	if err != nil {
 		return nil, a.rpcError(err, "list hosts to resolve %q", ref)
 	}
-	return resolveHost(resp.GetHosts(), ref)
+	return resolveHost(hosts, ref)
 }

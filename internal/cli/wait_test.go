@@ -124,15 +124,15 @@ func TestWaitHealthyRidesOutFailover(t *testing.T) {
 	// No leader for a while: each call is retried by the client until
 	// --command-timeout, then the wait shows it and polls on.
 	f := convergingFake()
-	f.errs["ListShards"] = status.Error(codes.Unavailable, "leader changed")
-	f.errUntil["ListShards"] = time.Now().Add(500 * time.Millisecond)
+	f.errs["GetClusterInfo"] = status.Error(codes.Unavailable, "leader changed")
+	f.errUntil["GetClusterInfo"] = time.Now().Add(500 * time.Millisecond)
 	r := runCLI(t, runOpts{}, "--endpoints", serve(t, f), "--command-timeout", "200ms", "wait", "--healthy", "--interval", "5ms")
 	r.wantCode(t, 0)
-	wantContains(t, "stdout", r.stdout, "waiting for the drummer leader (list shards: no drummer leader answered", "4/4 shards healthy")
+	wantContains(t, "stdout", r.stdout, "waiting for the drummer leader (get cluster info: no drummer leader answered", "4/4 shards healthy")
 
 	// Other errors end the wait at once.
 	f = convergingFake()
-	f.errs["ListShards"] = status.Error(codes.PermissionDenied, "no")
+	f.errs["GetClusterInfo"] = status.Error(codes.PermissionDenied, "no")
 	r = runAt(t, serve(t, f), "wait", "--healthy", "--interval", "5ms")
 	r.wantCode(t, ExitPermission)
 }

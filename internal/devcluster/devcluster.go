@@ -1,6 +1,7 @@
 // Package devcluster runs a whole Drummer deployment in one process on
-// loopback: three drummer servers and N nodehost agents. It backs
-// `drummer dev` and in-process tests.
+// loopback: three drummer servers and N nodehost agents. It backs the
+// in-process tests (internal/itest), and `drummer dev` runs its drummer
+// servers with it (its nodehosts are child processes, internal/playground).
 package devcluster
 
 import (
@@ -20,7 +21,7 @@ import (
 
 // Options configure a dev cluster.
 type Options struct {
-	// Nodehosts is the number of nodehost agents (default 3).
+	// Nodehosts is the number of in-process nodehost agents (0: none).
 	Nodehosts int
 	// DataDir keeps state across runs; empty means a temporary directory
 	// removed by Close.
@@ -36,8 +37,20 @@ type Options struct {
 	Logger         *slog.Logger
 	// Apps for the nodehosts (default: the built-in kv app).
 	Apps func() *agent.Registry
+	// CertsDir holds ca.crt, drummer-N.crt/key for server N and
+	// nodehost-N.crt/key for agent N (bound to its raft address); every
+	// listener then uses mutual TLS. Without it, Insecure is required.
+	CertsDir string
 	// Insecure runs every server and agent without TLS.
 	Insecure bool
+}
+
+// tls returns the TLS files of certificate name (none when insecure).
+func (o Options) tls(name string) (ca, cert, key string) {
+	if o.CertsDir == "" {
+		return "", "", ""
+	}
+	return filepath.Join(o.CertsDir, "ca.crt"), filepath.Join(o.CertsDir, name+".crt"), filepath.Join(o.CertsDir, name+".key")
 }
 
 // Cluster is a running dev cluster.
@@ -59,13 +72,16 @@ func (o Options) serverAddrs(i int) (grpcAddr, raftAddr string) {
 }
 
 func (o Options) agentAddrs(i int) (raftAddr, apiAddr string) {
-	return fmt.Sprintf("%s:%d", o.Host, o.BasePort+100+i), fmt.Sprintf("%s:%d", o.Host, o.BasePort+200+i)
+	return NodehostAddrs(o.Host, o.BasePort, i)
+}
+
+// NodehostAddrs returns the Raft and API addresses of nodehost i (1-based,
+// at most 99) in the port layout of BasePort.
+func NodehostAddrs(host string, basePort, i int) (raftAddr, apiAddr string) {
+	return fmt.Sprintf("%s:%d", host, basePort+100+i), fmt.Sprintf("%s:%d", host, basePort+200+i)
 }
 
 func (o *Options) setDefaults() {
-	if o.Nodehosts <= 0 {
-		o.Nodehosts = 3
-	}
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
@@ -91,6 +107,12 @@ func (o Options) checkPorts() error {
 		r, a := o.agentAddrs(i)
 		addrs = append(addrs, r, a)
 	}
+	return CheckPorts(addrs...)
+}
+
+// CheckPorts fails, saying which and what to do, when one of addrs cannot
+// be listened on.
+func CheckPorts(addrs ...string) error {
 	for _, a := range addrs {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
@@ -127,7 +149,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	for i := 1; i <= 3; i++ {
 		g, r := opts.serverAddrs(i)
-		s, err := server.New(server.Config{
+		cfg := server.Config{
 			ReplicaID:      uint64(i),
 			RaftAddress:    r,
 			GRPCAddress:    g,
@@ -136,7 +158,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			RTTMillisecond: opts.RTTMillisecond,
 			Logger:         opts.Logger,
 			Insecure:       opts.Insecure,
-		})
+		}
+		cfg.CAFile, cfg.CertFile, cfg.KeyFile = opts.tls(fmt.Sprintf("drummer-%d", i))
+		s, err := server.New(cfg)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("drummer server %d: %w", i, err)
@@ -235,6 +259,7 @@ func (c *Cluster) AgentConfig(i int) agent.Config {
 		Logger:           c.opts.Logger,
 		Insecure:         c.opts.Insecure,
 	}
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = c.opts.tls(fmt.Sprintf("nodehost-%d", i+1))
 	if c.opts.Apps != nil {
 		cfg.Apps = c.opts.Apps()
 	}

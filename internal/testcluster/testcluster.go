@@ -28,6 +28,7 @@ import (
 
 	"github.com/drummerhq/drummer/client"
 	"github.com/drummerhq/drummer/internal/auth"
+	"github.com/drummerhq/drummer/internal/childproc"
 	"github.com/drummerhq/drummer/internal/pki"
 )
 
@@ -133,8 +134,7 @@ func (p *Process) Start() error {
 	fmt.Fprintf(f, "=== %s start #%d at %s: %s %s\n", p.Name, p.starts, time.Now().Format(time.RFC3339Nano), p.Path, strings.Join(p.Args, " "))
 	cmd := exec.Command(p.Path, p.Args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := childproc.Start(cmd); err != nil { // own process group, killed with the test binary
 		f.Close()
 		return fmt.Errorf("start %s: %w", p.Name, err)
 	}
