@@ -187,7 +187,14 @@ func (d *devRun) devOK(args ...string) string {
 }
 
 func (d *devRun) cli(args ...string) testcluster.Result {
-	return testcluster.RunCLI(ctxFor(d.t, 2*time.Minute), bins.Drummercmd, append([]string{"--endpoints", d.endpoints}, args...)...)
+	return d.cliAs("admin", args...)
+}
+
+// cliAs runs drummercmd with the dev's certificate of a role.
+func (d *devRun) cliAs(role string, args ...string) testcluster.Result {
+	certs := filepath.Join(d.dataDir, "certs")
+	tls := []string{"--ca-file", filepath.Join(certs, "ca.crt"), "--cert-file", filepath.Join(certs, role+".crt"), "--key-file", filepath.Join(certs, role+".key")}
+	return testcluster.RunCLI(ctxFor(d.t, 2*time.Minute), bins.Drummercmd, append(append([]string{"--endpoints", d.endpoints}, tls...), args...)...)
 }
 
 func (d *devRun) cliOK(args ...string) string {
@@ -353,10 +360,18 @@ func TestDevPlayground(t *testing.T) {
 	const shards = 6
 	d := startDev(t, 5, "--shards", strconv.Itoa(shards))
 	out, _ := os.ReadFile(d.out)
-	for _, want := range []string{"suspect", "dead", "PID", "REGION", "dev kill 2", "shard list", "wait --healthy", "dev restart 2", "DRUMMER_ENDPOINTS=" + d.endpoints} {
+	for _, want := range []string{"suspect", "dead", "PID", "REGION", "dev kill 2", "shard list", "wait --healthy", "dev restart 2", "DRUMMER_ENDPOINTS=" + d.endpoints,
+		"DRUMMER_CA_FILE=", "DRUMMER_CERT_FILE=", "Web token:"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("start-up output lacks %q:\n%s", want, out)
 		}
+	}
+	// Secure by default: the dev's own certificates, roles enforced.
+	if r := d.cliAs("viewer", "shard", "delete", "1", "--yes"); r.Code != 6 {
+		t.Errorf("viewer shard delete on the dev: want exit 6, got %s", r)
+	}
+	if r := testcluster.RunCLI(ctxFor(t, time.Minute), bins.Drummercmd, "--endpoints", d.endpoints, "--insecure", "--command-timeout", "3s", "shard", "list"); r.Code == 0 {
+		t.Errorf("plaintext drummercmd answered by the dev: %s", r)
 	}
 
 	// Five nodehost processes, each in its own process group.
