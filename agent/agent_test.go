@@ -155,7 +155,7 @@ func TestOrdersFromAnOlderEpochAreRefused(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{RaftAddress: "127.0.0.1:7001", APIAddress: "127.0.0.1:7002", DataDir: "/tmp/x", DrummerEndpoints: []string{"127.0.0.1:7101,127.0.0.1:7102"}}
+	ok := Config{RaftAddress: "127.0.0.1:7001", APIAddress: "127.0.0.1:7002", DataDir: "/tmp/x", DrummerEndpoints: []string{"127.0.0.1:7101,127.0.0.1:7102"}, Insecure: true}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +165,8 @@ func TestConfigValidate(t *testing.T) {
 		"bad endpoint":   func(c *Config) { c.DrummerEndpoints = []string{"nohost"} },
 		"bad label":      func(c *Config) { c.Labels = map[string]string{"re gion": "r1"} },
 		"no data dir":    func(c *Config) { c.DataDir = "" },
+		"no security":    func(c *Config) { c.Insecure = false },
+		"tls + insecure": func(c *Config) { c.CAFile, c.CertFile, c.KeyFile = "a", "b", "c" },
 	} {
 		c := ok
 		mod(&c)
