@@ -264,6 +264,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if dataOpts.Logger == nil {
 		dataOpts.Logger = a.log
 	}
+	if dataOpts.SessionOwner == nil {
+		// Sessions are bounded per certificate identity (one owner for
+		// all callers in insecure mode).
+		dataOpts.SessionOwner = func(ctx context.Context) string {
+			if id, ok := auth.FromContext(ctx); ok {
+				return id.Name
+			}
+			return ""
+		}
+	}
 	if dataOpts.AppName == nil {
 		dataOpts.AppName = func(shardID, replicaID uint64) string {
 			if o := a.store.assignment(shardID); o != nil && o.ReplicaId == replicaID {
