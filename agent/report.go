@@ -168,6 +168,11 @@ func (r *reporters) report(ctx context.Context, ep string) {
 			if req.HasDiskInventory {
 				st.sentDisk = v.diskVersion
 			}
+			// The server may leave the last results for the next report
+			// (they are consecutive in seq).
+			if left := uint64(resp.ResultsLeft); left > 0 && left <= uint64(len(req.Results)) {
+				resSeq -= left
+			}
 			st.sentResult = resSeq
 			st.lastErr = ""
 			r.handle(resp, ep, &p)

@@ -102,12 +102,13 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if s.isRemoved.Load() {
 		return nil, status.Error(codes.FailedPrecondition, "this drummer server was removed from the cluster")
 	}
+	left := admitResults(req, maxReportResults)
 	if err := validateReport(req); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "report from %q: %v", req.GetHostId(), err)
 	}
 	var (
 		host    *dbpb.Host
-		resp    = &drummerpb.ReportResponse{}
+		resp    = &drummerpb.ReportResponse{ResultsLeft: uint32(left)}
 		dbEpoch uint64
 	)
 	s.sm.Read(func(st *db.State) {
