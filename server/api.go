@@ -68,6 +68,8 @@ func codeError(c dbpb.Code, what string) error {
 		return status.Errorf(codes.FailedPrecondition, "%s: conflicts with the current state", what)
 	case dbpb.Code_CODE_STALE_EPOCH:
 		return status.Errorf(codes.Unavailable, "%s: leadership changed; retry", what)
+	case dbpb.Code_CODE_QUORUM:
+		return status.Errorf(codes.FailedPrecondition, "%s: would leave fewer voters than a quorum of the shard's replicas", what)
 	}
 	return status.Errorf(codes.Internal, "%s: %s", what, c)
 }

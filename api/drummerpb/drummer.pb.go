@@ -449,8 +449,12 @@ type ReplicaReport struct {
 	CaughtUp bool `protobuf:"varint,8,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
 	// Full membership, included when this replica leads the shard and the
 	// membership changed since the last report (and on full reports).
-	Membership    *Membership `protobuf:"bytes,9,opt,name=membership,proto3" json:"membership,omitempty"`
-	App           string      `protobuf:"bytes,10,opt,name=app,proto3" json:"app,omitempty"`
+	Membership *Membership `protobuf:"bytes,9,opt,name=membership,proto3" json:"membership,omitempty"`
+	App        string      `protobuf:"bytes,10,opt,name=app,proto3" json:"app,omitempty"`
+	// Voting members as this replica's own dragonboat sees them (sorted), at
+	// config_change_id. Sent with every report of the replica, so the
+	// scheduler can check a membership claim against the other members.
+	Voters        []uint64 `protobuf:"varint,11,rep,packed,name=voters,proto3" json:"voters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -553,6 +557,13 @@ func (x *ReplicaReport) GetApp() string {
 		return x.App
 	}
 	return ""
+}
+
+func (x *ReplicaReport) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
 }
 
 type ReportRequest struct {
@@ -4346,7 +4357,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
 	"\x0eWitnessesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x02\n" +
 	"\rReplicaReport\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
 	"\n" +
@@ -4361,7 +4372,8 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"membership\x18\t \x01(\v2\x16.drummer.v1.MembershipR\n" +
 	"membership\x12\x10\n" +
 	"\x03app\x18\n" +
-	" \x01(\tR\x03app\"\x85\x05\n" +
+	" \x01(\tR\x03app\x12\x16\n" +
+	"\x06voters\x18\v \x03(\x04R\x06voters\"\x85\x05\n" +
 	"\rReportRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +

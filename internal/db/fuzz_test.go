@@ -208,6 +208,45 @@ func checkInvariants(t *testing.T, st *State) {
 	}
 }
 
+// recordedVoters lists each shard's voter records.
+func recordedVoters(st *State) map[uint64]map[uint64]bool {
+	out := make(map[uint64]map[uint64]bool, len(st.Shards))
+	for id, sh := range st.Shards {
+		v := map[uint64]bool{}
+		for _, m := range sh.Members {
+			if m.Role == dbpb.Role_ROLE_VOTER {
+				v[m.ReplicaId] = true
+			}
+		}
+		out[id] = v
+	}
+	return out
+}
+
+// checkVoterDrops is the oracle of the DB's quorum guard: a command that
+// dropped voter records of a shard it did not delete left at least one
+// voter and at least a quorum of the shard's replica count.
+func checkVoterDrops(t *testing.T, st *State, before map[uint64]map[uint64]bool) {
+	t.Helper()
+	after := recordedVoters(st)
+	for id, was := range before {
+		now, ok := after[id]
+		if !ok {
+			continue // deleted by the operator
+		}
+		dropped := false
+		for rid := range was {
+			if !now[rid] {
+				dropped = true
+			}
+		}
+		if q := Quorum(int(st.Shards[id].Replicas)); dropped && (len(now) < 1 || len(now) < q) {
+			t.Fatalf("shard %d: voters %v dropped to %v, below a quorum (%d) of %d replicas",
+				id, was, now, q, st.Shards[id].Replicas)
+		}
+	}
+}
+
 func FuzzApply(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 1, 0, 0, 11, 0, 0, 0, 0, 1, 1, 1, 3, 2, 11, 1, 1, 2, 1, 0, 1, 2})
@@ -237,6 +276,7 @@ func FuzzApply(f *testing.F) {
 				t.Fatal(err)
 			}
 			h := st.Hash()
+			voters := recordedVoters(st)
 			view := st.Clone()
 			r := st.Apply(b)
 			if r.Code != dbpb.Code_CODE_OK && r.Code != dbpb.Code_CODE_NOOP && st.Hash() != h {
@@ -248,6 +288,7 @@ func FuzzApply(f *testing.F) {
 				t.Fatalf("command %d (%T) changed a record shared with an earlier view", i, cmd.Op)
 			}
 			checkInvariants(t, st)
+			checkVoterDrops(t, st, voters)
 		}
 		snap, err := st.MarshalSnapshot()
 		if err != nil {
