@@ -74,8 +74,13 @@ type executor struct {
 }
 
 func newExecutor(a *Agent) *executor {
+	var epoch uint64
+	if a.store != nil {
+		epoch = a.store.epochSeen() // the fence survives restarts
+	}
 	return &executor{
 		a:        a,
+		maxEpoch: epoch,
 		queue:    make(chan *drummerpb.Order, 4096),
 		inflight: map[string]bool{},
 		busy:     map[uint64]bool{},
@@ -97,6 +102,9 @@ func (e *executor) submit(epoch uint64, orders []*drummerpb.Order) {
 	defer e.mu.Unlock()
 	if epoch < e.maxEpoch {
 		return // a deposed leader; the current one will send its own
+	}
+	if epoch > e.maxEpoch && e.a.store != nil {
+		e.a.store.noteEpoch(epoch)
 	}
 	e.maxEpoch = epoch
 	for id, f := range e.done {

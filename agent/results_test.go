@@ -63,3 +63,31 @@ func TestReportResultsAreBounded(t *testing.T) {
 		t.Fatalf("%d results kept", kept)
 	}
 }
+
+// The epoch fence survives a restart: an agent that took orders of epoch 7
+// still refuses epoch 5's (a deposed leader's) after it restarts.
+func TestEpochFenceSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	st, err := loadStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := testAgent(t)
+	a.store = st
+	newExecutor(a).submit(7, []*drummerpb.Order{leaderTransfer("7/a", 7)})
+	if err := st.flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Restart.
+	st2, err := loadStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2 := testAgent(t)
+	a2.store = st2
+	e := newExecutor(a2)
+	e.submit(5, []*drummerpb.Order{leaderTransfer("5/b", 5)})
+	if len(e.queue) != 0 || e.epochSeen() != 7 {
+		t.Fatalf("after a restart: %d orders of the deposed epoch 5 queued, epoch seen %d (want 7)", len(e.queue), e.epochSeen())
+	}
+}
