@@ -197,6 +197,15 @@ func (r *reporters) handle(resp *drummerpb.ReportResponse, ep string, p *peer.Pe
 	}
 	if resp.Leader {
 		r.learn(resp.DrummerEndpoints)
+		if resp.Epoch > a.store.epochSeen() {
+			// Durable before any order of the new epoch runs, so that
+			// after a crash a deposed leader's orders are still refused.
+			a.store.noteEpoch(resp.Epoch)
+			if err := a.store.flush(); err != nil {
+				a.log.Error("cannot record the scheduler epoch; not taking its orders", "epoch", resp.Epoch, "err", err)
+				return
+			}
+		}
 		orders := resp.Orders
 		if ok, why := a.leader.verify(a.tls != nil, resp.Epoch, ep, p); !ok {
 			orders = a.exec.filterUnverified(orders, why)

@@ -55,8 +55,9 @@ type Status struct {
 	Starting bool
 }
 
-// Results returns the order results recorded after sequence number seq,
-// and the latest sequence number.
+// Results returns order results recorded after sequence number seq (all
+// of them, or as many as one report may carry) and the sequence number of
+// the last one returned (the latest one when none is).
 type Results func(seq uint64) ([]*drummerpb.OrderResult, uint64)
 
 // Endpoint is the delta state for one drummer server. It is used by one
@@ -162,7 +163,13 @@ func (e *Endpoint) Acked(r *Report, resp *drummerpb.ReportResponse, now time.Tim
 	if req.HasDiskInventory {
 		e.sentDisk = r.view.DiskVersion
 	}
-	e.sentResult = r.resultSeq
+	// The server may leave the last results for the next report (they
+	// are consecutive in seq).
+	seq := r.resultSeq
+	if left := uint64(resp.GetResultsLeft()); left > 0 && left <= uint64(len(req.Results)) {
+		seq -= left
+	}
+	e.sentResult = seq
 }
 
 // Failed records that a report failed: the server may or may not have

@@ -117,3 +117,17 @@ func TestInterval(t *testing.T) {
 		t.Fatal("Timeout")
 	}
 }
+
+func TestResultsLeftForTheNextReport(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	log := []*drummerpb.OrderResult{{Id: "a"}, {Id: "b"}, {Id: "c"}}
+	results := func(seq uint64) ([]*drummerpb.OrderResult, uint64) { return log[seq:], uint64(len(log)) }
+	v := view(rep(1, 1, 1))
+	r := e.Build(id, v, Status{}, results, time.Minute, now)
+	e.Acked(r, &drummerpb.ReportResponse{ResultsLeft: 2}, now)
+	r = e.Build(id, v, Status{}, results, time.Minute, now)
+	if len(r.Req.Results) != 2 || r.Req.Results[0].Id != "b" {
+		t.Fatalf("the results the server left come again: %v", r.Req.Results)
+	}
+}
