@@ -311,7 +311,7 @@ func (e *executor) execute(ctx context.Context, o *drummerpb.Order) (res *drumme
 
 // running returns the replica ID of the shard's replica running here.
 func (e *executor) running(shardID uint64) (uint64, bool) {
-	if r := e.a.col.view().replicas[shardID]; r != nil {
+	if r := e.a.col.view().Replicas[shardID]; r != nil {
 		return r.ReplicaId, true
 	}
 	// The view may lag a start that just happened; ask the NodeHost.
