@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/drummerhq/drummer/agent"
 	"github.com/drummerhq/drummer/internal/metrics"
 	"github.com/drummerhq/drummer/internal/tlsflags"
@@ -53,7 +55,7 @@ type Options struct {
 	// Dashboard, when set with HTTP, serves the dashboard at /
 	// (internal/dashboard; a hook so that this package does not depend
 	// on it).
-	Dashboard func(*server.LocalConn) (http.Handler, error)
+	Dashboard func(grpc.ClientConnInterface) (http.Handler, error)
 }
 
 // tls returns the TLS files of certificate name (none when insecure).

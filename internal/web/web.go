@@ -21,6 +21,8 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"google.golang.org/grpc"
+
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/metrics"
@@ -117,7 +119,7 @@ type DrummerOptions struct {
 	Server   *server.Server
 	Metrics  *metrics.Drummer
 	// Dashboard, when set, is served at / (internal/dashboard).
-	Dashboard func(conn *server.LocalConn) (http.Handler, error)
+	Dashboard func(conn grpc.ClientConnInterface) (http.Handler, error)
 	Logger    *slog.Logger
 }
 
