@@ -2,11 +2,14 @@ package metrics
 
 import (
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -96,6 +99,53 @@ func TestOrderKind(t *testing.T) {
 	} {
 		if got := OrderKind(o); got != want {
 			t.Errorf("OrderKind = %q, want %q", got, want)
+		}
+	}
+}
+
+// metricNames are the names every collector of both kinds describes.
+func metricNames() map[string]bool {
+	d, n := NewDrummer(nil), NewNodehost()
+	cs := []prometheus.Collector{d, d.repairsDone, d.repairDuration, d.reportSeconds, d.ordersSent, d.apiRequests, d.apiSeconds,
+		d.planSeconds, d.planShards, d.planHosts, d.decisions, n, n.orders, n.reportSeconds, n.dataRequests, n.dataSeconds}
+	names := map[string]bool{}
+	re := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for _, c := range cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for desc := range ch {
+			if m := re.FindStringSubmatch(desc.String()); m != nil {
+				names[m[1]] = true
+			}
+		}
+	}
+	return names
+}
+
+// TestDocsNameRealMetrics keeps docs/observability.md and the Grafana
+// dashboard in step with the code: every drummer_ name they use exists,
+// and the doc lists every metric.
+func TestDocsNameRealMetrics(t *testing.T) {
+	names := metricNames()
+	ref := regexp.MustCompile(`drummer_[a-z_]+`)
+	for _, f := range []string{"../../docs/observability.md", "../../docs/grafana-dashboard.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, m := range ref.FindAllString(string(b), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+			if !names[base] && !names[m] && m != "drummer_http" && !strings.HasPrefix(m, "drummer_token") && !seen[m] {
+				t.Errorf("%s names %s, which no collector has", f, m)
+			}
+			seen[m] = true
+		}
+	}
+	doc, _ := os.ReadFile("../../docs/observability.md")
+	for n := range names {
+		if !strings.Contains(string(doc), "`"+n+"`") {
+			t.Errorf("docs/observability.md does not describe %s", n)
 		}
 	}
 }
