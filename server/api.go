@@ -438,6 +438,11 @@ func (s *Server) ListShards(ctx context.Context, req *drummerpb.ListShardsReques
 	if len(req.ShardIds) > maxListIDs {
 		return nil, status.Errorf(codes.InvalidArgument, "at most %d shard IDs per call; page through all shards instead", maxListIDs)
 	}
+	if len(req.ShardIds) == 0 {
+		if resp, ok, err := s.listShardsFast(ctx, st, req, match); ok || err != nil {
+			return resp, err
+		}
+	}
 	ids := req.ShardIds
 	if len(ids) == 0 {
 		ids = st.SortedShardIDs()

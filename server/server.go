@@ -65,6 +65,8 @@ type Server struct {
 	isRemoved  atomic.Bool
 	// leaderChanges counts the DB shard's leader changes (Stats).
 	leaderChanges atomic.Uint64
+	// healthCache serves the dashboard's health filters (listshards.go).
+	healthCache healthCache
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

@@ -22,6 +22,8 @@ import (
 // not fit one machine). Run it with
 //
 //	go test -run '^$' -bench ShardsPage -benchtime 20x ./internal/dashboard
+//
+// (sub-benchmarks: shards, unhealthy, page50000, overview, api)
 func BenchmarkShardsPage(b *testing.B) {
 	const nShards = 100_000
 	log, _ := logging.New(os.Stderr, "text", "warn")
@@ -71,8 +73,15 @@ func BenchmarkShardsPage(b *testing.B) {
 			b.Fatalf("%s: %s", path, resp.Status)
 		}
 	}
-	for _, path := range []string{"/shards", "/shards?health=unhealthy", "/shards?page_token=50000", "/", "/api/v1/shards?page_size=100"} {
-		b.Run(path, func(b *testing.B) {
+	for _, c := range []struct{ name, path string }{
+		{"shards", "/shards"},
+		{"unhealthy", "/shards?health=unhealthy"},
+		{"page50000", "/shards?page_token=50000"},
+		{"overview", "/"},
+		{"api", "/api/v1/shards?page_size=100"},
+	} {
+		path := c.path
+		b.Run(c.name, func(b *testing.B) {
 			get(b, path) // warm
 			for b.Loop() {
 				get(b, path)

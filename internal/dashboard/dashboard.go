@@ -44,6 +44,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Served, when set, says which server answers (shown in the header);
+	// default: asked with GetServerStatus.
+	Served func() string
 }
 
 // Dashboard is the dashboard's HTTP handler.
@@ -175,6 +178,9 @@ func (db *Dashboard) render(w http.ResponseWriter, r *http.Request, name, title 
 
 // served says which server answers and whether it is the leader.
 func (db *Dashboard) served(ctx context.Context) string {
+	if db.opts.Served != nil {
+		return db.opts.Served()
+	}
 	st, err := db.d.GetServerStatus(ctx, &drummerpb.GetServerStatusRequest{})
 	if err != nil {
 		return ""
@@ -337,7 +343,13 @@ func (db *Dashboard) repairs(w http.ResponseWriter, r *http.Request) {
 	db.render(w, r, "repairs", "Repairs", resp, err)
 }
 
-// Handler returns a constructor for web.DrummerOptions.Dashboard.
-func Handler(opts Options) func(grpc.ClientConnInterface) (http.Handler, error) {
-	return func(conn grpc.ClientConnInterface) (http.Handler, error) { return New(conn, opts) }
+// Handler returns a constructor for web.DrummerOptions.Dashboard;
+// served, when given, fills Options.Served.
+func Handler(opts Options) func(grpc.ClientConnInterface, func() string) (http.Handler, error) {
+	return func(conn grpc.ClientConnInterface, served func() string) (http.Handler, error) {
+		if opts.Served == nil {
+			opts.Served = served
+		}
+		return New(conn, opts)
+	}
 }

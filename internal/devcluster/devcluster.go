@@ -55,7 +55,7 @@ type Options struct {
 	// Dashboard, when set with HTTP, serves the dashboard at /
 	// (internal/dashboard; a hook so that this package does not depend
 	// on it).
-	Dashboard func(grpc.ClientConnInterface) (http.Handler, error)
+	Dashboard func(grpc.ClientConnInterface, func() string) (http.Handler, error)
 }
 
 // tls returns the TLS files of certificate name (none when insecure).

@@ -323,6 +323,11 @@ func newBrowser(t *testing.T, path string) *browser {
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelA() })
+	// Start the browser on the long-lived context: the context of the
+	// first action owns the browser, and the later ones have timeouts.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
 	dir := os.Getenv("DRUMMER_SCREENSHOTS")
 	if dir == "" {
 		dir = t.TempDir()

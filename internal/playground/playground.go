@@ -74,7 +74,7 @@ type Options struct {
 	Insecure bool
 	// Dashboard serves the dashboard on the servers' HTTP listeners
 	// (devcluster.Options.Dashboard).
-	Dashboard func(grpc.ClientConnInterface) (http.Handler, error)
+	Dashboard func(grpc.ClientConnInterface, func() string) (http.Handler, error)
 }
 
 // Playground is a running `drummer dev`.
