@@ -68,7 +68,7 @@ func cachedHealthOK(ctx context.Context) bool {
 }
 
 // healthCache is a snapshot of every shard's verdict. It is judged again
-// in the background when older than max(1s, 4 × the last judging time),
+// in the background when older than max(1s, 10 × the last judging time),
 // and callers meanwhile get the previous one, so at 100,000 shards a
 // filtered page neither waits for nor repeats a full judgement.
 type healthCache struct {
@@ -87,7 +87,7 @@ func (s *Server) healthSnapshot(st *db.State) map[uint64]*planner.ShardReport {
 		return c.judge(s, st)
 	}
 	h := c.health
-	stale := time.Since(c.at) >= max(time.Second, 4*c.took)
+	stale := time.Since(c.at) >= max(time.Second, 10*c.took)
 	if stale && !c.running && !s.closed.Load() {
 		c.running = true
 		s.wg.Add(1)

@@ -23,16 +23,27 @@ import (
 //
 //	go test -run '^$' -bench ShardsPage -benchtime 20x ./internal/dashboard
 //
+// DRUMMER_BENCH_TICK=5s slows the servers' planning tick, to measure the
+// pages without the scheduler loop's own O(shards) work per tick.
+//
 // (sub-benchmarks: shards, unhealthy, page50000, overview, api)
 func BenchmarkShardsPage(b *testing.B) {
 	const nShards = 100_000
 	log, _ := logging.New(os.Stderr, "text", "warn")
+	var tick time.Duration
+	if v := os.Getenv("DRUMMER_BENCH_TICK"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("DRUMMER_BENCH_TICK: %v", err)
+		}
+		tick = d
+	}
 	var c *devcluster.Cluster
 	var err error
 	for range 10 {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		c, err = devcluster.Start(ctx, devcluster.Options{Nodehosts: 3, BasePort: 20000 + rand.IntN(400)*100, DataDir: b.TempDir(),
-			Logger: log, Insecure: true, HTTP: true, Dashboard: dashboard.Handler(dashboard.Options{})})
+			Logger: log, Insecure: true, HTTP: true, TickInterval: tick, Dashboard: dashboard.Handler(dashboard.Options{})})
 		cancel()
 		if err == nil {
 			break

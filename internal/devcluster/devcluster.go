@@ -49,6 +49,8 @@ type Options struct {
 	CertsDir string
 	// Insecure runs every server and agent without TLS.
 	Insecure bool
+	// TickInterval is the servers' planning tick (default: the server's).
+	TickInterval time.Duration
 	// HTTP gives server i an --http-address listener on BasePort+20+i
 	// (metrics, /api/v1, the dashboard).
 	HTTP bool
@@ -192,6 +194,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			RTTMillisecond: opts.RTTMillisecond,
 			Logger:         opts.Logger,
 			Insecure:       opts.Insecure,
+			TickInterval:   opts.TickInterval,
 		}
 		cfg.CAFile, cfg.CertFile, cfg.KeyFile = opts.tls(fmt.Sprintf("drummer-%d", i))
 		m := metrics.NewDrummer(nil)

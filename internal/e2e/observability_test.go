@@ -206,6 +206,12 @@ func TestObservability(t *testing.T) {
 		b.mark()
 		b.waitText(fmt.Sprintf(`#hosts tr[data-raft=%q] td.state`, victim.RaftAddr), "dead")
 		b.screenshot("dashboard-host-dead.png")
+		// In a second tab, a shard of the dead host and what the planner
+		// says of it (the first tab keeps refreshing in place).
+		shard := newTab(b)
+		shard.open(leader + "/shards/1")
+		shard.waitVisible(`#explanation li`)
+		shard.screenshot("dashboard-shard-repair.png")
 	}
 	w.waitMetrics(c, 2*time.Minute, map[string]float64{
 		`drummer_hosts{admin_state="active",state="up"}`:   3,
@@ -218,8 +224,8 @@ func TestObservability(t *testing.T) {
 		`drummer_shards{health="unavailable"}`:      0,
 	})
 	_, body := w.get(leader + "/metrics")
-	if v := metric(body, `drummer_repairs_finished_total{kind="repair",result="done"}`); v < 1 {
-		t.Errorf("drummer_repairs_finished_total{kind=repair,result=done} = %v, want >= 1\n%s", v, grepLines(body, "drummer_repair"))
+	if v := metric(body, `drummer_repairs_finished_total{kind="replace",result="done"}`); v < 1 {
+		t.Errorf("drummer_repairs_finished_total{kind=replace,result=done} = %v, want >= 1\n%s", v, grepLines(body, "drummer_repair"))
 	}
 	waitShards(t, c, time.Minute, "all healthy without the victim", allHealthyWithout(victimID, nShards))
 	if b != nil {
@@ -333,6 +339,16 @@ func newBrowser(t *testing.T, path string) *browser {
 		dir = t.TempDir()
 	}
 	return &browser{t: t, ctx: ctx, dir: dir}
+}
+
+// newTab opens another tab of b's browser.
+func newTab(b *browser) *browser {
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	b.t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		b.t.Fatalf("new tab: %v", err)
+	}
+	return &browser{t: b.t, ctx: ctx, dir: b.dir}
 }
 
 func (b *browser) tctx(d time.Duration) (context.Context, context.CancelFunc) {

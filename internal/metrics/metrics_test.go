@@ -50,8 +50,8 @@ func TestDrummerGaugesAndFinishedRepairs(t *testing.T) {
 	src.set(DrummerStats{Leader: true, Epoch: 7, AppliedIndex: 42,
 		Hosts:           map[HostKey]int{{"up", "active"}: 2, {"dead", "active"}: 1},
 		Shards:          map[string]int{"healthy": 3, "under_replicated": 1},
-		RepairsInFlight: map[RepairKey]int{{"repair", "catch_up"}: 1},
-		Finished:        []FinishedRepair{{ID: 1, Kind: "repair", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)}},
+		RepairsInFlight: map[RepairKey]int{{"replace", "catch_up"}: 1},
+		Finished:        []FinishedRepair{{ID: 1, Kind: "replace", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)}},
 	})
 	body := scrape(t, d)
 	for _, want := range []string{
@@ -59,18 +59,18 @@ func TestDrummerGaugesAndFinishedRepairs(t *testing.T) {
 		`drummer_hosts{admin_state="active",state="up"} 2`, `drummer_hosts{admin_state="active",state="dead"} 1`,
 		`drummer_hosts{admin_state="drained",state="suspect"} 0`,
 		`drummer_shards{health="healthy"} 3`, `drummer_shards{health="unavailable"} 0`,
-		`drummer_repairs_in_flight{kind="repair",step="catch_up"} 1`,
+		`drummer_repairs_in_flight{kind="replace",step="catch_up"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q", want)
 		}
 	}
 	// The history present at the first scrape is not counted again.
-	if n := testutil.ToFloat64(d.repairsDone.WithLabelValues("repair", "done")); n != 0 {
+	if n := testutil.ToFloat64(d.repairsDone.WithLabelValues("replace", "done")); n != 0 {
 		t.Errorf("repairs finished after the first scrape = %v, want 0", n)
 	}
 	src.set(DrummerStats{Leader: true, Finished: []FinishedRepair{
-		{ID: 1, Kind: "repair", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)},
+		{ID: 1, Kind: "replace", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)},
 		{ID: 2, Kind: "move", Outcome: "rolled_back", Started: t0, Finished: t0.Add(30 * time.Second)},
 	}})
 	scrape(t, d)
