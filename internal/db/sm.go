@@ -25,6 +25,9 @@ type StateMachine struct {
 	// view caches the last View: records are immutable, so a view stays
 	// valid until the next applied batch or snapshot recovery replaces it.
 	view *State
+	// hash caches the state's hash until the next change.
+	hash   uint64
+	hashOK bool
 	// changed is closed and replaced after every applied batch, so readers
 	// can wait for the state to move.
 	changed chan struct{}
@@ -50,7 +53,7 @@ func (m *StateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		entries[i].Result = sm.Result{Value: uint64(r.Code), Data: r.Data}
 		m.applied = entries[i].Index
 	}
-	m.view = nil
+	m.view, m.hashOK = nil, false
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return entries, nil
@@ -87,10 +90,28 @@ func (m *StateMachine) Lookup(q interface{}) (interface{}, error) {
 }
 
 // View returns a read-only copy of the state and the index it reflects.
+// Views are shared: a view is cloned once per applied batch and handed to
+// every caller until the next one, so reading the DB costs nothing while it
+// does not change. Callers must not modify a view.
 func (m *StateMachine) View() (*State, uint64) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.st.Clone(), m.applied
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.viewLocked(), m.applied
+}
+
+func (m *StateMachine) viewLocked() *State {
+	if m.view == nil {
+		m.view = m.st.Clone()
+	}
+	return m.view
+}
+
+// TakeDirty discards what changed since the previous call, for a replica
+// that does not plan (so the record of changes stays bounded).
+func (m *StateMachine) TakeDirty() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st.TakeDirty()
 }
 
 // Read calls f with the live state under the read lock: for small lookups
@@ -106,7 +127,7 @@ func (m *StateMachine) Read(f func(*State)) {
 func (m *StateMachine) ViewIfChanged() (*State, Dirty, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.st.Clone(), m.st.TakeDirty(), m.applied
+	return m.viewLocked(), m.st.TakeDirty(), m.applied
 }
 
 // Changed returns a channel closed when the next batch is applied.
@@ -158,7 +179,7 @@ func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.st = st
-	m.view = nil
+	m.view, m.hashOK = nil, false
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return nil
@@ -166,9 +187,19 @@ func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <
 
 // GetHash returns the state hash, equal on replicas at the same index.
 func (m *StateMachine) GetHash() (uint64, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.st.Hash(), nil
+	h, _ := m.HashAt()
+	return h, nil
+}
+
+// HashAt returns the state's hash and the index it reflects; the hash is
+// computed once per applied batch, not per call.
+func (m *StateMachine) HashAt() (uint64, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.hashOK {
+		m.hash, m.hashOK = m.st.Hash(), true
+	}
+	return m.hash, m.applied
 }
 
 // Close releases nothing; the state lives in memory.
