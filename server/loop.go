@@ -284,6 +284,7 @@ func sortedHosts(st *db.State, n *scheduler.Node) []string {
 	slices.Sort(ids)
 	return ids
 }
+
 // raftLeader reports whether this server's DB replica is the Raft leader.
 func (s *Server) raftLeader() (uint64, bool) {
 	id, _, valid, err := s.nh.GetLeaderID(DBShardID)
