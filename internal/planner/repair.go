@@ -418,7 +418,7 @@ func (p *planner) startRepair(v *shardView, kind dbpb.RepairKind, host string, o
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
 		ShardId: v.sh.Id, Kind: kind, NewHostId: host, OldReplicaId: old, Reason: reason}}})
 	if host != "" {
-		p.added[host]++
+		p.addLoad(host)
 		p.inFlightPerHost[host]++
 		v.say("starting %s repair on %s: %s", KindName(kind), p.addr(host), reason)
 	} else {
