@@ -24,7 +24,9 @@ func lessCleanupKey(a, b CleanupKey) bool {
 
 type addrKey struct{ addr, id string }
 
-func lessAddr(a, b addrKey) bool { return cmp.Or(cmp.Compare(a.addr, b.addr), cmp.Compare(a.id, b.id)) < 0 }
+func lessAddr(a, b addrKey) bool {
+	return cmp.Or(cmp.Compare(a.addr, b.addr), cmp.Compare(a.id, b.id)) < 0
+}
 
 // LoadKey orders registered hosts by their member count, then ID.
 type LoadKey struct {
@@ -33,7 +35,9 @@ type LoadKey struct {
 }
 
 // LessLoad orders LoadKeys.
-func LessLoad(a, b LoadKey) bool { return cmp.Or(cmp.Compare(a.Load, b.Load), cmp.Compare(a.ID, b.ID)) < 0 }
+func LessLoad(a, b LoadKey) bool {
+	return cmp.Or(cmp.Compare(a.Load, b.Load), cmp.Compare(a.ID, b.ID)) < 0
+}
 
 // setMembers records a host's member count, keeping the load index.
 func (s *State) setMembers(hostID string, n int) {
