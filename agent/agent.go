@@ -230,6 +230,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		store:   st,
 		session: randomUint64(),
 	}
+	a.leader.epoch = st.epochSeen() // the fence survives restarts
 	if st.hostID == "" {
 		st.hostID = newUUID()
 	}
@@ -263,6 +264,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	dataOpts := cfg.DataAPI
 	if dataOpts.Logger == nil {
 		dataOpts.Logger = a.log
+	}
+	if dataOpts.SessionOwner == nil {
+		// Sessions are bounded per certificate identity (one owner for
+		// all callers in insecure mode).
+		dataOpts.SessionOwner = func(ctx context.Context) string {
+			if id, ok := auth.FromContext(ctx); ok {
+				return id.Name
+			}
+			return ""
+		}
 	}
 	if dataOpts.AppName == nil {
 		dataOpts.AppName = func(shardID, replicaID uint64) string {

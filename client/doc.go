@@ -29,7 +29,7 @@
 //
 // Errors are *Error values: status.Code(err) gives the gRPC code of the
 // final answer, Reason(err) its NodehostAPI reason, and errors.Is matches
-// ErrShardNotFound, ErrSessionRejected, ErrOutcomeUnknown, ErrClientClosed
+// ErrShardNotFound, ErrSessionRejected, ErrSessionLost, ErrOutcomeUnknown, ErrClientClosed
 // and the like.
 //
 // Delivery. Client.Propose has no session: a proposal whose attempt timed

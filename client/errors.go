@@ -31,6 +31,7 @@ const (
 	ReasonCanceled            = drummerpb.ReasonCanceled
 	ReasonStateMachine        = drummerpb.ReasonStateMachine
 	ReasonInternal            = drummerpb.ReasonInternal
+	ReasonTooManySessions     = drummerpb.ReasonTooManySessions
 )
 
 // Sentinel errors; test for them with errors.Is.
@@ -41,9 +42,18 @@ var (
 	// still being placed, or every host is gone).
 	ErrNoReplicas = errors.New("drummer: no reachable replica")
 	// ErrSessionRejected: the shard no longer knows the session (closed,
-	// or evicted from its LRU of sessions). The proposal was not applied;
-	// open a new session.
+	// or evicted from its LRU of sessions) and no earlier attempt of the
+	// proposal may have been applied: it was not applied; open a new
+	// session.
 	ErrSessionRejected = errors.New("drummer: session rejected by the shard")
+	// ErrSessionLost: the shard no longer knows the session (closed,
+	// expired or evicted) while the outcome of the proposal was unknown:
+	// an earlier attempt may have been applied, and the shard can no
+	// longer say. Errors with it also match ErrOutcomeUnknown, never
+	// ErrSessionRejected. The session is unusable: open a new one, and
+	// find out from the state (a read) whether the command took effect
+	// before proposing it again.
+	ErrSessionLost = errors.New("drummer: session lost by the shard, outcome unknown")
 	// ErrSessionClosed: the Session was closed, or rejected earlier.
 	ErrSessionClosed = errors.New("drummer: session closed")
 	// ErrOutcomeUnknown: a proposal's outcome is not known: it may or may

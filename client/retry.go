@@ -164,6 +164,12 @@ func (c *Client) invoke(ctx context.Context, op string, shardID uint64, write bo
 			switch a.kind {
 			case actStop:
 				e.sentinel = sentinels[Reason(err)]
+				if e.sentinel == ErrSessionRejected && e.MaybeApplied {
+					// An earlier attempt of this series may have been
+					// applied; the shard, without the session, cannot
+					// tell: unknown, not "not applied".
+					e.sentinel = ErrSessionLost
+				}
 				return e
 			case actGiveUp:
 				return c.giveUp(ctx, e, nil)

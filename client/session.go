@@ -20,9 +20,13 @@ import (
 // A Session serializes its calls: Propose and Close may be called from
 // several goroutines, but they run one at a time. Use several sessions for
 // parallel proposals. Each shard keeps a bounded number of sessions
-// (4096, least recently used first out); an evicted session fails with
-// ErrSessionRejected and a new one must be opened. Close sessions that
-// are no longer needed.
+// (4096, least recently used first out), and each nodehost opens a
+// bounded share of them per caller, closing the longest-idle one when a
+// caller at its bound opens another (or refusing with reason
+// TOO_MANY_SESSIONS). A session the shard no longer knows fails with
+// ErrSessionRejected (nothing pending: not applied) or ErrSessionLost (a
+// proposal's outcome was unknown: it may have been applied); either way a
+// new one must be opened. Close sessions that are no longer needed.
 //
 // On-disk state machines do not support sessions (OpenSession fails with
 // reason SESSIONS_UNSUPPORTED); use Client.Propose there.
@@ -67,7 +71,11 @@ func (s *Session) ShardID() uint64 { return s.s.GetShardId() }
 // its result is returned; calling it with a different command abandons
 // the old one, which is then never applied if it was not already.
 //
-// After ErrSessionRejected the session is unusable: open a new one.
+// After ErrSessionRejected or ErrSessionLost the session is unusable:
+// open a new one. ErrSessionLost (which matches ErrOutcomeUnknown) means
+// the shard lost the session while this command's outcome was unknown:
+// it may have been applied, and proposing it on a new session may apply
+// it twice.
 func (s *Session) Propose(ctx context.Context, cmd []byte) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,8 +101,16 @@ func (s *Session) Propose(ctx context.Context, cmd []byte) (Result, error) {
 	case err == nil:
 		s.advance()
 		return out, nil
-	case errors.Is(err, ErrSessionRejected):
-		s.err = err
+	case errors.Is(err, ErrSessionRejected) || errors.Is(err, ErrSessionLost):
+		var e *Error
+		if errors.As(err, &e) && s.hasPend {
+			// This call continued a series whose outcome was unknown.
+			e.sentinel, e.MaybeApplied = ErrSessionLost, true
+		}
+		// Later calls send nothing: not applied.
+		s.err = &Error{Op: "propose", ShardID: s.s.GetShardId(), Code: codes.FailedPrecondition,
+			Reason: ReasonSessionRejected, sentinel: ErrSessionRejected, Err: errors.New("the shard rejected this session earlier; open a new one")}
+		s.pending, s.hasPend = nil, false
 	default:
 		s.pending, s.hasPend = bytes.Clone(cmd), true
 	}

@@ -69,6 +69,8 @@ func codeError(c dbpb.Code, what string) error {
 		return status.Errorf(codes.FailedPrecondition, "%s: conflicts with the current state", what)
 	case dbpb.Code_CODE_STALE_EPOCH:
 		return status.Errorf(codes.Unavailable, "%s: leadership changed; retry", what)
+	case dbpb.Code_CODE_QUORUM:
+		return status.Errorf(codes.FailedPrecondition, "%s: would leave fewer voters than a quorum of the shard's replicas", what)
 	}
 	return status.Errorf(codes.Internal, "%s: %s", what, c)
 }
@@ -101,12 +103,13 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if s.isRemoved.Load() {
 		return nil, status.Error(codes.FailedPrecondition, "this drummer server was removed from the cluster")
 	}
+	left := admitResults(req, scheduler.MaxReportResults)
 	if err := scheduler.ValidateReport(req); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "report from %q: %v", req.GetHostId(), err)
 	}
 	var (
 		host    *dbpb.Host
-		resp    = &drummerpb.ReportResponse{}
+		resp    = &drummerpb.ReportResponse{ResultsLeft: uint32(left)}
 		dbEpoch uint64
 	)
 	s.sm.Read(func(st *db.State) {

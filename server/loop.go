@@ -125,6 +125,7 @@ func (l *loop) run(ctx context.Context) {
 			l.node.Step(in.r, in.at, in.inSequence)
 			l.drain()
 		case f := <-l.calls:
+			l.drain() // a call sees the reports taken before it
 			f()
 		case <-t.C:
 			l.drain()

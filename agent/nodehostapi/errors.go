@@ -36,6 +36,7 @@ const (
 	ReasonCanceled            = drummerpb.ReasonCanceled
 	ReasonStateMachine        = drummerpb.ReasonStateMachine
 	ReasonInternal            = drummerpb.ReasonInternal
+	ReasonTooManySessions     = drummerpb.ReasonTooManySessions
 )
 
 // Metadata keys of the ErrorInfo.
@@ -103,7 +104,7 @@ func (s *Service) mapError(op string, shardID uint64, err error) error {
 			"%s: shard %d: request aborted by the state machine", op, shardID)
 	case errors.Is(err, dragonboat.ErrRejected):
 		return s.apiError(codes.FailedPrecondition, ReasonSessionRejected, "new_session", sh,
-			"%s: shard %d rejected the session (closed or evicted); the proposal was not applied: open a new session", op, shardID)
+			"%s: shard %d rejected the session (closed, expired or evicted); this attempt was not applied (an earlier attempt of the same series may have been): open a new session", op, shardID)
 	case errors.Is(err, dragonboat.ErrCanceled), errors.Is(err, context.Canceled):
 		return s.apiError(codes.Canceled, ReasonCanceled, "no", sh, "%s: canceled", op)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrInvalidDeadline):

@@ -16,6 +16,7 @@
 //	ErrTimeout                            DeadlineExceeded    TIMEOUT              may be applied: retry with the same session/series
 //	ErrAborted                            Aborted             ABORTED              back off and retry
 //	ErrRejected                           FailedPrecondition  SESSION_REJECTED     open a new session (not applied)
+//	session bounds reached (see Options)  ResourceExhausted   TOO_MANY_SESSIONS    close unused sessions
 //	ErrCanceled                           Canceled            CANCELED             -
 //	ErrPayloadTooBig                      InvalidArgument     PAYLOAD_TOO_LARGE    fix the request
 //	ErrInvalidSession                     InvalidArgument     INVALID_SESSION      fix the request
@@ -84,6 +85,18 @@ type Options struct {
 	// Logger receives recovered panics and other internal errors
 	// (default: discarded).
 	Logger *slog.Logger
+	// MaxSessionsPerShard bounds the sessions this nodehost opens for one
+	// shard (default DefaultMaxSessionsPerShard), MaxSessionsPerOwner
+	// those of one caller (default DefaultMaxSessionsPerOwner). At a bound,
+	// OpenSession closes the longest-idle session unused for
+	// SessionIdleTimeout (default DefaultSessionIdleTimeout), or refuses
+	// with ResourceExhausted/TOO_MANY_SESSIONS.
+	MaxSessionsPerShard int
+	MaxSessionsPerOwner int
+	SessionIdleTimeout  time.Duration
+	// SessionOwner names the caller of a call (its certificate identity);
+	// nil puts every caller under one owner.
+	SessionOwner func(context.Context) string
 }
 
 func (o Options) withDefaults() Options {
@@ -95,6 +108,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxSessionsPerShard <= 0 {
+		o.MaxSessionsPerShard = DefaultMaxSessionsPerShard
+	}
+	if o.MaxSessionsPerOwner <= 0 {
+		o.MaxSessionsPerOwner = DefaultMaxSessionsPerOwner
+	}
+	if o.SessionIdleTimeout <= 0 {
+		o.SessionIdleTimeout = DefaultSessionIdleTimeout
 	}
 	return o
 }
@@ -120,6 +142,8 @@ type Service struct {
 
 	mu    sync.Mutex
 	types map[uint64]sm.Type // shard → state machine type, from GetNodeHostInfo
+
+	sessions *sessionTable
 }
 
 var _ drummerpb.NodehostAPIServer = (*Service)(nil)
@@ -137,6 +161,7 @@ func New(nh *dragonboat.NodeHost, opts Options) *Service {
 		log:    opts.Logger,
 		types:  map[uint64]sm.Type{},
 	}
+	s.sessions = newSessionTable(opts.MaxSessionsPerShard, opts.MaxSessionsPerOwner, opts.SessionIdleTimeout)
 	if s.hostID == "" {
 		s.hostID = nh.ID()
 	}
@@ -301,6 +326,13 @@ func (s *Service) Propose(ctx context.Context, req *drummerpb.ProposeRequest) (*
 		}
 		return s.nh.SyncPropose(cctx, cs, req.GetCommand())
 	})
+	if req.GetSession() != nil {
+		if errors.Is(err, dragonboat.ErrRejected) {
+			s.sessions.forget(shardID, cs.ClientID)
+		} else {
+			s.sessions.touch(shardID, cs.ClientID, time.Now())
+		}
+	}
 	if err != nil {
 		return nil, s.mapError(op, shardID, err)
 	}
@@ -382,16 +414,33 @@ func (s *Service) OpenSession(ctx context.Context, req *drummerpb.OpenSessionReq
 	// A random 64-bit client ID collides with a live one with negligible
 	// probability; the shard then rejects the registration and another ID
 	// is tried.
+	owner := s.ownerOf(ctx)
 	for range 3 {
 		cs := &dbclient.Session{ShardID: shardID, ClientID: randomClientID(), SeriesID: dbclient.SeriesIDForRegister}
+		victim, ok := s.sessions.reserve(shardID, cs.ClientID, owner, time.Now())
+		if !ok {
+			return nil, s.apiError(codes.ResourceExhausted, ReasonTooManySessions, "no", shardID,
+				"%s: shard %d already has %d sessions opened through nodehost %s (at most %d, %d per caller) and none idle for %v: close the sessions you no longer use",
+				op, shardID, s.opts.MaxSessionsPerShard, s.hostID, s.opts.MaxSessionsPerShard, s.opts.MaxSessionsPerOwner, s.opts.SessionIdleTimeout)
+		}
+		if victim != 0 {
+			// Close the idle session explicitly (its client sees it
+			// rejected), rather than let dragonboat's LRU pick one.
+			vs := &dbclient.Session{ShardID: shardID, ClientID: victim, SeriesID: dbclient.SeriesIDForUnregister}
+			if _, err := s.sessionOp(cctx, op, vs); err != nil && !errors.Is(err, dragonboat.ErrRejected) {
+				s.log.Debug("nodehostapi: closing an idle session failed", "shard_id", shardID, "err", err)
+			}
+		}
 		r, err := s.sessionOp(cctx, op, cs)
+		ok = err == nil && r.Value == cs.ClientID
+		s.sessions.opened(shardID, cs.ClientID, ok)
 		if errors.Is(err, dragonboat.ErrRejected) {
 			continue
 		}
 		if err != nil {
 			return nil, s.mapError(op, shardID, err)
 		}
-		if r.Value == cs.ClientID {
+		if ok {
 			return &drummerpb.Session{ShardId: shardID, ClientId: cs.ClientID, SeriesId: dbclient.SeriesIDFirstProposal}, nil
 		}
 	}
@@ -428,6 +477,7 @@ func (s *Service) CloseSession(ctx context.Context, req *drummerpb.CloseSessionR
 	if _, err := s.sessionOp(cctx, op, cs); err != nil && !errors.Is(err, dragonboat.ErrRejected) {
 		return nil, s.mapError(op, shardID, err)
 	}
+	s.sessions.forget(shardID, cs.ClientID)
 	return &drummerpb.CloseSessionResponse{}, nil
 }
 

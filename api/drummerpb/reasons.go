@@ -34,8 +34,15 @@ const (
 	ReasonAborted = "ABORTED"
 	// ReasonSessionRejected (FailedPrecondition): the session is not
 	// registered (closed, or evicted from the shard's LRU of sessions).
-	// Open a new session; the proposal was not applied.
+	// Open a new session; the proposal was not applied (but an earlier
+	// attempt of the same series may have been: the client library then
+	// reports the outcome as unknown, ErrSessionLost).
 	ReasonSessionRejected = "SESSION_REJECTED"
+	// ReasonTooManySessions (ResourceExhausted): the nodehost has opened
+	// as many sessions of the shard as it may (in total or for this
+	// caller) and none has been idle long enough to be closed. Close
+	// sessions no longer used.
+	ReasonTooManySessions = "TOO_MANY_SESSIONS"
 	// ReasonSessionsUnsupported (InvalidArgument): the shard's state
 	// machine is on-disk, which only accepts proposals without a session.
 	ReasonSessionsUnsupported = "SESSIONS_UNSUPPORTED"

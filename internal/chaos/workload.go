@@ -265,6 +265,9 @@ func (wk *worker) do(op *Op) {
 	case errors.Is(err, client.ErrSessionRejected):
 		op.Outcome = OutcomeFailed
 		delete(wk.sessions, op.Shard)
+	case errors.Is(err, client.ErrSessionLost):
+		op.Outcome = OutcomeUnknown
+		delete(wk.sessions, op.Shard)
 	default:
 		var ce *client.Error
 		if errors.As(err, &ce) && !ce.MaybeApplied && !errors.Is(err, client.ErrOutcomeUnknown) {

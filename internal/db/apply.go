@@ -226,10 +226,31 @@ func (s *State) deleteShards(d *dbpb.DeleteShards, now int64) dbpb.Code {
 		}
 		s.ReplicaIDFloor = max(s.ReplicaIDFloor, sh.NextReplicaId)
 		s.deleteShard(id)
-		delete(s.Config.ShardOverrides, id)
 		s.touchShard(id)
 	}
+	s.dropOverrides(d.ShardIds)
 	return dbpb.Code_CODE_OK
+}
+
+// dropOverrides removes the deleted shards' timeout overrides. The Config
+// record is shared with views and snapshots being written, like every
+// record, so it is replaced by a modified copy, never changed in place.
+func (s *State) dropOverrides(ids []uint64) {
+	has := false
+	for _, id := range ids {
+		if _, ok := s.Config.ShardOverrides[id]; ok {
+			has = true
+			break
+		}
+	}
+	if !has {
+		return
+	}
+	c := proto.CloneOf(s.Config)
+	for _, id := range ids {
+		delete(c.ShardOverrides, id)
+	}
+	s.Config = c
 }
 
 func (s *State) setRegions(r *dbpb.SetRegions) dbpb.Code {

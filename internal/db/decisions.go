@@ -274,6 +274,9 @@ func (s *State) startRepair(r *dbpb.StartRepair, now int64) dbpb.Code {
 		rep.OldReplicaId = r.OldReplicaId
 		if old := Member(sh, r.OldReplicaId); old != nil {
 			rep.OldHostId = old.HostId
+			if !VoterDropAllowed(sh, old.ReplicaId) {
+				return dbpb.Code_CODE_QUORUM
+			}
 		}
 		rep.Step = dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD
 	default:
@@ -366,6 +369,9 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 			m.Role = dbpb.Role_ROLE_VOTER
 		}
 		if rep.OldReplicaId != 0 {
+			if !VoterDropAllowed(ns, rep.OldReplicaId) {
+				return dbpb.Code_CODE_QUORUM
+			}
 			s.dropMember(ns, rep.OldReplicaId, rep.OldHostId, "removed from membership", now)
 		}
 		ns.Failures = 0
@@ -380,6 +386,9 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 			return dbpb.Code_CODE_CONFLICT
 		}
 		if rep.NewReplicaId != 0 {
+			if !VoterDropAllowed(ns, rep.NewReplicaId) {
+				return dbpb.Code_CODE_QUORUM
+			}
 			s.dropMember(ns, rep.NewReplicaId, rep.NewHostId, "repair rolled back", now)
 		}
 		switch {
@@ -408,6 +417,33 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 		s.Recent = slices.Delete(s.Recent, 0, len(s.Recent)-RecentRepairs)
 	}
 	return dbpb.Code_CODE_OK
+}
+
+// VoterDropAllowed reports whether the member records ids may be dropped
+// from sh as far as its voters go: dropping records that are not voters is
+// always allowed; dropping voter records is allowed only if the recorded
+// voters left are at least one and at least a quorum of the shard's replica
+// count. The scheduler checks the live quorum before deciding; this is the
+// DB's own check, so that no observation, forged or stale, can make the DB
+// forget the voters a shard needs (decisions that would are refused with
+// CODE_QUORUM). The scheduler calls it too, so it never proposes what the DB
+// would refuse.
+func VoterDropAllowed(sh *dbpb.Shard, ids ...uint64) bool {
+	if sh == nil {
+		return false
+	}
+	left, dropped := 0, 0
+	for _, m := range sh.Members {
+		if m.Role != dbpb.Role_ROLE_VOTER {
+			continue
+		}
+		if slices.Contains(ids, m.ReplicaId) {
+			dropped++
+		} else {
+			left++
+		}
+	}
+	return dropped == 0 || (left >= 1 && left >= Quorum(int(sh.Replicas)))
 }
 
 // dropMember removes a member record and records its host's cleanup.

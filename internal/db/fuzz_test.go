@@ -1,9 +1,12 @@
 package db
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"testing"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
@@ -208,10 +211,52 @@ func checkInvariants(t *testing.T, st *State) {
 	}
 }
 
+// recordedVoters lists each shard's voter records.
+func recordedVoters(st *State) map[uint64]map[uint64]bool {
+	out := make(map[uint64]map[uint64]bool, len(st.Shards))
+	for id, sh := range st.Shards {
+		v := map[uint64]bool{}
+		for _, m := range sh.Members {
+			if m.Role == dbpb.Role_ROLE_VOTER {
+				v[m.ReplicaId] = true
+			}
+		}
+		out[id] = v
+	}
+	return out
+}
+
+// checkVoterDrops is the oracle of the DB's quorum guard: a command that
+// dropped voter records of a shard it did not delete left at least one
+// voter and at least a quorum of the shard's replica count.
+func checkVoterDrops(t *testing.T, st *State, before map[uint64]map[uint64]bool) {
+	t.Helper()
+	after := recordedVoters(st)
+	for id, was := range before {
+		now, ok := after[id]
+		if !ok {
+			continue // deleted by the operator
+		}
+		dropped := false
+		for rid := range was {
+			if !now[rid] {
+				dropped = true
+			}
+		}
+		if q := Quorum(int(st.Shards[id].Replicas)); dropped && (len(now) < 1 || len(now) < q) {
+			t.Fatalf("shard %d: voters %v dropped to %v, below a quorum (%d) of %d replicas",
+				id, was, now, q, st.Shards[id].Replicas)
+		}
+	}
+}
+
 func FuzzApply(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 1, 0, 0, 11, 0, 0, 0, 0, 1, 1, 1, 3, 2, 11, 1, 1, 2, 1, 0, 1, 2})
 	f.Add([]byte("\x0a\x02\x08\x01"))
+	// create shard 1, set a timeout override for it, delete it: the
+	// override used to be deleted in place, under earlier views.
+	f.Add([]byte{1, 1, 1, 0, 1, 0, 3, 1, 1, 1, 5, 3, 0, 1, 2, 1, 1, 2, 1})
 	for i := range 16 {
 		seed := make([]byte, 64)
 		for j := range seed {
@@ -234,11 +279,19 @@ func FuzzApply(f *testing.F) {
 				t.Fatal(err)
 			}
 			h := st.Hash()
+			voters := recordedVoters(st)
+			view := st.Clone()
 			r := st.Apply(b)
 			if r.Code != dbpb.Code_CODE_OK && r.Code != dbpb.Code_CODE_NOOP && st.Hash() != h {
 				t.Fatalf("command %d rejected with %v but changed the state", i, r.Code)
 			}
+			// Records are immutable: a view taken before a command is
+			// not changed by it (views are read without the lock).
+			if view.Hash() != h {
+				t.Fatalf("command %d (%T) changed a record shared with an earlier view", i, cmd.Op)
+			}
 			checkInvariants(t, st)
+			checkVoterDrops(t, st, voters)
 		}
 		snap, err := st.MarshalSnapshot()
 		if err != nil {
@@ -250,6 +303,91 @@ func FuzzApply(f *testing.F) {
 		}
 		if back.Hash() != st.Hash() {
 			t.Fatal("snapshot round trip changed the hash")
+		}
+	})
+}
+
+// FuzzApplyConcurrent applies generated commands through the state machine
+// while another goroutine reads views and writes snapshots taken between
+// batches, as the scheduler and dragonboat do: each must equal the
+// sequential state at its index however apply proceeds meanwhile. Run it
+// under -race too.
+func FuzzApplyConcurrent(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0, 1, 0, 0, 11, 0, 0, 0, 0, 1, 1, 1, 3, 2, 11, 1, 1, 2, 1, 0, 1, 2})
+	// create shard 1, set an override for it, delete it (the Config race),
+	// one command per batch.
+	f.Add([]byte{0, 1, 1, 1, 0, 1, 0, 3, 1, 0, 1, 1, 5, 3, 0, 1, 2, 0, 1, 1, 2, 1})
+	for i := range 8 {
+		seed := make([]byte, 96)
+		for j := range seed {
+			seed[j] = byte(i*37 + j*11)
+		}
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		type capture struct {
+			index uint64
+			view  *State
+			snap  any // a PrepareSnapshot context
+		}
+		seq := New()
+		m := NewStateMachine(nil)
+		hashes := []uint64{seq.Hash()} // by index
+		captures := make(chan capture, 256)
+		var bad []string
+		readerDone := make(chan struct{})
+		go func() {
+			defer close(readerDone)
+			for c := range captures {
+				for id := range c.view.Shards {
+					c.view.ShardTimeouts(id)
+				}
+				if c.view.Hash() != hashes[c.index] {
+					bad = append(bad, fmt.Sprintf("view at index %d differs from the sequential state there", c.index))
+				}
+				var buf bytes.Buffer
+				if err := m.SaveSnapshot(c.snap, &buf, nil, nil); err != nil {
+					bad = append(bad, err.Error())
+					continue
+				}
+				st, err := FromSnapshot(buf.Bytes())
+				if err != nil {
+					bad = append(bad, err.Error())
+				} else if st.Hash() != hashes[c.index] {
+					bad = append(bad, fmt.Sprintf("snapshot prepared at index %d holds another state", c.index))
+				}
+			}
+		}()
+		src := &byteSource{b: data}
+		index := uint64(0)
+		for i := 0; !src.done() && i < 200; {
+			var batch []sm.Entry
+			for range 1 + src.n(3) {
+				b, err := Encode(src.command(seq))
+				if err != nil {
+					t.Fatal(err)
+				}
+				seq.Apply(b)
+				index++
+				hashes = append(hashes, seq.Hash())
+				batch = append(batch, sm.Entry{Index: index, Cmd: b})
+				i++
+			}
+			if _, err := m.Update(batch); err != nil {
+				t.Fatal(err)
+			}
+			v, idx := m.View()
+			snap, _ := m.PrepareSnapshot()
+			captures <- capture{idx, v, snap}
+		}
+		close(captures)
+		<-readerDone
+		if len(bad) > 0 {
+			t.Fatal(bad[0])
+		}
+		if h, _ := m.GetHash(); h != hashes[len(hashes)-1] {
+			t.Fatal("state machine and sequential state diverged")
 		}
 	})
 }

@@ -47,21 +47,26 @@ const (
 	// Apply hit a bug and recovered; the state is unchanged as far as the
 	// recovery could ensure. Never expected; logged loudly.
 	Code_CODE_INTERNAL Code = 9
+	// The decision would drop a voter record and leave fewer recorded voters
+	// than a quorum of the shard's replica count (or none): refused whatever
+	// the scheduler observed (defence in depth against forged reports).
+	Code_CODE_QUORUM Code = 10
 )
 
 // Enum value maps for Code.
 var (
 	Code_name = map[int32]string{
-		0: "CODE_OK",
-		1: "CODE_INVALID",
-		2: "CODE_STALE_EPOCH",
-		3: "CODE_NOT_FOUND",
-		4: "CODE_ALREADY_EXISTS",
-		5: "CODE_CONFLICT",
-		6: "CODE_KV_FINALIZED",
-		7: "CODE_KV_REJECTED",
-		8: "CODE_NOOP",
-		9: "CODE_INTERNAL",
+		0:  "CODE_OK",
+		1:  "CODE_INVALID",
+		2:  "CODE_STALE_EPOCH",
+		3:  "CODE_NOT_FOUND",
+		4:  "CODE_ALREADY_EXISTS",
+		5:  "CODE_CONFLICT",
+		6:  "CODE_KV_FINALIZED",
+		7:  "CODE_KV_REJECTED",
+		8:  "CODE_NOOP",
+		9:  "CODE_INTERNAL",
+		10: "CODE_QUORUM",
 	}
 	Code_value = map[string]int32{
 		"CODE_OK":             0,
@@ -74,6 +79,7 @@ var (
 		"CODE_KV_REJECTED":    7,
 		"CODE_NOOP":           8,
 		"CODE_INTERNAL":       9,
+		"CODE_QUORUM":         10,
 	}
 )
 
@@ -3746,7 +3752,7 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x0erecent_repairs\x18\x0f \x03(\v2\x1d.drummer.db.v1.FinishedRepairR\rrecentRepairs\x1a:\n" +
 	"\fRegionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01*\xca\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01*\xdb\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x10\n" +
 	"\fCODE_INVALID\x10\x01\x12\x14\n" +
@@ -3757,7 +3763,9 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x11CODE_KV_FINALIZED\x10\x06\x12\x14\n" +
 	"\x10CODE_KV_REJECTED\x10\a\x12\r\n" +
 	"\tCODE_NOOP\x10\b\x12\x11\n" +
-	"\rCODE_INTERNAL\x10\t*\x85\x01\n" +
+	"\rCODE_INTERNAL\x10\t\x12\x0f\n" +
+	"\vCODE_QUORUM\x10\n" +
+	"*\x85\x01\n" +
 	"\tHostAdmin\x12\x15\n" +
 	"\x11HOST_ADMIN_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13HOST_ADMIN_CORDONED\x10\x01\x12\x17\n" +

@@ -58,8 +58,13 @@ func (p *planner) finishRepair(v *shardView, outcome dbpb.RepairOutcome, reason 
 // loss of the new replica's host, which the shard does not back off for.
 func (p *planner) finishLost(v *shardView, outcome dbpb.RepairOutcome, reason string, targetLost bool) {
 	r := v.sh.Repair
-	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
-		ShardId: v.sh.Id, RepairId: r.Id, Outcome: outcome, Reason: reason, TargetLost: targetLost}}})
+	d := &dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
+		ShardId: v.sh.Id, RepairId: r.Id, Outcome: outcome, Reason: reason, TargetLost: targetLost}}}
+	if why := p.voterDropRefused(v, d); why != "" {
+		v.say("waiting: %s", why)
+		return
+	}
+	p.decide(d)
 }
 
 // next moves to the step after the current one, or finishes the repair.
@@ -415,8 +420,13 @@ func (p *planner) removalVictim(v *shardView) *member {
 }
 
 func (p *planner) startRepair(v *shardView, kind dbpb.RepairKind, host string, old uint64, reason string) bool {
-	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
-		ShardId: v.sh.Id, Kind: kind, NewHostId: host, OldReplicaId: old, Reason: reason}}})
+	d := &dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
+		ShardId: v.sh.Id, Kind: kind, NewHostId: host, OldReplicaId: old, Reason: reason}}}
+	if why := p.voterDropRefused(v, d); why != "" {
+		v.say("not starting %s repair (%s): %s", KindName(kind), reason, why)
+		return false
+	}
+	p.decide(d)
 	if host != "" {
 		p.addLoad(host)
 		p.inFlightPerHost[host]++

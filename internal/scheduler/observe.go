@@ -31,6 +31,8 @@ func ValidateReport(r *drummerpb.ReportRequest) error {
 		return fmt.Errorf("report lists more than %d replicas", MaxReportReplicas)
 	}
 	if len(r.Results) > MaxReportResults {
+		// The server takes at most this many and asks for the rest
+		// (ReportResponse.results_left) before validating.
 		return fmt.Errorf("report carries more than %d order results", MaxReportResults)
 	}
 	if r.Session == 0 {
