@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
@@ -26,8 +27,10 @@ type StateMachine struct {
 	// valid until the next applied batch or snapshot recovery replaces it.
 	view *State
 	// hash caches the state's hash until the next change.
-	hash   uint64
-	hashOK bool
+	hash     uint64
+	hashIdx  uint64
+	hashOK   bool
+	hashedAt time.Time
 	// changed is closed and replaced after every applied batch, so readers
 	// can wait for the state to move.
 	changed chan struct{}
@@ -187,19 +190,30 @@ func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <
 
 // GetHash returns the state hash, equal on replicas at the same index.
 func (m *StateMachine) GetHash() (uint64, error) {
-	h, _ := m.HashAt()
-	return h, nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rehash()
+	return m.hash, nil
 }
 
-// HashAt returns the state's hash and the index it reflects; the hash is
-// computed once per applied batch, not per call.
+func (m *StateMachine) rehash() {
+	if !m.hashOK {
+		m.hash, m.hashIdx, m.hashOK = m.st.Hash(), m.applied, true
+		m.hashedAt = time.Now()
+	}
+}
+
+// HashAt returns a recent hash of the state and the applied index it was
+// computed at (the pair is consistent: replicas at the same index have the
+// same hash). Hashing reads the whole DB, so while it changes a hash is
+// computed at most once a second, whoever asks how often.
 func (m *StateMachine) HashAt() (uint64, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.hashOK {
-		m.hash, m.hashOK = m.st.Hash(), true
+	if !m.hashOK && (m.hashedAt.IsZero() || time.Since(m.hashedAt) >= time.Second) {
+		m.rehash()
 	}
-	return m.hash, m.applied
+	return m.hash, m.hashIdx
 }
 
 // Close releases nothing; the state lives in memory.
