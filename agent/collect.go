@@ -11,18 +11,15 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/events"
+	"github.com/drummerhq/drummer/internal/reportproto"
 )
 
 type replicaKey struct{ shard, replica uint64 }
 
 // view is an immutable picture of what the host runs, shared by the
-// reporters (one per drummer server).
-type view struct {
-	replicas    map[uint64]*drummerpb.ReplicaReport // by shard; no membership
-	memberships map[uint64]*drummerpb.Membership    // fetched by local leaders
-	disk        []*drummerpb.ReplicaKey
-	diskVersion uint64
-}
+// reporters (one per drummer server); memberships are fetched by local
+// leaders.
+type view = reportproto.View
 
 // collector polls the NodeHost (cheap: GetNodeHostInfo without LogInfo),
 // fetches a shard's membership only where this host leads and the
@@ -47,7 +44,7 @@ func newCollector(a *Agent) *collector {
 		a:          a,
 		kick:       make(chan struct{}, 1),
 		sem:        make(chan struct{}, 8),
-		cur:        &view{replicas: map[uint64]*drummerpb.ReplicaReport{}, memberships: map[uint64]*drummerpb.Membership{}},
+		cur:        &view{Replicas: map[uint64]*drummerpb.ReplicaReport{}, Memberships: map[uint64]*drummerpb.Membership{}},
 		fetchedCCI: map[uint64]uint64{},
 		caughtUp:   map[replicaKey]bool{},
 		checking:   map[replicaKey]bool{},
@@ -148,7 +145,7 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			delete(c.fetchedCCI, id)
 		}
 	}
-	next := &view{replicas: reps, memberships: prev.memberships, disk: prev.disk, diskVersion: prev.diskVersion}
+	next := &view{Replicas: reps, Memberships: prev.Memberships, Disk: prev.Disk, DiskVersion: prev.DiskVersion}
 	diskDue := c.diskDue || time.Since(c.lastDisk) >= c.a.cfg.DiskInventoryEvery
 	c.diskDue = false
 	c.mu.Unlock()
@@ -160,8 +157,8 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			for _, li := range full.LogInfo {
 				disk = append(disk, &drummerpb.ReplicaKey{ShardId: li.ShardID, ReplicaId: li.ReplicaID})
 			}
-			next.disk = disk
-			next.diskVersion = prev.diskVersion + 1
+			next.Disk = disk
+			next.DiskVersion = prev.DiskVersion + 1
 		}
 	}
 	c.mu.Lock()
@@ -170,11 +167,11 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	// Memberships may have been updated by a fetch meanwhile; keep only
 	// those of shards this host still leads.
-	next.memberships = c.cur.memberships
-	for id := range next.memberships {
+	next.Memberships = c.cur.Memberships
+	for id := range next.Memberships {
 		if r := reps[id]; r == nil || r.LeaderId != r.ReplicaId {
-			next.memberships = maps.Clone(next.memberships)
-			maps.DeleteFunc(next.memberships, func(id uint64, _ *drummerpb.Membership) bool {
+			next.Memberships = maps.Clone(next.Memberships)
+			maps.DeleteFunc(next.Memberships, func(id uint64, _ *drummerpb.Membership) bool {
 				r := reps[id]
 				return r == nil || r.LeaderId != r.ReplicaId
 			})
@@ -234,8 +231,8 @@ func (c *collector) fetchMembership(ctx context.Context, shardID uint64) {
 	}
 	ms := toMembership(m)
 	cur := *c.cur
-	cur.memberships = maps.Clone(c.cur.memberships)
-	cur.memberships[shardID] = ms
+	cur.Memberships = maps.Clone(c.cur.Memberships)
+	cur.Memberships[shardID] = ms
 	c.cur = &cur
 }
 

@@ -196,7 +196,11 @@ func (l *loop) step(ctx context.Context) {
 		l.acquire(ctx, st)
 		return
 	}
-	rd := l.node.Round(st, dirty, time.Now())
+	start := time.Now()
+	rd := l.node.Round(st, dirty, start)
+	if s.cfg.Metrics != nil && (rd.PlannedShards > 0 || rd.PlannedHosts > 0) {
+		s.cfg.Metrics.PlanRound(time.Since(start), rd.PlannedShards, rd.PlannedHosts, len(rd.Decisions))
+	}
 	if len(rd.OrderHosts) > 0 {
 		l.mu.Lock()
 		for _, h := range rd.OrderHosts {
