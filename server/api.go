@@ -675,12 +675,13 @@ func (s *Server) SetHostState(ctx context.Context, req *drummerpb.SetHostStateRe
 		}
 		cmd.Admin = dbpb.HostAdmin_HOST_ADMIN_DRAINING
 	case drummerpb.HostAdminAction_HOST_ADMIN_ACTION_MAINTENANCE:
-		d := time.Duration(req.DurationMs) * time.Millisecond
-		if d <= 0 || d > 7*24*time.Hour {
+		// Checked in milliseconds: the product in nanoseconds can wrap
+		// around into an acceptable duration.
+		if req.DurationMs == 0 || req.DurationMs > uint64((7*24*time.Hour).Milliseconds()) {
 			return nil, status.Error(codes.InvalidArgument, "maintenance needs a duration between 1ms and 7 days, e.g. --for 10m")
 		}
 		cmd.MaintenanceOnly = true
-		cmd.MaintenanceUntilUnixMs = time.Now().Add(d).UnixMilli()
+		cmd.MaintenanceUntilUnixMs = time.Now().Add(time.Duration(req.DurationMs) * time.Millisecond).UnixMilli()
 	case drummerpb.HostAdminAction_HOST_ADMIN_ACTION_END_MAINTENANCE:
 		cmd.MaintenanceOnly = true
 		cmd.MaintenanceUntilUnixMs = 0
