@@ -202,6 +202,13 @@ func TestPatrolIsBounded(t *testing.T) {
 	}
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{Shards: specs}}})
 	f.round() // the new shards are dirty (no hosts: nothing placed)
+	// The first pass after Become is fast (a new leader learns every
+	// verdict within seconds); then the rate applies.
+	f.now = f.now.Add(200 * time.Millisecond)
+	f.round()
+	if c := f.n.Counts(); c["pending"] != 1000 {
+		t.Fatalf("after the first pass the verdicts are %v, want 1000 judged pending", c)
+	}
 	seen := map[uint64]bool{}
 	for i := range 60 { // 12 s of rounds
 		f.now = f.now.Add(200 * time.Millisecond)

@@ -27,6 +27,10 @@ type patrol struct {
 	nextHost   string
 	last       time.Time
 	credit     float64
+	// warm is set once the first pass after Become has visited every
+	// shard: until then the patrol runs at half a round's capacity, so a
+	// new leader knows every shard's verdict within seconds.
+	warm bool
 }
 
 func (p *patrol) reset() { *p = patrol{} }
@@ -108,6 +112,9 @@ func (p *patrol) chunk(st *db.State, now time.Time, cfg Config, shards map[uint6
 	p.credit += want
 	n := int(p.credit)
 	p.credit -= float64(n)
+	if !p.warm {
+		n = max(n, cfg.MaxShardsPerRound/2)
+	}
 	n = min(n, p.ids.Len())
 	for n > 0 {
 		p.ids.AscendGreaterOrEqual(p.nextShard, func(id uint64) bool {
@@ -118,6 +125,10 @@ func (p *patrol) chunk(st *db.State, now time.Time, cfg Config, shards map[uint6
 		})
 		if n > 0 {
 			p.nextShard = 0 // wrapped
+			if !p.warm {
+				p.warm = true
+				break // the first pass is done
+			}
 		}
 	}
 	// Hosts: the whole set per Sweep (the planner's per-host work is about
