@@ -110,7 +110,7 @@ func (c *LocalConn) Invoke(ctx context.Context, method string, args, reply any, 
 		proto.Merge(v.(proto.Message), in)
 		return nil
 	}
-	resp, err := h(c.s, withCachedHealth(ctx), dec, c.intercept)
+	resp, err := h(c.s, ctx, dec, c.intercept)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,8 @@ type Phase struct {
 	// except those the run killed.
 	HostsNotUp []string      `json:"hosts_not_up"`
 	Servers    []ServerPhase `json:"servers"`
+	// Error says why the phase did not complete.
+	Error string `json:"error,omitempty"`
 }
 
 // ServerPhase is one drummer server during a phase.
@@ -162,6 +164,11 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "| safety violations seen by the model | %d |\n", r.ViolationCount)
 	for _, k := range slices.Sorted(maps.Keys(r.ErrorsByServer)) {
 		fmt.Fprintf(w, "| report errors %s | %d (%s) |\n", k, r.ErrorsByServer[k], trim(r.ErrorSamples[k], 100))
+	}
+	for _, p := range r.Phases {
+		if p.Error != "" {
+			fmt.Fprintf(w, "\nPhase %s did not complete: %s\n", p.Name, p.Error)
+		}
 	}
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "\nVIOLATION: %s\n", v)
