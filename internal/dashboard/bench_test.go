@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,15 +74,27 @@ func BenchmarkShardsPage(b *testing.B) {
 			base = c.URLs()[i]
 		}
 	}
-	get := func(b *testing.B, path string) {
+	get := func(b *testing.B, path string) string {
 		resp, err := http.Get(base + path)
 		if err != nil {
 			b.Fatal(err)
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
 			b.Fatalf("%s: %s", path, resp.Status)
+		}
+		return string(body)
+	}
+	// The pages must see every shard (pending: defined, not launched).
+	time.Sleep(2 * time.Second)
+	for path, want := range map[string]string{
+		"/shards":                  `id="shards-total">100000<`,
+		"/shards?health=unhealthy": `id="shards-total">100000<`,
+		"/":                        `id="shards-total">100000<`,
+	} {
+		if body := get(b, path); !strings.Contains(body, want) {
+			b.Fatalf("%s lacks %q:\n%s", path, want, body)
 		}
 	}
 	for _, c := range []struct{ name, path string }{
