@@ -11,6 +11,7 @@ import (
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/planner"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
 // fuzzState is a launched DB: hosts h1-h4 (regions r1-r3), shards 1-3 of
@@ -154,18 +155,19 @@ func FuzzReportPath(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, fresh bool) {
 		now := time.UnixMilli(1_700_000_100_000)
-		obs := newObservations()
+		node := scheduler.New(scheduler.Config{Started: now.Add(-time.Hour)})
+		var ses scheduler.Sessions
 		take := func(r *drummerpb.ReportRequest) {
 			n := len(r.Results)
-			left := admitResults(r, maxReportResults)
-			if left < 0 || len(r.Results)+left != n || len(r.Results) > maxReportResults {
+			left := admitResults(r, scheduler.MaxReportResults)
+			if left < 0 || len(r.Results)+left != n || len(r.Results) > scheduler.MaxReportResults {
 				t.Fatalf("admitResults kept %d and left %d of %d", len(r.Results), left, n)
 			}
-			if validateReport(r) != nil {
+			if scheduler.ValidateReport(r) != nil {
 				return
 			}
-			obs.ingest(r, now)
-			if !obs.lastHeard(r.HostId).Equal(now) {
+			node.Step(r, now, ses.Check(r))
+			if !node.LastHeard(r.HostId).Equal(now) {
 				t.Fatalf("host %s not heard from after a valid report", r.HostId)
 			}
 		}
@@ -181,8 +183,8 @@ func FuzzReportPath(f *testing.F) {
 			now = now.Add(time.Duration(src.n(4)) * time.Second)
 		}
 		st := base.Clone()
-		obs.prune(st, now)
-		in := planner.Input{Now: now, State: st, Obs: obs.o, ObsSince: now.Add(-time.Hour), Epoch: st.Epoch, Seed: 1, All: true}
+		node.Prune(st, now)
+		in := planner.Input{Now: now, State: st, Obs: node.Observed(), ObsSince: now.Add(-time.Hour), Epoch: st.Epoch, Seed: 1, All: true}
 		if fresh {
 			in.ObsSince = now.Add(-time.Second)
 		}
@@ -191,6 +193,14 @@ func FuzzReportPath(f *testing.F) {
 			t.Logf("%d decisions, %d shards with orders, %d hosts with orders", len(out.Decisions), len(out.ShardOrders), len(out.HostOrders))
 		}
 		checkPlan(t, in, out)
+		// The Node's own round over what the reports made dirty.
+		if !fresh {
+			node.Become(st.Epoch)
+			rd := node.Round(st, db.Dirty{}, now)
+			if rd.Output != nil {
+				checkPlan(t, rd.Input, rd.Output)
+			}
+		}
 	})
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,8 +42,20 @@ func fleetCmd(args []string) error {
 	drummerArgs := fs.String("drummer-args", "", "extra flags for every drummer server, space-separated (e.g. \"--log-level info\")")
 	restart := fs.Bool("restart-killed-drummer", true, "restart the killed leader after leader-kill")
 	out := fs.String("o", "table", "output: table (Markdown) or json")
+	from := fs.String("table-from", "", "print the table of a saved -o json result and exit")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
+	}
+	if *from != "" {
+		b, err := os.ReadFile(*from)
+		if err != nil {
+			return err
+		}
+		var res fleet.Result
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("%s: %w", *from, err)
+		}
+		return res.WriteTable(os.Stdout)
 	}
 	c.RestartKilledDrummer = *restart
 	c.DrummerArgs = strings.Fields(*drummerArgs)

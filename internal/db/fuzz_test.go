@@ -143,6 +143,9 @@ func (s *byteSource) command(st *State) *dbpb.Command {
 // checkInvariants verifies what must hold after any sequence of commands.
 func checkInvariants(t *testing.T, st *State) {
 	t.Helper()
+	if msg := st.CheckIndexes(); msg != "" {
+		t.Fatalf("derived indexes: %s", msg)
+	}
 	for id, sh := range st.Shards {
 		if sh.Id != id || id == 0 {
 			t.Fatalf("shard key %d holds record %d", id, sh.Id)

@@ -67,6 +67,8 @@ type Phase struct {
 	// except those the run killed.
 	HostsNotUp []string      `json:"hosts_not_up"`
 	Servers    []ServerPhase `json:"servers"`
+	// Error says why the phase did not complete.
+	Error string `json:"error,omitempty"`
 }
 
 // ServerPhase is one drummer server during a phase.
@@ -148,7 +150,11 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\n| measure | value |\n|---|---|\n")
 	fmt.Fprintf(w, "| hosts registered after start | %.1f s |\n", r.RegisterSeconds)
-	fmt.Fprintf(w, "| define + launch to all healthy | %.1f s |\n", r.LaunchToHealthySeconds)
+	if r.LaunchToHealthySeconds > 0 {
+		fmt.Fprintf(w, "| define + launch to all healthy | %.1f s |\n", r.LaunchToHealthySeconds)
+	} else {
+		fmt.Fprintf(w, "| define + launch to all healthy | not reached |\n")
+	}
 	for _, k := range r.Kills {
 		fmt.Fprintf(w, "| kill %d hosts (%d replicas, %d shards without quorum): to dead verdict | %.1f s |\n", k.Hosts, k.Replicas, k.Unrepairable, k.KillToDeadSeconds)
 		fmt.Fprintf(w, "| dead verdict to every repairable shard healthy | %.1f s |\n", k.DeadToHealthySeconds)
@@ -162,6 +168,11 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "| safety violations seen by the model | %d |\n", r.ViolationCount)
 	for _, k := range slices.Sorted(maps.Keys(r.ErrorsByServer)) {
 		fmt.Fprintf(w, "| report errors %s | %d (%s) |\n", k, r.ErrorsByServer[k], trim(r.ErrorSamples[k], 100))
+	}
+	for _, p := range r.Phases {
+		if p.Error != "" {
+			fmt.Fprintf(w, "\nPhase %s did not complete: %s\n", p.Name, p.Error)
+		}
 	}
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "\nVIOLATION: %s\n", v)

@@ -156,6 +156,8 @@ type runner struct {
 	usage  *sampler
 	res    *Result
 	killed map[string]bool
+	// endPhase ends the phase in progress (nil between phases).
+	endPhase func() *Phase
 }
 
 // Run builds and starts three drummer servers, the fleet, launches the
@@ -174,6 +176,13 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		TLS: !cfg.Insecure, Scenarios: cfg.Scenarios,
 	}
 	defer r.cleanup()
+	defer func() {
+		// A failed phase is still reported, with what went wrong.
+		if err != nil && r.endPhase != nil {
+			p := r.endPhase()
+			p.Error = err.Error()
+		}
+	}()
 	if err := r.setup(ctx); err != nil {
 		return r.res, err
 	}
@@ -203,6 +212,9 @@ func machine() string {
 
 func (r *runner) setup(ctx context.Context) error {
 	cfg := &r.cfg
+	if err := raiseNoFile(cfg.Hosts); err != nil {
+		return err
+	}
 	r.dir = cfg.Dir
 	if r.dir == "" {
 		d, err := os.MkdirTemp("", "drummer-fleet-")
@@ -352,7 +364,7 @@ func (r *runner) waitSnap(ctx context.Context, what string, cond func(*snapshot)
 			return nil
 		}
 		if time.Since(lastLog) >= 10*time.Second && s != nil {
-			r.cfg.Logf("  waiting for %s: %s", what, s.summary())
+			r.cfg.Logf("  waiting for %s: %s; %s", what, s.summary(), r.fleet.stats.Load().summary())
 			lastLog = time.Now()
 		}
 		select {
@@ -374,7 +386,8 @@ func (r *runner) phase(name string) func() *Phase {
 	r.watch.takeNotUp()
 	orders := r.fleet.orders.Load()
 	begin := time.Now()
-	return func() *Phase {
+	r.endPhase = func() *Phase {
+		r.endPhase = nil
 		st := r.fleet.takeStats()
 		use := r.usage.take()
 		notUp := r.watch.takeNotUp()
@@ -421,6 +434,7 @@ func (r *runner) phase(name string) func() *Phase {
 		r.cfg.Logf("%s", p.line())
 		return p
 	}
+	return r.endPhase
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"fmt"
 	"math/bits"
 	"sync/atomic"
 	"time"
@@ -91,4 +92,16 @@ func (s *stats) record(ep int, took time.Duration, err error, full bool) {
 		e.fulls.Add(1)
 	}
 	e.lat.add(took)
+}
+
+// summary is the phase so far, for progress lines.
+func (s *stats) summary() string {
+	var all histogram
+	var n, errs int64
+	for i := range s.eps {
+		all.merge(&s.eps[i].lat)
+		n += s.eps[i].reports.Load()
+		errs += s.eps[i].errors.Load()
+	}
+	return fmt.Sprintf("reports %d, errors %d, p50 %s p99 %s", n, errs, all.quantile(0.5), all.quantile(0.99))
 }
