@@ -71,7 +71,8 @@ type executor struct {
 	inflight map[string]bool
 	busy     map[uint64]bool // shards with an order executing
 	done     map[string]finished
-	addrs    map[replicaKey]string // addresses given to dragonboat, by replica
+	addrs    map[replicaKey]string    // addresses given to dragonboat, by replica
+	stopped  map[replicaKey]time.Time // replicas stopped here, until restartAfterStop
 	// results are in seq order, consecutive (only the oldest are dropped);
 	// latest is each order's newest result among them.
 	results []result
@@ -100,6 +101,7 @@ func newExecutor(a *Agent) *executor {
 		done:     map[string]finished{},
 		latest:   map[string]result{},
 		addrs:    map[replicaKey]string{},
+		stopped:  map[replicaKey]time.Time{},
 	}
 }
 
@@ -381,6 +383,12 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	if err := checkInitialMembers(o.InitialMembers); err != nil {
 		return rejected("%v", err)
 	}
+	if wait := e.justStopped(o.ShardId, o.ReplicaId); wait > 0 {
+		// Dragonboat panics ("from two incarnations found") when a
+		// replica starts again while its stopped incarnation is still
+		// loaded in its workers.
+		return failed("replica %d of shard %d was stopped %v ago; starting it again once dragonboat has unloaded it", o.ReplicaId, o.ShardId, restartAfterStop-wait)
+	}
 	if id, ok := e.running(o.ShardId); ok {
 		if id == o.ReplicaId {
 			e.a.store.assign(o)
@@ -433,6 +441,26 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	res.Outcome = drummerpb.OrderOutcome_ORDER_OUTCOME_DONE
 	e.a.log.Info("replica started", "shard_id", o.ShardId, "replica_id", o.ReplicaId, "join", join, "non_voting", o.NonVoting)
 	return res
+}
+
+// restartAfterStop is how long a stopped replica is not started again.
+const restartAfterStop = 5 * time.Second
+
+// justStopped returns how much longer the replica must stay stopped (0:
+// it may start), forgetting stops that are old enough.
+func (e *executor) justStopped(shardID, replicaID uint64) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k := replicaKey{shardID, replicaID}
+	at, ok := e.stopped[k]
+	if !ok {
+		return 0
+	}
+	if left := restartAfterStop - time.Since(at); left > 0 {
+		return left
+	}
+	delete(e.stopped, k)
+	return 0
 }
 
 // bindAddresses checks that no replica of members is given an address
@@ -519,6 +547,9 @@ func (e *executor) stop(ctx context.Context, o *drummerpb.StopReplicaOrder) *dru
 		if err := nh.StopReplica(o.ShardId, o.ReplicaId); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 			return failed("stop replica: %v", err)
 		}
+		e.mu.Lock()
+		e.stopped[replicaKey{o.ShardId, o.ReplicaId}] = time.Now()
+		e.mu.Unlock()
 	}
 	e.a.store.unassign(o.ShardId, o.ReplicaId)
 	if o.RemoveData && nh.HasNodeInfo(o.ShardId, o.ReplicaId) {

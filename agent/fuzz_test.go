@@ -106,6 +106,7 @@ func FuzzOrderExecutor(f *testing.F) {
 	// One NodeHost serves every input, as one serves an agent for its
 	// lifetime: the addresses given to it are remembered across inputs.
 	addrs := map[replicaKey]string{}
+	stopped := map[replicaKey]time.Time{}
 	f.Add([]byte{})
 	f.Add([]byte{0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0})
 	f.Add([]byte{0, 0, 2, 2, 0, 0, 1, 1, 0, 0, 1, 2, 2, 0, 0, 0, 0, 0, 2, 2, 1, 0, 0})
@@ -122,7 +123,7 @@ func FuzzOrderExecutor(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e := newExecutor(a)
-		e.addrs = addrs
+		e.addrs, e.stopped = addrs, stopped
 		// Short enough that an input stays well under the fuzzer's
 		// 10-second hang limit (orders on shards with no quorum wait
 		// for these).

@@ -145,3 +145,28 @@ func TestConflictingReplicaAddressIsRefused(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond) // a panic in dragonboat's apply goroutine would end the test binary here
 }
+
+// A replica stopped here is not started again at once: dragonboat panics
+// ("from two incarnations found") when the new incarnation starts while the
+// old one is still loaded in its workers; found by FuzzOrderExecutor.
+func TestReplicaIsNotRestartedRightAfterAStop(t *testing.T) {
+	c := nhtest.New(t, nhtest.Options{Hosts: 1, RTTMillisecond: 5})
+	h := c.Hosts[0]
+	a := testAgent(t)
+	a.cfg.RaftAddress, a.nh = h.RaftAddr, h.NH
+	a.col = newCollector(a)
+	e := newExecutor(a)
+	st := &drummerpb.Order{Kind: &drummerpb.Order_Start{Start: &drummerpb.StartReplicaOrder{ShardId: 1, ReplicaId: 1, App: "kv",
+		Config: &drummerpb.ShardConfig{ElectionRtt: 10, HeartbeatRtt: 1}, InitialMembers: map[uint64]string{1: h.RaftAddr}}}}
+	if r := e.execute(context.Background(), st); r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+		t.Fatalf("start: %v %s", r.Outcome, r.Error)
+	}
+	stop := &drummerpb.Order{Kind: &drummerpb.Order_Stop{Stop: &drummerpb.StopReplicaOrder{ShardId: 1, ReplicaId: 1}}}
+	if r := e.execute(context.Background(), stop); r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+		t.Fatalf("stop: %v %s", r.Outcome, r.Error)
+	}
+	r := e.execute(context.Background(), st)
+	if r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED || !strings.Contains(r.Error, "was stopped") {
+		t.Fatalf("restart right after the stop: %v %s", r.Outcome, r.Error)
+	}
+}
