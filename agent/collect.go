@@ -124,6 +124,11 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			ConfigChangeId: si.ConfigChangeIndex, Role: role, Pending: si.Pending,
 			CaughtUp: c.caughtUp[k],
 		}
+		if len(si.Replicas) > 0 {
+			// Voters as this replica's dragonboat sees them: the scheduler
+			// checks membership claims against them.
+			r.Voters = slices.Sorted(maps.Keys(si.Replicas))
+		}
 		if o := c.a.store.assignment(si.ShardID); o != nil && o.ReplicaId == si.ReplicaID {
 			r.App = o.App
 		}

@@ -141,7 +141,7 @@ func (s *observations) ingest(r *drummerpb.ReportRequest, now time.Time) (needFu
 			}
 			h.Replicas[rr.ShardId] = rr
 			s.dirty.Shards[rr.ShardId] = struct{}{}
-			s.mergeMembership(rr.ShardId, rr.Membership)
+			s.mergeMembership(r.HostId, rr.ShardId, rr.ReplicaId, rr.Membership)
 		}
 	}
 	if r.HasDiskInventory {
@@ -163,7 +163,7 @@ func (s *observations) ingest(r *drummerpb.ReportRequest, now time.Time) (needFu
 			at[res.Id] = now
 			if res.ShardId != 0 {
 				s.dirty.Shards[res.ShardId] = struct{}{}
-				s.mergeMembership(res.ShardId, res.Membership)
+				s.mergeMembership(r.HostId, res.ShardId, 0, res.Membership)
 			}
 		}
 		s.dirty.Hosts[r.HostId] = struct{}{}
@@ -176,15 +176,11 @@ func (s *observations) stopped(h *planner.HostObs, r *drummerpb.ReplicaReport, n
 	s.dirty.Shards[r.ShardId] = struct{}{}
 }
 
-// mergeMembership keeps the newest membership: the highest ConfigChangeID
-// within one incarnation of the shard, the later incarnation across a
-// delete and re-create of its ID (planner.NewerMembership).
-func (s *observations) mergeMembership(shardID uint64, m *drummerpb.Membership) {
-	if m == nil {
-		return
-	}
-	if planner.NewerMembership(m, s.o.Memberships[shardID]) {
-		s.o.Memberships[shardID] = m
+// mergeMembership records a membership claim of a host (from its replica
+// replicaID, 0 if unknown); the planner decides whether to believe it
+// (planner.Observed.AddClaim).
+func (s *observations) mergeMembership(hostID string, shardID, replicaID uint64, m *drummerpb.Membership) {
+	if s.o.AddClaim(shardID, hostID, replicaID, m) {
 		s.dirty.Shards[shardID] = struct{}{}
 	}
 }

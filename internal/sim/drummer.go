@@ -105,6 +105,7 @@ func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
 			_, voter := g.voters[r.id]
 			rr.LeaderId, rr.Term = w.leaderView(g)
 			rr.ConfigChangeId = g.ccid
+			rr.Voters = slices.Sorted(maps.Keys(g.voters))
 			r.lastCCID, r.lastVoter = g.ccid, voter
 			if voter {
 				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_VOTER
@@ -259,7 +260,7 @@ func (w *World) ingest(r *drummerpb.ReportRequest) {
 		if h.Replicas[rr.ShardId] == nil {
 			d.dirtyS[rr.ShardId] = struct{}{}
 		}
-		w.mergeMembership(rr.ShardId, rr.Membership)
+		w.mergeMembership(r.HostId, rr.ShardId, rr.ReplicaId, rr.Membership)
 	}
 	h.Replicas = next
 	if r.HasDiskInventory {
@@ -290,7 +291,7 @@ func (w *World) ingest(r *drummerpb.ReportRequest) {
 			at[res.Id] = now
 			if res.ShardId != 0 {
 				d.dirtyS[res.ShardId] = struct{}{}
-				w.mergeMembership(res.ShardId, res.Membership)
+				w.mergeMembership(r.HostId, res.ShardId, 0, res.Membership)
 			}
 		}
 		d.dirtyH[r.HostId] = struct{}{}
@@ -302,17 +303,11 @@ func sameReplica(a, b *drummerpb.ReplicaReport) bool {
 		a.Role == b.Role && a.Pending == b.Pending && a.CaughtUp == b.CaughtUp
 }
 
-// mergeMembership keeps the newest membership per shard. Unlike
-// server/observe.go (highest ConfigChangeID), it uses
-// planner.NewerMembership, which also orders the incarnations of a shard ID
-// deleted and created again (see the report of the simulator's findings).
-func (w *World) mergeMembership(shardID uint64, m *drummerpb.Membership) {
-	if m == nil {
-		return
-	}
+// mergeMembership records a host's membership claim, like
+// server/observe.go; the planner decides whether to believe it.
+func (w *World) mergeMembership(hostID string, shardID, replicaID uint64, m *drummerpb.Membership) {
 	d := w.drummer
-	if planner.NewerMembership(m, d.obs.Memberships[shardID]) {
-		d.obs.Memberships[shardID] = m
+	if d.obs.AddClaim(shardID, hostID, replicaID, m) {
 		d.dirtyS[shardID] = struct{}{}
 	}
 }
