@@ -230,6 +230,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		store:   st,
 		session: randomUint64(),
 	}
+	a.leader.epoch = st.epochSeen() // the fence survives restarts
 	if st.hostID == "" {
 		st.hostID = newUUID()
 	}

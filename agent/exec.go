@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
@@ -24,6 +26,13 @@ const (
 	doneMemory = 30 * time.Second
 	resultTTL  = 2 * time.Minute
 	workers    = 8
+	// maxResults bounds the results kept for the reporters (the oldest go
+	// first); maxReportResults and maxReportResultBytes bound those one
+	// report carries, the rest going with the next ones. The drummer takes
+	// at most 50,000 per report and 64 MiB per message.
+	maxResults           = 20_000
+	maxReportResults     = 2_000
+	maxReportResultBytes = 4 << 20
 )
 
 type result struct {
@@ -57,17 +66,26 @@ type executor struct {
 	inflight map[string]bool
 	busy     map[uint64]bool // shards with an order executing
 	done     map[string]finished
-	results  []result
-	seq      uint64
+	// results are in seq order, consecutive (only the oldest are dropped);
+	// latest is each order's newest result among them.
+	results []result
+	latest  map[string]result
+	seq     uint64
 }
 
 func newExecutor(a *Agent) *executor {
+	var epoch uint64
+	if a.store != nil {
+		epoch = a.store.epochSeen() // the fence survives restarts
+	}
 	return &executor{
 		a:        a,
+		maxEpoch: epoch,
 		queue:    make(chan *drummerpb.Order, 4096),
 		inflight: map[string]bool{},
 		busy:     map[uint64]bool{},
 		done:     map[string]finished{},
+		latest:   map[string]result{},
 	}
 }
 
@@ -84,6 +102,9 @@ func (e *executor) submit(epoch uint64, orders []*drummerpb.Order) {
 	defer e.mu.Unlock()
 	if epoch < e.maxEpoch {
 		return // a deposed leader; the current one will send its own
+	}
+	if epoch > e.maxEpoch && e.a.store != nil {
+		e.a.store.noteEpoch(epoch)
 	}
 	e.maxEpoch = epoch
 	for id, f := range e.done {
@@ -123,29 +144,56 @@ func (e *executor) submit(epoch uint64, orders []*drummerpb.Order) {
 	}
 }
 
-// record stores a result for the reporters; callers hold e.mu.
+// record stores a result for the reporters; callers hold e.mu. A result
+// equal to the one already kept for the same order is not stored again
+// (orders refused on sight, e.g. for an epoch mismatch, come with every
+// reply), and at most maxResults are kept.
 func (e *executor) record(r *drummerpb.OrderResult) {
-	e.seq++
 	now := time.Now()
-	e.results = append(e.results, result{seq: e.seq, at: now, res: r})
+	if old, ok := e.latest[r.Id]; ok && now.Sub(old.at) <= resultTTL && sameResult(old.res, r) {
+		return
+	}
+	e.seq++
+	rec := result{seq: e.seq, at: now, res: r}
+	e.results = append(e.results, rec)
+	e.latest[r.Id] = rec
 	i := 0
-	for i < len(e.results) && now.Sub(e.results[i].at) > resultTTL {
+	for i < len(e.results) && (len(e.results)-i > maxResults || now.Sub(e.results[i].at) > resultTTL) {
+		if old := e.results[i]; e.latest[old.res.Id].seq == old.seq {
+			delete(e.latest, old.res.Id)
+		}
+		e.results[i] = result{}
 		i++
 	}
 	e.results = e.results[i:]
 }
 
-// resultsSince returns results after seq and the latest seq.
+func sameResult(a, b *drummerpb.OrderResult) bool {
+	return a.Outcome == b.Outcome && a.Error == b.Error && a.ShardId == b.ShardId && a.ReplicaId == b.ReplicaId && a.Membership == nil && b.Membership == nil
+}
+
+// resultsSince returns the oldest results after seq that fit in one
+// report (maxReportResults, maxReportResultBytes), and the seq of the
+// last one returned (e.seq when there are none): the results a report
+// carries are consecutive in seq.
 func (e *executor) resultsSince(seq uint64) ([]*drummerpb.OrderResult, uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	i := sort.Search(len(e.results), func(i int) bool { return e.results[i].seq > seq })
 	var out []*drummerpb.OrderResult
-	for _, r := range e.results {
-		if r.seq > seq {
-			out = append(out, r.res)
+	size := 0
+	for ; i < len(e.results) && len(out) < maxReportResults; i++ {
+		r := e.results[i]
+		if size += proto.Size(r.res); size > maxReportResultBytes && len(out) > 0 {
+			break
 		}
+		out = append(out, r.res)
+		seq = r.seq
 	}
-	return out, e.seq
+	if len(out) == 0 {
+		return nil, e.seq
+	}
+	return out, seq
 }
 
 func (e *executor) startWorkers(ctx context.Context, wg *sync.WaitGroup) {

@@ -168,6 +168,11 @@ func (r *reporters) report(ctx context.Context, ep string) {
 			if req.HasDiskInventory {
 				st.sentDisk = v.diskVersion
 			}
+			// The server may leave the last results for the next report
+			// (they are consecutive in seq).
+			if left := uint64(resp.ResultsLeft); left > 0 && left <= uint64(len(req.Results)) {
+				resSeq -= left
+			}
 			st.sentResult = resSeq
 			st.lastErr = ""
 			r.handle(resp, ep, &p)
@@ -261,6 +266,15 @@ func (r *reporters) handle(resp *drummerpb.ReportResponse, ep string, p *peer.Pe
 	}
 	if resp.Leader {
 		r.learn(resp.DrummerEndpoints)
+		if resp.Epoch > a.store.epochSeen() {
+			// Durable before any order of the new epoch runs, so that
+			// after a crash a deposed leader's orders are still refused.
+			a.store.noteEpoch(resp.Epoch)
+			if err := a.store.flush(); err != nil {
+				a.log.Error("cannot record the scheduler epoch; not taking its orders", "epoch", resp.Epoch, "err", err)
+				return
+			}
+		}
 		orders := resp.Orders
 		if ok, why := a.leader.verify(a.tls != nil, resp.Epoch, ep, p); !ok {
 			orders = a.exec.filterUnverified(orders, why)

@@ -136,6 +136,11 @@ func (g *epochHolder) verify(secure bool, epoch uint64, ep string, p *peer.Peer)
 		return true, ""
 	case epoch < g.epoch:
 		return false, fmt.Sprintf("epoch %d is older than epoch %d held by %s", epoch, g.epoch, g.endpoint)
+	case g.endpoint == "" && epoch > 0:
+		// The epoch was restored from disk after a restart; its holder's
+		// endpoint was not.
+		g.endpoint = ep
+		return true, ""
 	case ep != g.endpoint:
 		return false, fmt.Sprintf("epoch %d is held by %s, not %s", epoch, g.endpoint, ep)
 	}

@@ -28,6 +28,10 @@ type persisted struct {
 	DeploymentID uint64   `json:"deployment_id"`
 	RaftAddress  string   `json:"raft_address"`
 	Assignments  [][]byte `json:"assignments"`
+	// EpochSeen is the highest scheduler epoch this agent took orders
+	// from: after a restart, orders of an older epoch (a deposed leader's)
+	// are still refused.
+	EpochSeen uint64 `json:"epoch_seen,omitempty"`
 }
 
 // store guards the persisted state and its file. Assignment changes are
@@ -44,6 +48,7 @@ type store struct {
 	deployment  uint64
 	raftAddress string
 	assigned    map[uint64]*drummerpb.StartReplicaOrder // by shard
+	epoch       uint64                                  // highest scheduler epoch seen
 	version     uint64                                  // bumped on every change
 	saved       uint64                                  // version on disk
 
@@ -63,7 +68,7 @@ func loadStore(dir string) (*store, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("agent state %s is corrupt: %w (move it away only if this host's data directory is also discarded)", s.path, err)
 	}
-	s.hostID, s.deployment, s.raftAddress = p.HostID, p.DeploymentID, p.RaftAddress
+	s.hostID, s.deployment, s.raftAddress, s.epoch = p.HostID, p.DeploymentID, p.RaftAddress, p.EpochSeen
 	for _, raw := range p.Assignments {
 		var o drummerpb.StartReplicaOrder
 		if err := proto.Unmarshal(raw, &o); err != nil {
@@ -79,7 +84,7 @@ func (s *store) save() error {
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
 	s.mu.Lock()
-	p := persisted{HostID: s.hostID, DeploymentID: s.deployment, RaftAddress: s.raftAddress, Assignments: [][]byte{}}
+	p := persisted{HostID: s.hostID, DeploymentID: s.deployment, RaftAddress: s.raftAddress, Assignments: [][]byte{}, EpochSeen: s.epoch}
 	ids := make([]uint64, 0, len(s.assigned))
 	for id := range s.assigned {
 		ids = append(ids, id)
@@ -173,6 +178,24 @@ func (s *store) setIdentity(hostID string, deployment uint64, raftAddress string
 	s.version++
 	s.mu.Unlock()
 	return s.save()
+}
+
+// noteEpoch raises the highest epoch seen (written by the flusher, or at
+// once by flush).
+func (s *store) noteEpoch(epoch uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch > s.epoch {
+		s.epoch = epoch
+		s.changed()
+	}
+}
+
+// epochSeen is the highest epoch recorded.
+func (s *store) epochSeen() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
 }
 
 func (s *store) assign(o *drummerpb.StartReplicaOrder) {

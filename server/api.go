@@ -74,10 +74,18 @@ func codeError(c dbpb.Code, what string) error {
 	return status.Errorf(codes.Internal, "%s: %s", what, c)
 }
 
+// proposeError maps a failed proposal. Unavailable promises that nothing
+// was done (clients repeat the call on another server), so it is used only
+// where the proposal cannot have been committed; when the outcome is not
+// known the answer is DeadlineExceeded, which clients do not repeat.
 func proposeError(err error) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrTimeout):
-		return status.Errorf(codes.DeadlineExceeded, "the drummer DB did not commit in time: %v", err)
+		return status.Errorf(codes.DeadlineExceeded, "the drummer DB did not commit in time; the change may still be applied: %v", err)
+	case errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, dragonboat.ErrClosed):
+		// The DB replica stopped with the proposal pending: the other
+		// members may still commit it.
+		return status.Errorf(codes.DeadlineExceeded, "this drummer server stopped while the change was pending; it may still be applied by the others: check before repeating it (%v)", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, dragonboat.ErrCanceled):
 		return status.Error(codes.Canceled, err.Error())
 	}
@@ -102,12 +110,13 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if s.isRemoved.Load() {
 		return nil, status.Error(codes.FailedPrecondition, "this drummer server was removed from the cluster")
 	}
+	left := admitResults(req, maxReportResults)
 	if err := validateReport(req); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "report from %q: %v", req.GetHostId(), err)
 	}
 	var (
 		host    *dbpb.Host
-		resp    = &drummerpb.ReportResponse{}
+		resp    = &drummerpb.ReportResponse{ResultsLeft: uint32(left)}
 		dbEpoch uint64
 	)
 	s.sm.Read(func(st *db.State) {
@@ -300,16 +309,50 @@ func (s *Server) CreateShards(ctx context.Context, req *drummerpb.CreateShardsRe
 	var ids []uint64
 	for i := uint64(0); i < count; i++ {
 		id := req.FirstShardId + i
-		if _, ok := st.Shards[id]; ok {
-			return nil, status.Errorf(codes.AlreadyExists, "shard %d already exists", id)
-		}
 		specs = append(specs, &dbpb.ShardSpec{ShardId: id, App: req.App, Replicas: req.Replicas, Regions: req.Regions})
 		ids = append(ids, id)
 	}
+	// A create that finds exactly what it asks for succeeds: it is the
+	// repeat of one whose answer was lost.
+	if done, err := createdAlready(st, specs); done || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return &drummerpb.CreateShardsResponse{ShardIds: ids}, nil
+	}
 	if _, err := s.write(ctx, "create shards", &dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{Shards: specs}}}); err != nil {
+		if status.Code(err) == codes.AlreadyExists {
+			st, _ := s.sm.View()
+			if done, _ := createdAlready(st, specs); done {
+				return &drummerpb.CreateShardsResponse{ShardIds: ids}, nil
+			}
+		}
 		return nil, err
 	}
 	return &drummerpb.CreateShardsResponse{ShardIds: ids}, nil
+}
+
+// createdAlready reports whether every shard of specs exists as specified;
+// it fails with AlreadyExists when one exists with another definition.
+func createdAlready(st *db.State, specs []*dbpb.ShardSpec) (bool, error) {
+	found := 0
+	for _, sp := range specs {
+		sh, ok := st.Shards[sp.ShardId]
+		if !ok {
+			continue
+		}
+		if sh.App != sp.App || sh.Replicas != sp.Replicas || !maps.Equal(sh.Regions, sp.Regions) {
+			return false, status.Errorf(codes.AlreadyExists, "shard %d already exists with another definition (app %s, %d replicas, regions %v)", sp.ShardId, sh.App, sh.Replicas, sh.Regions)
+		}
+		found++
+	}
+	switch found {
+	case 0:
+		return false, nil
+	case len(specs):
+		return true, nil
+	}
+	return false, status.Errorf(codes.AlreadyExists, "%d of the %d shards already exist; create the others alone", found, len(specs))
 }
 
 // DeleteShards deletes shards: their replicas are stopped and their data

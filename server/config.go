@@ -57,6 +57,9 @@ type Config struct {
 	// CreateShardsPerSecond limits CreateShards per caller (default 10,
 	// burst twice that).
 	CreateShardsPerSecond float64
+	// Metrics, when set, measure the API and the planning rounds
+	// (internal/metrics.Drummer); Stats gives the counts.
+	Metrics Metrics
 }
 
 func (c *Config) setDefaults() {

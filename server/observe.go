@@ -18,7 +18,7 @@ import (
 // allocate without bound.
 const (
 	maxReportReplicas = 200_000
-	maxReportResults  = 50_000
+	maxReportResults  = 50_000 // more are left for the next report (admitResults)
 )
 
 // observations is the soft state built from agent reports: in memory only,
@@ -54,9 +54,6 @@ func validateReport(r *drummerpb.ReportRequest) error {
 	}
 	if len(r.Replicas) > maxReportReplicas || len(r.Disk) > maxReportReplicas || len(r.Stopped) > maxReportReplicas {
 		return fmt.Errorf("report lists more than %d replicas", maxReportReplicas)
-	}
-	if len(r.Results) > maxReportResults {
-		return fmt.Errorf("report carries more than %d order results", maxReportResults)
 	}
 	if r.Session == 0 {
 		return errors.New("session must be non-zero")

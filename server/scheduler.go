@@ -206,8 +206,12 @@ func (sc *scheduler) plan(ctx context.Context, st *db.State, dbDirty db.Dirty) {
 		return
 	}
 	s.obs.mu.RLock()
+	planStart := time.Now()
 	out := planner.Plan(in)
 	s.obs.mu.RUnlock()
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.PlanRound(time.Since(planStart), len(in.Shards), len(in.Hosts), len(out.Decisions))
+	}
 
 	sc.mu.Lock()
 	if !sc.active || sc.epoch != epoch {

@@ -71,14 +71,17 @@ func (s *Server) grpcServerOptions() []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.ConnectionTimeout(10 * time.Second),
 	}
-	limits := s.apiLimits().UnaryInterceptor()
+	limits := []grpc.UnaryServerInterceptor{s.apiLimits().UnaryInterceptor()}
+	if s.cfg.Metrics != nil {
+		limits = append([]grpc.UnaryServerInterceptor{s.cfg.Metrics.UnaryInterceptor()}, limits...)
+	}
 	if s.tls == nil {
-		return append(opts, grpc.ChainUnaryInterceptor(limits))
+		return append(opts, grpc.ChainUnaryInterceptor(limits...))
 	}
 	a := auth.NewAuthorizer(nil)
 	return append(opts,
 		grpc.Creds(s.tls.ServerCredentials()),
-		grpc.ChainUnaryInterceptor(a.UnaryInterceptor(), limits),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{a.UnaryInterceptor()}, limits...)...),
 		grpc.ChainStreamInterceptor(a.StreamInterceptor()),
 	)
 }

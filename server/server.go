@@ -63,6 +63,8 @@ type Server struct {
 	removed    chan struct{}
 	removeOnce sync.Once
 	isRemoved  atomic.Bool
+	// leaderChanges counts the DB shard's leader changes (Stats).
+	leaderChanges atomic.Uint64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -141,7 +143,10 @@ func (s *Server) startNodeHost() error {
 		RaftAddress:         s.cfg.RaftAddress,
 		RaftEventListener:   listener,
 		SystemEventListener: listener,
-		Expert:              config.ExpertConfig{LogDB: config.GetSmallMemLogDBConfig()},
+		// dragonboat's own metrics (served on --http-address): the DB
+		// shard is the only one, so their per-shard labels stay few.
+		EnableMetrics: true,
+		Expert:        config.ExpertConfig{LogDB: config.GetSmallMemLogDBConfig()},
 	}
 	if s.tls != nil {
 		// dragonboat reads these files itself: the outgoing side on every
@@ -203,6 +208,7 @@ func (s *Server) onEvent(e events.Event) {
 	}
 	switch e.Kind {
 	case events.LeaderUpdated:
+		s.leaderChanges.Add(1)
 		select {
 		case s.leaderKick <- struct{}{}:
 		default:

@@ -762,7 +762,11 @@ type ReportResponse struct {
 	ReportIntervalMs uint64 `protobuf:"varint,7,opt,name=report_interval_ms,json=reportIntervalMs,proto3" json:"report_interval_ms,omitempty"`
 	// The deployment ID every nodehost of this deployment must use (0 while
 	// the DB is not initialized yet).
-	DeploymentId  uint64 `protobuf:"varint,8,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	DeploymentId uint64 `protobuf:"varint,8,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	// How many order results at the end of the report's list the server did
+	// not take (the report carried more than it accepts at once): send them
+	// again with the next report. 0: all were taken.
+	ResultsLeft   uint32 `protobuf:"varint,9,opt,name=results_left,json=resultsLeft,proto3" json:"results_left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -849,6 +853,13 @@ func (x *ReportResponse) GetReportIntervalMs() uint64 {
 func (x *ReportResponse) GetDeploymentId() uint64 {
 	if x != nil {
 		return x.DeploymentId
+	}
+	return 0
+}
+
+func (x *ReportResponse) GetResultsLeft() uint32 {
+	if x != nil {
+		return x.ResultsLeft
 	}
 	return 0
 }
@@ -4385,7 +4396,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\bstarting\x18\x13 \x01(\bR\bstarting\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x02\n" +
 	"\x0eReportResponse\x12\x1b\n" +
 	"\tneed_full\x18\x01 \x01(\bR\bneedFull\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12'\n" +
@@ -4394,7 +4405,8 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x06orders\x18\x05 \x03(\v2\x11.drummer.v1.OrderR\x06orders\x12+\n" +
 	"\x11drummer_endpoints\x18\x06 \x03(\tR\x10drummerEndpoints\x12,\n" +
 	"\x12report_interval_ms\x18\a \x01(\x04R\x10reportIntervalMs\x12#\n" +
-	"\rdeployment_id\x18\b \x01(\x04R\fdeploymentId\"\xef\x01\n" +
+	"\rdeployment_id\x18\b \x01(\x04R\fdeploymentId\x12!\n" +
+	"\fresults_left\x18\t \x01(\rR\vresultsLeft\"\xef\x01\n" +
 	"\vShardConfig\x12!\n" +
 	"\felection_rtt\x18\x01 \x01(\x04R\velectionRtt\x12#\n" +
 	"\rheartbeat_rtt\x18\x02 \x01(\x04R\fheartbeatRtt\x12)\n" +

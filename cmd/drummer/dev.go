@@ -85,8 +85,8 @@ and at least as many nodehosts as it had).`,
 			if f.nodehosts < 1 || f.nodehosts > devctl.MaxHost {
 				return usageError{fmt.Errorf("--nodehosts %d: want 1 to %d", f.nodehosts, devctl.MaxHost)}
 			}
-			if f.basePort < 1 || f.basePort > 65535-300 {
-				return usageError{fmt.Errorf("--base-port %d: want 1 to %d", f.basePort, 65535-300)}
+			if f.basePort < 1 || f.basePort > 65535-400 {
+				return usageError{fmt.Errorf("--base-port %d: want 1 to %d", f.basePort, 65535-400)}
 			}
 			if f.shards < 0 || f.shards > 10000 {
 				return usageError{fmt.Errorf("--shards %d: want 0 to 10000", f.shards)}
@@ -97,7 +97,7 @@ and at least as many nodehosts as it had).`,
 	fs := cmd.Flags()
 	fs.IntVar(&f.nodehosts, "nodehosts", 5, "number of nodehost processes")
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep state here across runs (default: a temporary directory)")
-	fs.IntVar(&f.basePort, "base-port", 7100, "drummer gRPC on base+1..3, drummer Raft base+11..13, nodehost N Raft base+100+N, API base+200+N")
+	fs.IntVar(&f.basePort, "base-port", 7100, "drummer gRPC on base+1..3, Raft base+11..13, HTTP base+21..23; nodehost N Raft base+100+N, API base+200+N, HTTP base+300+N")
 	fs.IntVar(&f.shards, "shards", 4, "demo kv shards to launch on first start")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error (this process; the nodehosts' log files get at least info)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -266,6 +266,12 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 		return err
 	}
 	p.PrintIntro(ctx, stdout)
+	if u, err := p.DashboardURL(); err == nil {
+		fmt.Fprintf(stdout, "\nDashboard: %s\n", u)
+		fmt.Fprintf(stdout, "Metrics and JSON API: %s (/metrics, /api/v1/...)\n", strings.Join(p.HTTPURLs(), ", "))
+	} else {
+		log.Warn("no dashboard URL", "err", err)
+	}
 	fmt.Fprintln(stdout, "\nRunning. Press Ctrl-C to stop everything.")
 	<-ctx.Done()
 	return nil

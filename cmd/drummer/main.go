@@ -21,8 +21,10 @@ import (
 	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
+	"github.com/drummerhq/drummer/internal/metrics"
 	"github.com/drummerhq/drummer/internal/nodehostcmd"
 	"github.com/drummerhq/drummer/internal/tlsflags"
+	"github.com/drummerhq/drummer/internal/web"
 	"github.com/drummerhq/drummer/server"
 )
 
@@ -37,6 +39,11 @@ func startDebug(addr string, f tlsflags.Flags, role auth.Role, log *slog.Logger)
 		return nil, fmt.Errorf("--debug-address: %w", err)
 	}
 	return debugserver.Start(debugserver.Options{Address: addr, TLS: cfg, Middleware: mw, Logger: log})
+}
+
+// startHTTP starts the --http-address listener of server s.
+func startHTTP(addr string, f tlsflags.Flags, s *server.Server, m *metrics.Drummer, log *slog.Logger) (*web.Server, error) {
+	return web.StartDrummer(web.DrummerOptions{Address: addr, Security: f, Server: s, Metrics: m, Logger: log})
 }
 
 // Exit codes.
@@ -99,6 +106,7 @@ type serverFlags struct {
 	logLevel       string
 	logFormat      string
 	debugAddress   string
+	httpAddress    string
 	tls            tlsflags.Flags
 }
 
@@ -139,6 +147,7 @@ flag names); flags on the command line win.
 	fs.StringVar(&f.config, "config", "", "YAML file setting any of these flags")
 	fs.Uint64Var(&f.rtt, "rtt", 50, "Raft tick in milliseconds")
 	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default; HTTPS with mutual TLS)")
+	fs.StringVar(&f.httpAddress, "http-address", "", "serve the dashboard, /api/v1 (JSON), /metrics, /livez and /readyz on this host:port (off by default; HTTPS with mutual TLS or web tokens)")
 	f.tls.Register(fs)
 	addLogFlags(fs, &f.logLevel, &f.logFormat)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -189,6 +198,8 @@ func runServer(cmd *cobra.Command, f *serverFlags, stderr io.Writer) error {
 		KeyFile:        f.tls.KeyFile,
 		Insecure:       f.tls.Insecure,
 	}
+	m := metrics.NewDrummer(nil)
+	cfg.Metrics = m
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -204,6 +215,15 @@ func runServer(cmd *cobra.Command, f *serverFlags, stderr io.Writer) error {
 		return err
 	}
 	defer s.Close()
+	m.SetSource(s)
+	httpSrv, err := startHTTP(f.httpAddress, f.tls, s, m, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer httpSrv.Close()
+	if httpSrv != nil {
+		log.Info("HTTP listener started", "url", httpSrv.URL())
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

@@ -105,7 +105,8 @@ func TestSecurityDocListsEveryMethod(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(b)
-	for _, want := range []string{auth.MethodTableMarkdown(), auth.HTTPRoutesMarkdown(auth.DebugRoutes)} {
+	for _, want := range []string{auth.MethodTableMarkdown(), auth.HTTPRoutesMarkdown(auth.DebugRoutes),
+		auth.HTTPRoutesMarkdown(auth.DrummerHTTPRoutes), auth.HTTPRoutesMarkdown(auth.NodehostHTTPRoutes)} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("docs/security.md does not contain the current table; paste this in:\n%s", want)
 		}

@@ -94,6 +94,10 @@ func (o *HTTPOptions) serve(next http.Handler, w http.ResponseWriter, r *http.Re
 		http.Error(w, fmt.Sprintf("403 forbidden: no role may access %s", r.URL.Path), http.StatusForbidden)
 		return
 	}
+	if route.Public {
+		next.ServeHTTP(w, r)
+		return
+	}
 	var (
 		id  Identity
 		err error

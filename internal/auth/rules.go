@@ -69,6 +69,10 @@ var (
 	admin    = Rule{Min: RoleAdmin}
 	anyRole  = Rule{Min: RoleViewer, Also: []Role{RoleApp, RoleNodehost, RoleServer}}
 	appData  = Rule{Min: RoleAdmin, Also: []Role{RoleApp}}
+	// reads are viewer calls a follower's dashboard forwards to the leader
+	// with its own server certificate, after checking the browser's role
+	// itself (a server replicates the whole DB anyway).
+	reads = Rule{Min: RoleViewer, Also: []Role{RoleServer}}
 )
 
 // MethodRule pairs a gRPC method with who may call it and what it does.
@@ -83,16 +87,16 @@ type MethodRule struct {
 // Drummer serves. A method missing from it is refused (deny by default).
 var methodTable = []MethodRule{
 	{drummerpb.Drummer_Report_FullMethodName, Rule{Also: []Role{RoleNodehost}}, "a nodehost reports its own state (only for the raft address its certificate is bound to) and receives its orders"},
-	{drummerpb.Drummer_GetClusterInfo_FullMethodName, viewer, "deployment summary"},
+	{drummerpb.Drummer_GetClusterInfo_FullMethodName, reads, "deployment summary"},
 	{drummerpb.Drummer_GetServerStatus_FullMethodName, Rule{Min: RoleViewer, Also: []Role{RoleServer}}, "one server's own view (endpoint status)"},
 	{drummerpb.Drummer_SetRegions_FullMethodName, operator, "set the default region placement"},
 	{drummerpb.Drummer_Launch_FullMethodName, operator, "launch the defined shards"},
 	{drummerpb.Drummer_CreateShards_FullMethodName, operator, "define shards (rate limited)"},
 	{drummerpb.Drummer_DeleteShards_FullMethodName, operator, "delete shards and their data"},
-	{drummerpb.Drummer_ListShards_FullMethodName, viewer, "list shards"},
-	{drummerpb.Drummer_GetShard_FullMethodName, viewer, "one shard's status"},
+	{drummerpb.Drummer_ListShards_FullMethodName, reads, "list shards"},
+	{drummerpb.Drummer_GetShard_FullMethodName, reads, "one shard's status"},
 	{drummerpb.Drummer_LocateShards_FullMethodName, Rule{Min: RoleViewer, Also: []Role{RoleApp}}, "where shards run (applications locate their shards)"},
-	{drummerpb.Drummer_ListHosts_FullMethodName, viewer, "list nodehosts"},
+	{drummerpb.Drummer_ListHosts_FullMethodName, reads, "list nodehosts"},
 	{drummerpb.Drummer_SetHostState_FullMethodName, operator, "cordon, uncordon, drain, maintenance"},
 	{drummerpb.Drummer_RemoveHost_FullMethodName, Rule{Min: RoleOperator, Refine: func(req any) (Rule, string, bool) {
 		if r, ok := req.(*drummerpb.RemoveHostRequest); ok && r.GetForce() {
@@ -100,10 +104,10 @@ var methodTable = []MethodRule{
 		}
 		return Rule{}, "", false
 	}}, "forget a dead or drained host; with `--force` (a host that still holds replicas) admin only"},
-	{drummerpb.Drummer_ListRepairs_FullMethodName, viewer, "repairs in flight and recent"},
-	{drummerpb.Drummer_GetConfig_FullMethodName, viewer, "runtime configuration"},
+	{drummerpb.Drummer_ListRepairs_FullMethodName, reads, "repairs in flight and recent"},
+	{drummerpb.Drummer_GetConfig_FullMethodName, reads, "runtime configuration"},
 	{drummerpb.Drummer_SetConfig_FullMethodName, admin, "change runtime configuration"},
-	{drummerpb.Drummer_ListMembers_FullMethodName, viewer, "list drummer servers"},
+	{drummerpb.Drummer_ListMembers_FullMethodName, reads, "list drummer servers"},
 	{drummerpb.Drummer_AddMember_FullMethodName, admin, "add a drummer server"},
 	{drummerpb.Drummer_RemoveMember_FullMethodName, admin, "remove a drummer server"},
 	{drummerpb.Drummer_KVGet_FullMethodName, admin, "read the replicated KV map"},
@@ -164,6 +168,9 @@ type HTTPRoute struct {
 	Prefix string
 	Rule   Rule
 	Note   string
+	// Public routes are served without authentication (health probes,
+	// which reveal nothing but up or not).
+	Public bool
 }
 
 // DebugRoutes are the routes of the debug HTTP listener (--debug-address).
@@ -172,12 +179,37 @@ var DebugRoutes = []HTTPRoute{
 	{Prefix: "/metrics", Rule: viewer, Note: "dragonboat's Prometheus metrics"},
 }
 
+// healthRoutes are the probes of every --http-address listener.
+var healthRoutes = []HTTPRoute{
+	{Prefix: "/livez", Public: true, Note: "200 while the process runs"},
+	{Prefix: "/readyz", Public: true, Note: "200 when the process can serve (see docs/observability.md), else 503 with the reason"},
+}
+
+// DrummerHTTPRoutes are the routes of a drummer server's --http-address
+// listener. Each /api/v1 call is also checked against the method table,
+// exactly like the gRPC call it maps to.
+var DrummerHTTPRoutes = append(slices.Clone(healthRoutes),
+	HTTPRoute{Prefix: "/metrics", Rule: viewer, Note: "Prometheus metrics (drummer's and dragonboat's)"},
+	HTTPRoute{Prefix: "/api/v1/", Rule: viewer, Note: "the Drummer service as JSON (grpc-gateway); each call needs the role of its gRPC method (table above)"},
+	HTTPRoute{Prefix: "/", Rule: viewer, Note: "the dashboard"},
+)
+
+// NodehostHTTPRoutes are the routes of a nodehost's --http-address
+// listener.
+var NodehostHTTPRoutes = append(slices.Clone(healthRoutes),
+	HTTPRoute{Prefix: "/metrics", Rule: viewer, Note: "Prometheus metrics (the nodehost's and dragonboat's)"},
+)
+
 // HTTPRoutesMarkdown renders routes for docs/security.md.
 func HTTPRoutesMarkdown(routes []HTTPRoute) string {
 	var b strings.Builder
 	b.WriteString("| path | roles allowed | what it serves |\n|---|---|---|\n")
 	for _, r := range routes {
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", r.Prefix, r.Rule, r.Note)
+		who := r.Rule.String()
+		if r.Public {
+			who = "everyone (no authentication)"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", r.Prefix, who, r.Note)
 	}
 	return b.String()
 }

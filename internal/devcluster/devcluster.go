@@ -10,12 +10,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/drummerhq/drummer/agent"
+	"github.com/drummerhq/drummer/internal/metrics"
+	"github.com/drummerhq/drummer/internal/tlsflags"
+	"github.com/drummerhq/drummer/internal/web"
 	"github.com/drummerhq/drummer/server"
 )
 
@@ -43,6 +47,13 @@ type Options struct {
 	CertsDir string
 	// Insecure runs every server and agent without TLS.
 	Insecure bool
+	// HTTP gives server i an --http-address listener on BasePort+20+i
+	// (metrics, /api/v1, the dashboard).
+	HTTP bool
+	// Dashboard, when set with HTTP, serves the dashboard at /
+	// (internal/dashboard; a hook so that this package does not depend
+	// on it).
+	Dashboard func(*server.LocalConn) (http.Handler, error)
 }
 
 // tls returns the TLS files of certificate name (none when insecure).
@@ -63,6 +74,22 @@ type Cluster struct {
 	closed   bool
 	DataDir  string
 	Drummers []string // gRPC endpoints
+	// Web are the servers' HTTP listeners (with Options.HTTP), and
+	// Metrics their metrics.
+	Web     []*web.Server
+	Metrics []*metrics.Drummer
+}
+
+// HTTPAddr is the --http-address of server i (1-based).
+func (o Options) HTTPAddr(i int) string { return fmt.Sprintf("%s:%d", o.Host, o.BasePort+20+i) }
+
+// URLs are the base URLs of the servers' HTTP listeners.
+func (c *Cluster) URLs() []string {
+	var out []string
+	for _, w := range c.Web {
+		out = append(out, w.URL())
+	}
+	return out
 }
 
 // Ports returns (drummer gRPC, drummer Raft) for server i (1-based) and
@@ -106,6 +133,11 @@ func (o Options) checkPorts() error {
 	for i := 1; i <= o.Nodehosts; i++ {
 		r, a := o.agentAddrs(i)
 		addrs = append(addrs, r, a)
+	}
+	if o.HTTP {
+		for i := 1; i <= 3; i++ {
+			addrs = append(addrs, o.HTTPAddr(i))
+		}
 	}
 	return CheckPorts(addrs...)
 }
@@ -160,12 +192,27 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			Insecure:       opts.Insecure,
 		}
 		cfg.CAFile, cfg.CertFile, cfg.KeyFile = opts.tls(fmt.Sprintf("drummer-%d", i))
+		m := metrics.NewDrummer(nil)
+		cfg.Metrics = m
 		s, err := server.New(cfg)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("drummer server %d: %w", i, err)
 		}
+		m.SetSource(s)
 		c.Servers = append(c.Servers, s)
+		c.Metrics = append(c.Metrics, m)
+		if opts.HTTP {
+			sec := tlsflags.Flags{Insecure: opts.Insecure}
+			sec.CAFile, sec.CertFile, sec.KeyFile = cfg.CAFile, cfg.CertFile, cfg.KeyFile
+			w, err := web.StartDrummer(web.DrummerOptions{Address: opts.HTTPAddr(i), Security: sec, Server: s, Metrics: m,
+				Dashboard: opts.Dashboard, Logger: opts.Logger})
+			if err != nil {
+				c.Close()
+				return nil, fmt.Errorf("drummer server %d: %w", i, err)
+			}
+			c.Web = append(c.Web, w)
+		}
 	}
 	var (
 		wg   sync.WaitGroup
@@ -216,6 +263,9 @@ func (c *Cluster) Close() {
 		go func() { defer wg.Done(); a.Close() }()
 	}
 	wg.Wait()
+	for _, w := range c.Web {
+		w.Close()
+	}
 	for _, s := range c.Servers {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.Close() }()

@@ -13,18 +13,23 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 
 	"github.com/drummerhq/drummer/agent"
 	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
+	"github.com/drummerhq/drummer/internal/metrics"
 	"github.com/drummerhq/drummer/internal/tlsflags"
+	"github.com/drummerhq/drummer/internal/web"
 )
 
 // UsageError marks an error in the flags or the configuration file: the
@@ -75,6 +80,7 @@ type flags struct {
 	logFormat     string
 	startTimeout  time.Duration
 	debugAddress  string
+	httpAddress   string
 	tls           tlsflags.Flags
 }
 
@@ -124,6 +130,7 @@ Every flag can also be set in a YAML file given with --config.`,
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.debugAddress, "debug-address", "", "serve /debug/pprof/ and /metrics on this host:port (off by default; HTTPS with mutual TLS)")
+	fs.StringVar(&f.httpAddress, "http-address", "", "serve /metrics, /livez and /readyz on this host:port (off by default; HTTPS with mutual TLS or web tokens)")
 	f.tls.Register(fs)
 	fs.DurationVar(&f.startTimeout, "start-timeout", 5*time.Minute, "how long to wait for a drummer on first start")
 	if opts.Hooks != nil {
@@ -182,6 +189,16 @@ func serve(f *flags, opts Options, hooks func(cfg *agent.Config) error) error {
 			return UsageError{err}
 		}
 	}
+	m := metrics.NewNodehost()
+	cfg.APIInterceptors = append(cfg.APIInterceptors, m.APIInterceptor())
+	cfg.DrummerDialOptions = append(cfg.DrummerDialOptions, grpc.WithChainUnaryInterceptor(m.ReportInterceptor()))
+	started := cfg.NodeHostStarted
+	cfg.NodeHostStarted = func(nh *dragonboat.NodeHost) {
+		m.SetNodeHost(nh)
+		if started != nil {
+			started(nh)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return UsageError{err}
 	}
@@ -200,11 +217,24 @@ func serve(f *flags, opts Options, hooks func(cfg *agent.Config) error) error {
 		}
 	}
 	defer dbg.Close()
+	var running atomic.Bool
+	httpSrv, err := web.StartNodehost(web.NodehostOptions{Address: f.httpAddress, Security: f.tls, Metrics: m, Logger: log,
+		Ready: func(context.Context) error {
+			if !running.Load() {
+				return errors.New("the nodehost is starting (waiting for a drummer server, or restoring its replicas)")
+			}
+			return nil
+		}})
+	if err != nil {
+		return UsageError{err}
+	}
+	defer httpSrv.Close()
 	a, err := agent.New(sctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	running.Store(true)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,6 +31,7 @@ import (
 	"github.com/drummerhq/drummer/internal/devcluster"
 	"github.com/drummerhq/drummer/internal/devctl"
 	"github.com/drummerhq/drummer/internal/pki"
+	"github.com/drummerhq/drummer/server"
 )
 
 // Liveness settings a new playground starts with: short, so that a killed
@@ -69,6 +71,9 @@ type Options struct {
 	// Insecure runs everything without TLS; by default the playground
 	// makes its own CA and certificates in DataDir/certs.
 	Insecure bool
+	// Dashboard serves the dashboard on the servers' HTTP listeners
+	// (devcluster.Options.Dashboard).
+	Dashboard func(*server.LocalConn) (http.Handler, error)
 }
 
 // Playground is a running `drummer dev`.
@@ -101,6 +106,7 @@ type host struct {
 	region  string
 	raft    string
 	api     string
+	http    string // --http-address (metrics)
 	dataDir string
 	proc    *childproc.Process
 
@@ -178,7 +184,7 @@ func Start(ctx context.Context, opts Options) (p *Playground, err error) {
 			return nil, err
 		}
 		p.hosts = append(p.hosts, h)
-		addrs = append(addrs, h.raft, h.api)
+		addrs = append(addrs, h.raft, h.api, h.http)
 	}
 	// A second dev on the same directory fails here, before any port is
 	// touched.
@@ -189,7 +195,7 @@ func Start(ctx context.Context, opts Options) (p *Playground, err error) {
 		return nil, err
 	}
 	if p.cluster, err = devcluster.Start(ctx, devcluster.Options{DataDir: p.DataDir, BasePort: opts.BasePort, Logger: opts.Logger,
-		CertsDir: p.certs, Insecure: opts.Insecure}); err != nil {
+		CertsDir: p.certs, Insecure: opts.Insecure, HTTP: true, Dashboard: opts.Dashboard}); err != nil {
 		return nil, err
 	}
 	if p.conn, err = client.NewConn(p.cluster.Drummers, client.Options{Security: p.Security("admin")}); err != nil {
@@ -220,6 +226,7 @@ func (p *Playground) newHost(n int) (*host, error) {
 		region:  fmt.Sprintf("r%d", (n-1)%3+1),
 		raft:    raft,
 		api:     api,
+		http:    fmt.Sprintf("127.0.0.1:%d", p.opts.BasePort+300+n),
 		dataDir: filepath.Join(p.DataDir, fmt.Sprintf("nodehost-%d", n)),
 	}
 	h.proc = &childproc.Process{
@@ -239,6 +246,7 @@ func (p *Playground) nodehostArgs(h *host) []string {
 	args = append(args,
 		"--raft-address", h.raft,
 		"--api-address", h.api,
+		"--http-address", h.http,
 		"--drummer-endpoints", strings.Join(p.drummerEndpoints(), ","),
 		"--data-dir", h.dataDir,
 		"--labels", "region="+h.region,
@@ -420,3 +428,24 @@ func better(a, b *drummerpb.HostStatus) bool {
 func registered(h *drummerpb.HostStatus) bool {
 	return h != nil && h.State == "up" && h.AdminState != "unregistered" && h.AdminState != "replaced"
 }
+
+// DashboardURL is the first server's dashboard address: with TLS it
+// carries a viewer web token valid for a day (the browser trades it for
+// a cookie on first load).
+func (p *Playground) DashboardURL() (string, error) {
+	urls := p.cluster.URLs()
+	if len(urls) == 0 {
+		return "", errors.New("the drummer servers serve no HTTP")
+	}
+	if p.certs == "" {
+		return urls[0] + "/", nil
+	}
+	tok, err := pki.CreateToken(p.certs, auth.RoleViewer, "drummer-dev", 24*time.Hour, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return urls[0] + "/?token=" + tok, nil
+}
+
+// HTTPURLs are the servers' HTTP base URLs (metrics, /api/v1, dashboard).
+func (p *Playground) HTTPURLs() []string { return p.cluster.URLs() }

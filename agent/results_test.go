@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+)
+
+func leaderTransfer(id string, epoch uint64) *drummerpb.Order {
+	return &drummerpb.Order{Id: id, Epoch: epoch, Kind: &drummerpb.Order_TransferLeader{TransferLeader: &drummerpb.TransferLeaderOrder{ShardId: 1, ToReplicaId: 2}}}
+}
+
+// An order refused on sight (its epoch differs from its reply's) comes
+// with every reply; its result is kept once, not once per reply (which
+// grew the reports past the drummer's limit within minutes).
+func TestRefusedOrderResultsAreNotDuplicated(t *testing.T) {
+	e := newExecutor(testAgent(t))
+	for range 100 {
+		e.submit(6, []*drummerpb.Order{leaderTransfer("5/a", 5), leaderTransfer("5/b", 5)})
+	}
+	if res, _ := e.resultsSince(0); len(res) != 2 {
+		t.Fatalf("%d results for 2 refused orders sent 100 times", len(res))
+	}
+}
+
+// However many results pile up, a report carries a bounded number, the
+// oldest first, and successive reports carry the rest in order.
+func TestReportResultsAreBounded(t *testing.T) {
+	e := newExecutor(testAgent(t))
+	const n = 3*maxReportResults + 17
+	e.mu.Lock()
+	for i := range n {
+		e.record(&drummerpb.OrderResult{Id: fmt.Sprintf("o-%d", i), Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE})
+	}
+	e.mu.Unlock()
+	var seen int
+	var seq uint64
+	for range 10 {
+		res, next := e.resultsSince(seq)
+		if len(res) > maxReportResults {
+			t.Fatalf("one report carries %d results", len(res))
+		}
+		for _, r := range res {
+			if want := fmt.Sprintf("o-%d", seen); r.Id != want {
+				t.Fatalf("result %s, want %s", r.Id, want)
+			}
+			seen++
+		}
+		seq = next
+	}
+	if seen != n {
+		t.Fatalf("reports carried %d of %d results", seen, n)
+	}
+	// The kept results are bounded too.
+	e.mu.Lock()
+	for i := range 2 * maxResults {
+		e.record(&drummerpb.OrderResult{Id: fmt.Sprintf("p-%d", i), Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE})
+	}
+	kept := len(e.results)
+	e.mu.Unlock()
+	if kept > maxResults {
+		t.Fatalf("%d results kept", kept)
+	}
+}
+
+// The epoch fence survives a restart: an agent that took orders of epoch 7
+// still refuses epoch 5's (a deposed leader's) after it restarts.
+func TestEpochFenceSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	st, err := loadStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := testAgent(t)
+	a.store = st
+	newExecutor(a).submit(7, []*drummerpb.Order{leaderTransfer("7/a", 7)})
+	if err := st.flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Restart.
+	st2, err := loadStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2 := testAgent(t)
+	a2.store = st2
+	e := newExecutor(a2)
+	e.submit(5, []*drummerpb.Order{leaderTransfer("5/b", 5)})
+	if len(e.queue) != 0 || e.epochSeen() != 7 {
+		t.Fatalf("after a restart: %d orders of the deposed epoch 5 queued, epoch seen %d (want 7)", len(e.queue), e.epochSeen())
+	}
+}

@@ -1,0 +1,47 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/lni/dragonboat/v4"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+)
+
+// A proposal pending when the DB replica closed may still be committed by
+// the other members: the answer must not be Unavailable, which clients
+// take as "not done" and repeat on another server (a create then came back
+// AlreadyExists though it had succeeded).
+func TestShardClosedIsAnUnknownOutcome(t *testing.T) {
+	for _, err := range []error{dragonboat.ErrShardClosed, dragonboat.ErrClosed} {
+		if c := status.Code(proposeError(err)); c == codes.Unavailable || c != codes.DeadlineExceeded {
+			t.Errorf("%v mapped to %v, want DeadlineExceeded (outcome unknown)", err, c)
+		}
+	}
+}
+
+// A create that finds exactly what it asked for succeeds (the repeat of
+// one whose answer was lost); one that finds something else is refused.
+func TestCreateShardsIsIdempotent(t *testing.T) {
+	_, c := startServer(t)
+	ctx := ctxT(t)
+	req := &drummerpb.CreateShardsRequest{FirstShardId: 10, Count: 3, App: "kv", Replicas: 3, AllowPending: true}
+	if _, err := c.CreateShards(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.CreateShards(ctx, req)
+	if err != nil || len(resp.ShardIds) != 3 || resp.ShardIds[0] != 10 {
+		t.Fatalf("repeated create: %v %v", resp, err)
+	}
+	for name, other := range map[string]*drummerpb.CreateShardsRequest{
+		"other replicas": {FirstShardId: 10, Count: 3, App: "kv", Replicas: 5, AllowPending: true},
+		"other app":      {FirstShardId: 10, Count: 3, App: "other", Replicas: 3, AllowPending: true},
+		"overlapping":    {FirstShardId: 12, Count: 2, App: "kv", Replicas: 3, AllowPending: true},
+	} {
+		if _, err := c.CreateShards(ctx, other); status.Code(err) != codes.AlreadyExists {
+			t.Errorf("%s: %v, want AlreadyExists", name, err)
+		}
+	}
+}
