@@ -19,14 +19,15 @@ type replicaKey struct{ shard, replica uint64 }
 // reporters (one per drummer server).
 type view struct {
 	replicas    map[uint64]*drummerpb.ReplicaReport // by shard; no membership
-	memberships map[uint64]*drummerpb.Membership    // fetched by local leaders
+	memberships map[uint64]*drummerpb.Membership    // fetched by local replicas
 	disk        []*drummerpb.ReplicaKey
 	diskVersion uint64
 }
 
 // collector polls the NodeHost (cheap: GetNodeHostInfo without LogInfo),
-// fetches a shard's membership only where this host leads and the
-// ConfigChangeID moved, checks whether joining non-voting replicas caught
+// fetches a shard's membership where the ConfigChangeID moved (on every
+// member, not only the leader: the scheduler believes a membership claim
+// only when the other members do not contradict it), checks whether joining non-voting replicas caught
 // up, and takes the on-disk inventory now and then.
 type collector struct {
 	a    *Agent
@@ -137,7 +138,7 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			c.checking[k] = true
 			c.async(ctx, wg, func() { c.checkCaughtUp(k) })
 		}
-		if !si.Pending && si.LeaderID == si.ReplicaID && c.fetchedCCI[si.ShardID] != si.ConfigChangeIndex {
+		if !si.Pending && si.LeaderID != 0 && c.fetchedCCI[si.ShardID] != si.ConfigChangeIndex {
 			c.fetchedCCI[si.ShardID] = si.ConfigChangeIndex
 			shard := si.ShardID
 			c.async(ctx, wg, func() { c.fetchMembership(ctx, shard) })
@@ -149,7 +150,7 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 	for id := range c.fetchedCCI {
-		if r := reps[id]; r == nil || r.LeaderId != r.ReplicaId {
+		if r := reps[id]; r == nil || r.LeaderId == 0 {
 			delete(c.fetchedCCI, id)
 		}
 	}
@@ -174,14 +175,13 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 		c.lastDisk = time.Now()
 	}
 	// Memberships may have been updated by a fetch meanwhile; keep only
-	// those of shards this host still leads.
+	// those of shards this host still runs.
 	next.memberships = c.cur.memberships
 	for id := range next.memberships {
-		if r := reps[id]; r == nil || r.LeaderId != r.ReplicaId {
+		if r := reps[id]; r == nil {
 			next.memberships = maps.Clone(next.memberships)
 			maps.DeleteFunc(next.memberships, func(id uint64, _ *drummerpb.Membership) bool {
-				r := reps[id]
-				return r == nil || r.LeaderId != r.ReplicaId
+				return reps[id] == nil
 			})
 			break
 		}

@@ -30,6 +30,7 @@ type shardView struct {
 	members          []*member
 	byID             map[uint64]*member
 	ms               *drummerpb.Membership // observed, may be nil
+	distrusted       bool                  // members claimed memberships, none believed
 	voters           []uint64              // membership voters (observed, else recorded)
 	liveVoters       int
 	leader, term     uint64

@@ -52,16 +52,25 @@ func (p *planner) voterDropRefused(v *shardView, d *dbpb.Decision) string {
 // Membership claims.
 //
 // A report's membership is a claim, not a fact: a host with a valid
-// certificate can send anything for its own identity. The planner believes
-// a claim only from a replica the DB records as a member of the shard on
-// the reporting host, and only as far as it agrees with the DB and with
-// what the other members report themselves (each replica reports its own
-// ConfigChangeID, leader and voters). A claim that drops a recorded voter
-// must be confirmed by a quorum of its own voters, live recorded members on
-// at least two hosts, that have applied its ConfigChangeID: one host alone
-// can never make the planner forget a voter. Untrusted claims are ignored
-// (the shard keeps the DB's membership) and the shard's explanation says
-// so.
+// certificate can send anything for its own identity. Every member's agent
+// reports the membership its replica reads, with its own ConfigChangeID,
+// leader and voters. The planner believes a claim only
+//   - from a replica the DB records as a member of the shard on the
+//     reporting host, naming at least one recorded replica, well formed;
+//   - if no live recorded member contradicts it: none has applied a later
+//     ConfigChangeID (the claim is stale), none that the claim leaves out
+//     reports its ConfigChangeID (or later) and a leader, none reports other
+//     voters at the same ConfigChangeID or still counts a replica the claim
+//     lists as removed, and no other member claims a different membership
+//     at the same ConfigChangeID;
+//   - if it is confirmed by a quorum of its own voters, live recorded
+//     members on at least two hosts (unless the shard has one replica),
+//     reporting its ConfigChangeID or later and not counting a member it
+//     drops as a voter. One host alone can therefore never make the planner
+//     forget a voter, delete a member's data or promote a replica.
+// Untrusted claims are ignored: the shard keeps the DB's membership, plans
+// no new repair while its members' claims cannot be believed, and its
+// explanation says why.
 
 // Claim is a membership as one host reported it.
 type Claim struct {
@@ -181,7 +190,17 @@ func (p *planner) trustedMembership(v *shardView) *drummerpb.Membership {
 	})
 	var chosen *drummerpb.Membership
 	for _, c := range cands {
-		if why := p.distrust(v, c.M); why != "" {
+		why := p.distrust(v, c.M)
+		if why == "" {
+			for _, o := range cands {
+				if o.M != c.M && o.M.ConfigChangeId == c.M.ConfigChangeId && !sameMembership(o.M, c.M) {
+					why = fmt.Sprintf("replica %d on %s claims a different membership at the same ConfigChangeID",
+						o.from.rec.ReplicaId, p.addr(o.from.rec.HostId))
+					break
+				}
+			}
+		}
+		if why != "" {
 			v.say("ignoring the membership claimed by replica %d on %s (ConfigChangeID %d): %s",
 				c.from.rec.ReplicaId, p.addr(c.from.rec.HostId), c.M.ConfigChangeId, why)
 			continue
@@ -189,6 +208,7 @@ func (p *planner) trustedMembership(v *shardView) *drummerpb.Membership {
 		chosen = c.M
 		break
 	}
+	v.distrusted = chosen == nil && len(cands) > 0
 	if strangers > 0 && chosen == nil {
 		v.say("ignoring membership claims from %d hosts that hold no member of the shard", strangers)
 	}
@@ -223,6 +243,10 @@ func (p *planner) distrust(v *shardView, ms *drummerpb.Membership) string {
 		id := m.rec.ReplicaId
 		_, inV := ms.Voters[id]
 		_, inN := ms.NonVoting[id]
+		if m.obs.ConfigChangeId > cci {
+			// A newer membership exists: this one is stale (or made up).
+			return fmt.Sprintf("replica %d on %s has applied a later ConfigChangeID (%d)", id, p.addr(m.rec.HostId), m.obs.ConfigChangeId)
+		}
 		if !inV && !inN && m.obs.ConfigChangeId >= cci && m.obs.LeaderId != 0 {
 			return fmt.Sprintf("it leaves out replica %d on %s, which reports ConfigChangeID %d and a leader",
 				id, p.addr(m.rec.HostId), m.obs.ConfigChangeId)
@@ -246,13 +270,19 @@ func (p *planner) distrust(v *shardView, ms *drummerpb.Membership) string {
 	for _, m := range v.members {
 		id := m.rec.ReplicaId
 		_, inV := ms.Voters[id]
-		if (m.rec.Role == dbpb.Role_ROLE_VOTER && !inV) || slices.Contains(ms.Removed, id) {
+		_, inN := ms.NonVoting[id]
+		// A recorded member the claim leaves out or lists as removed:
+		// believing it may drop the member's record (and its data).
+		if (!inV && !inN) || slices.Contains(ms.Removed, id) {
 			dropped = append(dropped, id)
 		}
 	}
-	if len(dropped) == 0 {
-		return ""
-	}
+	// Every claim, and above all one that drops a member, must be
+	// confirmed by a quorum of its own voters that have applied it: live
+	// recorded members on two hosts or more (one host can lie about all
+	// of its reports). A claim the DB's membership already agrees with
+	// needs no more than that either: in a healthy shard the voters report
+	// the claim's ConfigChangeID within a report interval.
 	need := db.Quorum(len(ms.Voters))
 	got, hosts := 0, map[string]bool{}
 	for _, m := range v.members {
@@ -268,8 +298,12 @@ func (p *planner) distrust(v *shardView, ms *drummerpb.Membership) string {
 	if got >= need && (v.sh.Replicas <= 1 || len(hosts) >= 2) {
 		return ""
 	}
-	return fmt.Sprintf("it drops recorded replicas %v, but only %d of its %d voters (on %d hosts) are live and report ConfigChangeID %d or later; %d needed, on 2 hosts or more",
-		dropped, got, len(ms.Voters), len(hosts), cci, need)
+	what := "it is confirmed"
+	if len(dropped) > 0 {
+		what = fmt.Sprintf("it drops recorded replicas %v, but is confirmed", dropped)
+	}
+	return fmt.Sprintf("%s by only %d of its %d voters (on %d hosts) live and reporting ConfigChangeID %d or later; %d needed, on 2 hosts or more",
+		what, got, len(ms.Voters), len(hosts), cci, need)
 }
 
 func sharesMember(v *shardView, ms *drummerpb.Membership) bool {
@@ -281,6 +315,22 @@ func sharesMember(v *shardView, ms *drummerpb.Membership) bool {
 		}
 	}
 	return false
+}
+
+func sameMembership(a, b *drummerpb.Membership) bool {
+	sameKeys := func(x, y map[uint64]string) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		for k := range x {
+			if _, ok := y[k]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	ra, rb := slices.Sorted(slices.Values(a.Removed)), slices.Sorted(slices.Values(b.Removed))
+	return sameKeys(a.Voters, b.Voters) && sameKeys(a.NonVoting, b.NonVoting) && sameKeys(a.Witnesses, b.Witnesses) && slices.Equal(ra, rb)
 }
 
 func sameVoters(ids []uint64, voters map[uint64]string) bool {

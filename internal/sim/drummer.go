@@ -113,9 +113,8 @@ func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
 				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_NON_VOTING
 				rr.CaughtUp = r.caughtUp
 			}
-			if g.leader == r.id {
-				rr.Membership = g.membership()
-			}
+			// Every member reports the membership (like the agent).
+			rr.Membership = g.membership()
 		} else {
 			// Stranded (not a member here) or not initialized yet: it sees
 			// no leader.
@@ -141,6 +140,9 @@ func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
 		}
 	}
 	req.Results = h.results
+	if h == w.hostile {
+		w.forge(req)
+	}
 	return req
 }
 
