@@ -252,11 +252,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		lis.Close()
 		return nil, err
 	}
+	// The collector exists before the NodeHost: dragonboat calls the
+	// event listener (which nudges it) from its own goroutines as soon as
+	// the NodeHost runs.
+	a.col = newCollector(a)
 	if err := a.startNodeHost(deployment); err != nil {
 		lis.Close()
 		return nil, err
 	}
-	a.col = newCollector(a)
 	a.exec = newExecutor(a)
 	a.exec.restoring.Store(len(st.assignments()) > 0)
 	a.reps = newReporters(a)
@@ -384,11 +387,8 @@ func (a *Agent) startNodeHost(deployment uint64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	l := events.New(func(e events.Event) {
-		if a.col != nil {
-			a.col.onEvent(e)
-		}
-	})
+	col := a.col // set before the NodeHost starts; never reassigned
+	l := events.New(func(e events.Event) { col.onEvent(e) })
 	nhc := config.NodeHostConfig{
 		DeploymentID:        deployment,
 		NodeHostDir:         dir,

@@ -11,23 +11,19 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/events"
+	"github.com/drummerhq/drummer/internal/reportproto"
 )
 
 type replicaKey struct{ shard, replica uint64 }
 
 // view is an immutable picture of what the host runs, shared by the
-// reporters (one per drummer server).
-type view struct {
-	replicas    map[uint64]*drummerpb.ReplicaReport // by shard; no membership
-	memberships map[uint64]*drummerpb.Membership    // fetched by local replicas
-	disk        []*drummerpb.ReplicaKey
-	diskVersion uint64
-}
+// reporters (one per drummer server); memberships are fetched by every
+// local replica whose ConfigChangeID moved (the scheduler believes a
+// membership claim only when the other members do not contradict it).
+type view = reportproto.View
 
 // collector polls the NodeHost (cheap: GetNodeHostInfo without LogInfo),
-// fetches a shard's membership where the ConfigChangeID moved (on every
-// member, not only the leader: the scheduler believes a membership claim
-// only when the other members do not contradict it), checks whether joining non-voting replicas caught
+// fetches a shard's membership where the ConfigChangeID moved, checks whether joining non-voting replicas caught
 // up, and takes the on-disk inventory now and then.
 type collector struct {
 	a    *Agent
@@ -48,7 +44,7 @@ func newCollector(a *Agent) *collector {
 		a:          a,
 		kick:       make(chan struct{}, 1),
 		sem:        make(chan struct{}, 8),
-		cur:        &view{replicas: map[uint64]*drummerpb.ReplicaReport{}, memberships: map[uint64]*drummerpb.Membership{}},
+		cur:        &view{Replicas: map[uint64]*drummerpb.ReplicaReport{}, Memberships: map[uint64]*drummerpb.Membership{}},
 		fetchedCCI: map[uint64]uint64{},
 		caughtUp:   map[replicaKey]bool{},
 		checking:   map[replicaKey]bool{},
@@ -154,7 +150,7 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			delete(c.fetchedCCI, id)
 		}
 	}
-	next := &view{replicas: reps, memberships: prev.memberships, disk: prev.disk, diskVersion: prev.diskVersion}
+	next := &view{Replicas: reps, Memberships: prev.Memberships, Disk: prev.Disk, DiskVersion: prev.DiskVersion}
 	diskDue := c.diskDue || time.Since(c.lastDisk) >= c.a.cfg.DiskInventoryEvery
 	c.diskDue = false
 	c.mu.Unlock()
@@ -166,8 +162,8 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			for _, li := range full.LogInfo {
 				disk = append(disk, &drummerpb.ReplicaKey{ShardId: li.ShardID, ReplicaId: li.ReplicaID})
 			}
-			next.disk = disk
-			next.diskVersion = prev.diskVersion + 1
+			next.Disk = disk
+			next.DiskVersion = prev.DiskVersion + 1
 		}
 	}
 	c.mu.Lock()
@@ -176,11 +172,11 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	// Memberships may have been updated by a fetch meanwhile; keep only
 	// those of shards this host still runs.
-	next.memberships = c.cur.memberships
-	for id := range next.memberships {
+	next.Memberships = c.cur.Memberships
+	for id := range next.Memberships {
 		if r := reps[id]; r == nil {
-			next.memberships = maps.Clone(next.memberships)
-			maps.DeleteFunc(next.memberships, func(id uint64, _ *drummerpb.Membership) bool {
+			next.Memberships = maps.Clone(next.Memberships)
+			maps.DeleteFunc(next.Memberships, func(id uint64, _ *drummerpb.Membership) bool {
 				return reps[id] == nil
 			})
 			break
@@ -239,8 +235,8 @@ func (c *collector) fetchMembership(ctx context.Context, shardID uint64) {
 	}
 	ms := toMembership(m)
 	cur := *c.cur
-	cur.memberships = maps.Clone(c.cur.memberships)
-	cur.memberships[shardID] = ms
+	cur.Memberships = maps.Clone(c.cur.Memberships)
+	cur.Memberships[shardID] = ms
 	c.cur = &cur
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -309,7 +311,7 @@ func (e *executor) execute(ctx context.Context, o *drummerpb.Order) (res *drumme
 
 // running returns the replica ID of the shard's replica running here.
 func (e *executor) running(shardID uint64) (uint64, bool) {
-	if r := e.a.col.view().replicas[shardID]; r != nil {
+	if r := e.a.col.view().Replicas[shardID]; r != nil {
 		return r.ReplicaId, true
 	}
 	// The view may lag a start that just happened; ask the NodeHost.
@@ -364,6 +366,9 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	if err != nil {
 		return rejected("invalid shard config: %v", err)
 	}
+	if err := checkInitialMembers(o.InitialMembers); err != nil {
+		return rejected("%v", err)
+	}
 	if id, ok := e.running(o.ShardId); ok {
 		if id == o.ReplicaId {
 			e.a.store.assign(o)
@@ -413,6 +418,24 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	res.Outcome = drummerpb.OrderOutcome_ORDER_OUTCOME_DONE
 	e.a.log.Info("replica started", "shard_id", o.ShardId, "replica_id", o.ReplicaId, "join", join, "non_voting", o.NonVoting)
 	return res
+}
+
+// checkInitialMembers validates a start order's initial members before
+// dragonboat sees them: valid addresses, no replica ID 0, and no address
+// twice (two members on one NodeHost cannot both run).
+func checkInitialMembers(members map[uint64]string) error {
+	byAddr := make(map[string]uint64, len(members))
+	for _, id := range slices.Sorted(maps.Keys(members)) {
+		addr := members[id]
+		if id == 0 || db.ValidateAddress(addr) != nil {
+			return fmt.Errorf("invalid initial member %d=%q", id, addr)
+		}
+		if other, dup := byAddr[addr]; dup {
+			return fmt.Errorf("initial members %d and %d share the address %s", other, id, addr)
+		}
+		byAddr[addr] = id
+	}
+	return nil
 }
 
 func (e *executor) startReplica(app App, members map[uint64]dragonboat.Target, join bool, rc config.Config) (err error) {

@@ -11,10 +11,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/events"
+	"github.com/drummerhq/drummer/internal/reportproto"
 )
 
 var eventsNudge = events.Event{Kind: events.NodeReady}
@@ -111,15 +111,9 @@ func (r *reporters) run(ctx context.Context) {
 	}
 }
 
-// endpoint is the delta state for one drummer server.
+// endpoint is the delta state for one drummer server, and its error log.
 type endpoint struct {
-	seq        uint64
-	full       bool
-	lastFull   time.Time
-	sent       map[uint64]*drummerpb.ReplicaReport
-	sentCCI    map[uint64]uint64
-	sentDisk   uint64
-	sentResult uint64
+	*reportproto.Endpoint
 	lastErr    string
 	lastErrLog time.Time
 }
@@ -133,47 +127,23 @@ func (r *reporters) report(ctx context.Context, ep string) {
 	}
 	defer cc.Close()
 	dc := drummerpb.NewDrummerClient(cc)
-	st := &endpoint{full: true}
+	st := &endpoint{Endpoint: reportproto.NewEndpoint()}
 	for {
-		interval := time.Duration(r.interval.Load())
-		if a.exec.working() {
-			// Multi-step repairs take one round trip per step: report
-			// faster while orders flow so each next step arrives sooner.
-			interval = min(interval, 250*time.Millisecond)
-		}
+		// Report faster while orders flow (see reportproto.Interval).
+		interval := reportproto.Interval(time.Duration(r.interval.Load()), a.exec.working())
 		nudged := r.nudgeCh()
-		req, v, resSeq := r.build(st)
-		rctx, cancel := context.WithTimeout(ctx, max(2*interval, time.Second))
+		rep := r.build(st)
+		rctx, cancel := context.WithTimeout(ctx, reportproto.Timeout(interval))
 		var p peer.Peer
-		resp, err := dc.Report(rctx, req, grpc.Peer(&p))
+		resp, err := dc.Report(rctx, rep.Req, grpc.Peer(&p))
 		cancel()
 		if err != nil {
 			// The server may or may not have taken the deltas: start over
 			// from a full report.
-			st.full = true
+			st.Failed()
 			r.logError(st, ep, err)
 		} else {
-			st.seq = req.Seq
-			if req.Full {
-				st.lastFull = time.Now()
-				st.sentCCI = map[uint64]uint64{}
-			}
-			st.full = resp.NeedFull
-			st.sent = v.replicas
-			for _, rr := range req.Replicas {
-				if rr.Membership != nil {
-					st.sentCCI[rr.ShardId] = rr.Membership.ConfigChangeId
-				}
-			}
-			if req.HasDiskInventory {
-				st.sentDisk = v.diskVersion
-			}
-			// The server may leave the last results for the next report
-			// (they are consecutive in seq).
-			if left := uint64(resp.ResultsLeft); left > 0 && left <= uint64(len(req.Results)) {
-				resSeq -= left
-			}
-			st.sentResult = resSeq
+			st.Acked(rep, resp, time.Now())
 			st.lastErr = ""
 			r.handle(resp, ep, &p)
 		}
@@ -205,53 +175,14 @@ func (r *reporters) logError(st *endpoint, ep string, err error) {
 
 // build assembles the next report for an endpoint: full, or the deltas
 // since what that endpoint last acknowledged.
-func (r *reporters) build(st *endpoint) (*drummerpb.ReportRequest, *view, uint64) {
+func (r *reporters) build(st *endpoint) *reportproto.Report {
 	a := r.a
-	v := a.col.view()
-	full := st.full || st.sent == nil || time.Since(st.lastFull) >= a.cfg.FullReportEvery
-	req := &drummerpb.ReportRequest{
-		HostId: a.store.hostID, RaftAddress: a.cfg.RaftAddress, ApiAddress: a.cfg.APIAddress,
-		Labels: a.cfg.Labels, Apps: a.cfg.Apps.Names(), Version: a.cfg.Version,
-		Session: a.session, Seq: st.seq + 1, Full: full,
-		EpochSeen: a.exec.epochSeen(),
-		Starting:  a.exec.starting(),
+	id := &reportproto.Identity{
+		HostID: a.store.hostID, RaftAddress: a.cfg.RaftAddress, APIAddress: a.cfg.APIAddress,
+		Labels: a.cfg.Labels, Apps: a.cfg.Apps.Names(), Version: a.cfg.Version, Session: a.session,
 	}
-	if st.sentCCI == nil {
-		st.sentCCI = map[uint64]uint64{}
-	}
-	ids := make([]uint64, 0, len(v.replicas))
-	for id := range v.replicas {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		cur := v.replicas[id]
-		m := v.memberships[id]
-		newM := m != nil && (full || m.ConfigChangeId > st.sentCCI[id])
-		if !full && !newM && proto.Equal(st.sent[id], cur) {
-			continue
-		}
-		rr := cur
-		if newM {
-			rr = proto.CloneOf(cur)
-			rr.Membership = m
-		}
-		req.Replicas = append(req.Replicas, rr)
-	}
-	if !full {
-		for id, old := range st.sent {
-			if cur := v.replicas[id]; cur == nil || cur.ReplicaId != old.ReplicaId {
-				req.Stopped = append(req.Stopped, &drummerpb.ReplicaKey{ShardId: id, ReplicaId: old.ReplicaId})
-			}
-		}
-	}
-	if v.diskVersion > st.sentDisk || (full && v.diskVersion > 0) {
-		req.HasDiskInventory = true
-		req.Disk = v.disk
-	}
-	results, seq := a.exec.resultsSince(st.sentResult)
-	req.Results = results
-	return req, v, seq
+	status := reportproto.Status{EpochSeen: a.exec.epochSeen(), Starting: a.exec.starting()}
+	return st.Build(id, a.col.view(), status, a.exec.resultsSince, a.cfg.FullReportEvery, time.Now())
 }
 
 func (r *reporters) handle(resp *drummerpb.ReportResponse, ep string, p *peer.Peer) {

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -89,5 +91,18 @@ func TestEpochFenceSurvivesRestart(t *testing.T) {
 	e.submit(5, []*drummerpb.Order{leaderTransfer("5/b", 5)})
 	if len(e.queue) != 0 || e.epochSeen() != 7 {
 		t.Fatalf("after a restart: %d orders of the deposed epoch 5 queued, epoch seen %d (want 7)", len(e.queue), e.epochSeen())
+	}
+}
+
+// Two initial members on one address are refused before dragonboat sees
+// them.
+func TestStartOrderWithDuplicateMemberAddressesIsRejected(t *testing.T) {
+	e := newExecutor(testAgent(t))
+	o := &drummerpb.Order{Id: "x", Kind: &drummerpb.Order_Start{Start: &drummerpb.StartReplicaOrder{ShardId: 1, ReplicaId: 1, App: "kv",
+		Config:         &drummerpb.ShardConfig{ElectionRtt: 10, HeartbeatRtt: 1},
+		InitialMembers: map[uint64]string{1: "127.0.0.1:7001", 2: "127.0.0.1:7002", 3: "127.0.0.1:7002"}}}}
+	r := e.execute(context.Background(), o)
+	if r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED || !strings.Contains(r.Error, "share the address") {
+		t.Fatalf("%v: %s", r.Outcome, r.Error)
 	}
 }

@@ -29,6 +29,13 @@ func TestRemoveDataNeverForAMember(t *testing.T) {
 
 	e := agentOn(0)
 	res := e.stop(ctx, &drummerpb.StopReplicaOrder{ShardId: 1, ReplicaId: 1, RemoveData: true})
+	// Right after the election the membership read may fail ("shard not
+	// ready"): the agent then refuses to delete (FAILED) and the order is
+	// retried, as the scheduler would.
+	for res.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		res = e.stop(ctx, &drummerpb.StopReplicaOrder{ShardId: 1, ReplicaId: 1, RemoveData: true})
+	}
 	if res.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED || res.Membership == nil {
 		t.Fatalf("delete of a member's data: %v", res)
 	}

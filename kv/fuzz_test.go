@@ -21,6 +21,14 @@ func FuzzApply(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
+	// A well-formed snapshot, so the accepting path is explored too.
+	snapSM := NewStateMachine(1, 1).(*StateMachine)
+	snapSM.Update(sm.Entry{Cmd: must(EncodePut([]byte("a"), []byte("b")))})
+	var snap bytes.Buffer
+	if err := snapSM.SaveSnapshot(&snap, nil, nil); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(snap.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := NewStateMachine(1, 1).(*StateMachine)
 		s.Update(sm.Entry{Cmd: must(EncodePut([]byte("k"), []byte("v")))})
@@ -60,11 +68,60 @@ func FuzzApply(f *testing.F) {
 		if _, err := DecodeQueryResult(out.([]byte)); err != nil {
 			t.Fatalf("query result does not decode: %v", err)
 		}
-		// Snapshot decoding of arbitrary input must fail cleanly.
-		if err := s.RecoverFromSnapshot(bytes.NewReader(b), nil, nil); err == nil && len(b) < 17 {
-			t.Fatal("accepted a snapshot shorter than header+checksum")
-		}
+		checkSnapshots(t, s, b)
 	})
+}
+
+// checkSnapshots checks, for any input b and whatever its length: the
+// state's own snapshot restores to the same state and fails to restore
+// with any one byte changed (chosen by b), leaving the state unchanged;
+// b itself as a snapshot is refused without a change, or accepted only
+// when it is a well-formed snapshot of a state that round-trips.
+func checkSnapshots(t *testing.T, s *StateMachine, b []byte) {
+	t.Helper()
+	var snap bytes.Buffer
+	if err := s.SaveSnapshot(&snap, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := s.GetHash()
+	fresh := NewStateMachine(1, 2).(*StateMachine)
+	if err := fresh.RecoverFromSnapshot(bytes.NewReader(snap.Bytes()), nil, nil); err != nil {
+		t.Fatalf("own snapshot refused: %v", err)
+	}
+	if h, _ := fresh.GetHash(); h != want {
+		t.Fatal("snapshot round trip changed the state")
+	}
+	if len(b) > 0 {
+		bad := bytes.Clone(snap.Bytes())
+		i := int(b[0]) % len(bad)
+		bad[i] ^= 1 | b[len(b)-1]
+		if err := fresh.RecoverFromSnapshot(bytes.NewReader(bad), nil, nil); err == nil {
+			t.Fatalf("snapshot with byte %d changed was accepted", i)
+		}
+		if h, _ := fresh.GetHash(); h != want {
+			t.Fatal("a refused snapshot changed the state")
+		}
+	}
+	err := s.RecoverFromSnapshot(bytes.NewReader(b), nil, nil)
+	h, _ := s.GetHash()
+	switch {
+	case err != nil && h != want:
+		t.Fatal("a refused snapshot changed the state")
+	case err == nil && len(b) < 17:
+		t.Fatal("accepted a snapshot shorter than header+checksum")
+	case err == nil:
+		var again bytes.Buffer
+		if err := s.SaveSnapshot(&again, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		back := NewStateMachine(1, 3).(*StateMachine)
+		if err := back.RecoverFromSnapshot(&again, nil, nil); err != nil {
+			t.Fatalf("snapshot of an accepted snapshot refused: %v", err)
+		}
+		if hb, _ := back.GetHash(); hb != h {
+			t.Fatal("an accepted snapshot does not round-trip")
+		}
+	}
 }
 
 func must(b []byte, err error) []byte {

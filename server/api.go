@@ -21,6 +21,7 @@ import (
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/planner"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
 // ---------------------------------------------------------------------------
@@ -43,7 +44,7 @@ func (s *Server) requireLeader(ctx context.Context) (*db.State, error) {
 		return nil, status.Error(codes.FailedPrecondition, "this drummer server was removed from the cluster")
 	}
 	st, _ := s.sm.View()
-	if s.sched.isActive() {
+	if s.loop.isActive() {
 		return st, nil
 	}
 	ep := s.leaderEndpoint(st)
@@ -110,8 +111,8 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if s.isRemoved.Load() {
 		return nil, status.Error(codes.FailedPrecondition, "this drummer server was removed from the cluster")
 	}
-	left := admitResults(req, maxReportResults)
-	if err := validateReport(req); err != nil {
+	left := admitResults(req, scheduler.MaxReportResults)
+	if err := scheduler.ValidateReport(req); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "report from %q: %v", req.GetHostId(), err)
 	}
 	var (
@@ -142,8 +143,12 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"host identity %s was replaced by another host on %s; this data directory must not be used again", req.HostId, req.RaftAddress)
 	}
-	resp.NeedFull = s.obs.ingest(req, time.Now())
-	epoch, orders := s.sched.ordersFor(req.HostId)
+	inSequence := s.loop.ses.Check(req)
+	resp.NeedFull = !req.Full && !inSequence
+	if err := s.loop.enqueue(ctx, reportIn{r: req, at: time.Now(), inSequence: inSequence}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "report not taken: %v", err)
+	}
+	epoch, orders := s.loop.ordersFor(req.HostId)
 	if epoch != 0 {
 		resp.Leader, resp.Epoch, resp.Orders = true, epoch, orders
 	} else {
@@ -161,16 +166,23 @@ func (s *Server) GetClusterInfo(ctx context.Context, _ *drummerpb.GetClusterInfo
 	if err != nil {
 		return nil, err
 	}
-	out := s.sched.report(st, nil, true)
 	health := map[string]uint64{}
-	for _, r := range out.Shards {
-		health[r.Health]++
-	}
 	hostStates := map[string]uint64{}
-	for _, r := range s.sched.hostReports(st).Hosts {
-		if r.Registered {
-			hostStates[r.Liveness.String()]++
+	if err := s.loop.do(ctx, func(n *scheduler.Node) {
+		s.absorb(n, st)
+		judged := 0
+		for h, c := range n.Counts() {
+			health[h] = uint64(c)
+			judged += c
 		}
+		if rest := len(st.Shards) - judged; rest > 0 {
+			health["pending"] += uint64(rest) // not judged yet by this leader
+		}
+		for l, c := range n.HostCounts() {
+			hostStates[l] = uint64(c)
+		}
+	}); err != nil {
+		return nil, status.FromContextError(err).Err()
 	}
 	id, _ := s.raftLeader()
 	hash, idx := s.DBHash()
@@ -438,32 +450,41 @@ func (s *Server) ListShards(ctx context.Context, req *drummerpb.ListShardsReques
 	if len(req.ShardIds) > maxListIDs {
 		return nil, status.Errorf(codes.InvalidArgument, "at most %d shard IDs per call; page through all shards instead", maxListIDs)
 	}
-	ids := req.ShardIds
-	if len(ids) == 0 {
-		ids = st.SortedShardIDs()
+	resp := &drummerpb.ListShardsResponse{}
+	var (
+		page     []uint64
+		verdicts map[uint64]*planner.ShardReport
+	)
+	size, start, err := pageParams(req.PageSize, req.PageToken, 500, 2000)
+	if err != nil {
+		return nil, err
 	}
-	out := s.sched.report(st, ids, len(req.ShardIds) == 0)
-	var matching []uint64
-	for _, id := range ids {
-		if _, ok := st.Shards[id]; ok && match(out.Shards[id]) {
-			matching = append(matching, id)
+	now := time.Now()
+	if err := s.loop.do(ctx, func(n *scheduler.Node) {
+		s.absorb(n, st)
+		if len(req.ShardIds) > 0 {
+			verdicts = n.Verdicts(st, req.ShardIds, now)
+			for _, id := range req.ShardIds {
+				if st.Shards[id] != nil && match(verdicts[id]) {
+					page = append(page, id)
+				}
+			}
+			resp.Total = uint64(len(page))
+			return
 		}
-	}
-	resp := &drummerpb.ListShardsResponse{Total: uint64(len(matching))}
-	page := matching
-	if len(req.ShardIds) == 0 {
-		size, start, err := pageParams(req.PageSize, req.PageToken, 500, 2000)
-		if err != nil {
-			return nil, err
+		var next uint64
+		var total int
+		page, next, total = n.ShardPage(start, size, healthSet(req.Health))
+		resp.Total = uint64(total)
+		if next != 0 {
+			resp.NextPageToken = strconv.FormatUint(next, 10)
 		}
-		i, _ := slices.BinarySearch(matching, start)
-		page = matching[i:min(len(matching), i+size)]
-		if i+size < len(matching) {
-			resp.NextPageToken = strconv.FormatUint(matching[i+size], 10)
-		}
+		verdicts = n.Verdicts(st, page, now)
+	}); err != nil {
+		return nil, status.FromContextError(err).Err()
 	}
 	for _, id := range page {
-		resp.Shards = append(resp.Shards, s.shardStatus(st, st.Shards[id], out.Shards[id]))
+		resp.Shards = append(resp.Shards, s.shardStatus(st, st.Shards[id], verdicts[id]))
 	}
 	return resp, nil
 }
@@ -523,7 +544,10 @@ func (s *Server) GetShard(ctx context.Context, req *drummerpb.GetShardRequest) (
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "shard %d does not exist", req.ShardId)
 	}
-	out := s.sched.report(st, []uint64{req.ShardId}, false)
+	var out *planner.Output
+	if err := s.loop.do(ctx, func(n *scheduler.Node) { out = n.Assess(st, []uint64{req.ShardId}, time.Now()) }); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
 	return s.shardStatus(st, sh, out.Shards[req.ShardId]), nil
 }
 
@@ -543,7 +567,10 @@ func (s *Server) LocateShards(ctx context.Context, req *drummerpb.LocateShardsRe
 			known = append(known, id)
 		}
 	}
-	out := s.sched.report(st, known, false)
+	var verdicts map[uint64]*planner.ShardReport
+	if err := s.loop.do(ctx, func(n *scheduler.Node) { s.absorb(n, st); verdicts = n.Verdicts(st, known, time.Now()) }); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
 	resp := &drummerpb.LocateShardsResponse{}
 	for _, id := range req.ShardIds {
 		sh, ok := st.Shards[id]
@@ -551,7 +578,7 @@ func (s *Server) LocateShards(ctx context.Context, req *drummerpb.LocateShardsRe
 			resp.Shards = append(resp.Shards, &drummerpb.ShardLocation{ShardId: id})
 			continue
 		}
-		ss := s.shardStatus(st, sh, out.Shards[id])
+		ss := s.shardStatus(st, sh, verdicts[id])
 		resp.Shards = append(resp.Shards, &drummerpb.ShardLocation{
 			ShardId: id, Found: true, Health: ss.Health, LeaderReplicaId: ss.LeaderReplicaId, Term: ss.Term, Members: ss.Members,
 		})
@@ -562,8 +589,9 @@ func (s *Server) LocateShards(ctx context.Context, req *drummerpb.LocateShardsRe
 // ---------------------------------------------------------------------------
 // Hosts.
 
-// hostStatus describes a host; callers hold s.obs.mu.
-func (s *Server) hostStatus(st *db.State, id string, r *planner.HostReport) *drummerpb.HostStatus {
+// hostStatus describes a host; it runs on the scheduler loop (o is the
+// host's observations, may be nil).
+func (s *Server) hostStatus(st *db.State, id string, o *planner.HostObs, r *planner.HostReport) *drummerpb.HostStatus {
 	out := &drummerpb.HostStatus{Id: id, State: "dead", AdminState: "unregistered"}
 	if h := st.Hosts[id]; h != nil {
 		out.RaftAddress, out.ApiAddress, out.Labels, out.Apps = h.RaftAddress, h.ApiAddress, h.Labels, h.Apps
@@ -572,10 +600,10 @@ func (s *Server) hostStatus(st *db.State, id string, r *planner.HostReport) *dru
 			out.AdminState = "maintenance"
 			out.MaintenanceUntilUnixMs = h.MaintenanceUntilUnixMs
 		}
-	} else if o := s.obs.o.Hosts[id]; o != nil {
+	} else if o != nil {
 		out.RaftAddress, out.ApiAddress, out.Labels, out.Apps = o.RaftAddress, o.APIAddress, o.Labels, o.Apps
 	}
-	if o := s.obs.o.Hosts[id]; o != nil && !o.LastHeard.IsZero() {
+	if o != nil && !o.LastHeard.IsZero() {
 		out.LastHeartbeatUnixMs = o.LastHeard.UnixMilli()
 	}
 	if r != nil {
@@ -606,23 +634,35 @@ func (s *Server) ListHosts(ctx context.Context, req *drummerpb.ListHostsRequest)
 	if req.PageSize > 0 {
 		size = min(int(req.PageSize), 5000)
 	}
-	out := s.sched.hostReports(st)
-	var ids []string
-	for _, id := range slices.Sorted(maps.Keys(out.Hosts)) {
-		if len(states) == 0 || states[out.Hosts[id].Liveness.String()] {
-			ids = append(ids, id)
+	resp := &drummerpb.ListHostsResponse{}
+	now := time.Now()
+	if err := s.loop.do(ctx, func(n *scheduler.Node) {
+		s.absorb(n, st)
+		var ids []string
+		for _, id := range sortedHosts(st, n) {
+			l, ok := n.HostLiveness(id)
+			if !ok {
+				l = planner.Dead
+				if st.Hosts[id] != nil {
+					l = planner.Up // not judged yet: a new leader gives the benefit of the doubt
+				}
+			}
+			if len(states) == 0 || states[l.String()] {
+				ids = append(ids, id)
+			}
 		}
-	}
-	resp := &drummerpb.ListHostsResponse{Total: uint64(len(ids))}
-	i, _ := slices.BinarySearch(ids, req.PageToken)
-	page := ids[i:min(len(ids), i+size)]
-	if i+size < len(ids) {
-		resp.NextPageToken = ids[i+size]
-	}
-	s.obs.mu.RLock()
-	defer s.obs.mu.RUnlock()
-	for _, id := range page {
-		resp.Hosts = append(resp.Hosts, s.hostStatus(st, id, out.Hosts[id]))
+		resp.Total = uint64(len(ids))
+		i, _ := slices.BinarySearch(ids, req.PageToken)
+		page := ids[i:min(len(ids), i+size)]
+		if i+size < len(ids) {
+			resp.NextPageToken = ids[i+size]
+		}
+		out := n.AssessHosts(st, page, now)
+		for _, id := range page {
+			resp.Hosts = append(resp.Hosts, s.hostStatus(st, id, n.Observed().Hosts[id], out.Hosts[id]))
+		}
+	}); err != nil {
+		return nil, status.FromContextError(err).Err()
 	}
 	return resp, nil
 }
@@ -670,17 +710,22 @@ func (s *Server) SetHostState(ctx context.Context, req *drummerpb.SetHostStateRe
 	case drummerpb.HostAdminAction_HOST_ADMIN_ACTION_UNCORDON:
 		cmd.Admin = dbpb.HostAdmin_HOST_ADMIN_ACTIVE
 	case drummerpb.HostAdminAction_HOST_ADMIN_ACTION_DRAIN:
-		if err := s.sched.drainCheck(st, h.Id); err != nil {
+		var derr error
+		if err := s.loop.do(ctx, func(n *scheduler.Node) { derr = n.DrainCheck(st, h.Id, time.Now()) }); err != nil {
+			return nil, status.FromContextError(err).Err()
+		}
+		if err := derr; err != nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "cannot drain %s: %v", h.Id, err)
 		}
 		cmd.Admin = dbpb.HostAdmin_HOST_ADMIN_DRAINING
 	case drummerpb.HostAdminAction_HOST_ADMIN_ACTION_MAINTENANCE:
-		d := time.Duration(req.DurationMs) * time.Millisecond
-		if d <= 0 || d > 7*24*time.Hour {
+		// Checked in milliseconds: the product in nanoseconds can wrap
+		// around into an acceptable duration.
+		if req.DurationMs == 0 || req.DurationMs > uint64((7*24*time.Hour).Milliseconds()) {
 			return nil, status.Error(codes.InvalidArgument, "maintenance needs a duration between 1ms and 7 days, e.g. --for 10m")
 		}
 		cmd.MaintenanceOnly = true
-		cmd.MaintenanceUntilUnixMs = time.Now().Add(d).UnixMilli()
+		cmd.MaintenanceUntilUnixMs = time.Now().Add(time.Duration(req.DurationMs) * time.Millisecond).UnixMilli()
 	case drummerpb.HostAdminAction_HOST_ADMIN_ACTION_END_MAINTENANCE:
 		cmd.MaintenanceOnly = true
 		cmd.MaintenanceUntilUnixMs = 0
@@ -691,10 +736,14 @@ func (s *Server) SetHostState(ctx context.Context, req *drummerpb.SetHostStateRe
 		return nil, err
 	}
 	st, _ = s.sm.View()
-	out := s.sched.hostReports(st)
-	s.obs.mu.RLock()
-	defer s.obs.mu.RUnlock()
-	return &drummerpb.SetHostStateResponse{Host: s.hostStatus(st, h.Id, out.Hosts[h.Id])}, nil
+	var hs *drummerpb.HostStatus
+	if err := s.loop.do(ctx, func(n *scheduler.Node) {
+		out := n.AssessHosts(st, []string{h.Id}, time.Now())
+		hs = s.hostStatus(st, h.Id, n.Observed().Hosts[h.Id], out.Hosts[h.Id])
+	}); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return &drummerpb.SetHostStateResponse{Host: hs}, nil
 }
 
 // RemoveHost forgets a dead or drained host.
@@ -708,7 +757,7 @@ func (s *Server) RemoveHost(ctx context.Context, req *drummerpb.RemoveHostReques
 		return nil, err
 	}
 	suspect := time.Duration(st.Config.SuspectTimeoutMs) * time.Millisecond
-	if t := s.obs.lastHeard(h.Id); !t.IsZero() && time.Since(t) < suspect && h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED {
+	if t := s.loop.lastHeard(ctx, h.Id); !t.IsZero() && time.Since(t) < suspect && h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED {
 		return nil, status.Errorf(codes.FailedPrecondition, "host %s is up (reported %s ago): it would register again; drain it and stop its nodehost first", h.Id, time.Since(t).Round(time.Millisecond))
 	}
 	if !req.Force && st.HostHasMembers(h.Id) {
@@ -866,28 +915,46 @@ func (s *Server) linearView(ctx context.Context) (*db.State, error) {
 
 // GetServerStatus describes this server; every server answers.
 func (s *Server) GetServerStatus(ctx context.Context, _ *drummerpb.GetServerStatusRequest) (*drummerpb.ServerStatus, error) {
-	st, idx := s.sm.View()
+	st, _ := s.sm.View()
+	hash, idx := s.sm.HashAt()
 	leader, _ := s.raftLeader()
 	suspect := time.Duration(st.Config.SuspectTimeoutMs) * time.Millisecond
 	reporting := 0
-	s.obs.mu.RLock()
-	for _, h := range s.obs.o.Hosts {
-		if time.Since(h.LastHeard) < suspect {
-			reporting++
-		}
-	}
-	s.obs.mu.RUnlock()
+	_ = s.loop.do(ctx, func(n *scheduler.Node) { reporting = n.Reporting(time.Now(), suspect) })
 	return &drummerpb.ServerStatus{
 		ReplicaId:      s.cfg.ReplicaID,
 		RaftAddress:    s.cfg.RaftAddress,
 		GrpcAddress:    s.advertisedGRPC(),
 		RaftLeaderId:   leader,
-		Scheduler:      s.sched.isActive(),
+		Scheduler:      s.loop.isActive(),
 		Epoch:          st.Epoch,
 		DbAppliedIndex: idx,
-		DbHash:         st.Hash(),
+		DbHash:         hash,
 		HostsReporting: uint64(reporting),
 		Removed:        s.isRemoved.Load(),
 		Version:        s.cfg.Version,
 	}, nil
+}
+
+// absorb brings the DB's latest changes into the node's indexes before a
+// status call reads them (the next round plans them); it runs on the loop.
+func (s *Server) absorb(n *scheduler.Node, st *db.State) {
+	if _, active := n.Active(); !active {
+		return
+	}
+	v, dirty, _ := s.sm.ViewIfChanged()
+	n.Absorb(v, dirty, time.Now())
+}
+
+// healthSet expands ListShards' health filter (validated by healthFilter).
+func healthSet(want []string) map[string]bool {
+	set := map[string]bool{}
+	for _, h := range want {
+		if h == "unhealthy" {
+			set["under_replicated"], set["unavailable"], set["pending"] = true, true, true
+		} else {
+			set[h] = true
+		}
+	}
+	return set
 }

@@ -2,12 +2,14 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"github.com/lni/dragonboat/v4"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
 )
 
 // A proposal pending when the DB replica closed may still be committed by
@@ -43,5 +45,36 @@ func TestCreateShardsIsIdempotent(t *testing.T) {
 		if _, err := c.CreateShards(ctx, other); status.Code(err) != codes.AlreadyExists {
 			t.Errorf("%s: %v, want AlreadyExists", name, err)
 		}
+	}
+}
+
+// A maintenance duration so long that it wraps around in nanoseconds is
+// refused, not taken as the short duration it wraps to.
+func TestMaintenanceDurationOverflowIsRefused(t *testing.T) {
+	s, c := startServer(t)
+	ctx := ctxT(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for seq := uint64(1); ; seq++ {
+		if _, err := c.Report(ctx, report("h1", seq, 0)); err != nil {
+			t.Fatal(err)
+		}
+		var known bool
+		s.sm.Read(func(st *db.State) { known = st.Hosts["h1"] != nil })
+		if known {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the host was not registered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// 2^58 + 3,600,000 ms is 1 h once multiplied into nanoseconds (mod 2^64).
+	wraps := uint64(1)<<58 + 3_600_000
+	_, err := c.SetHostState(ctx, &drummerpb.SetHostStateRequest{HostId: "h1", Action: drummerpb.HostAdminAction_HOST_ADMIN_ACTION_MAINTENANCE, DurationMs: wraps})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("duration %d ms: %v, want InvalidArgument", wraps, err)
+	}
+	if _, err := c.SetHostState(ctx, &drummerpb.SetHostStateRequest{HostId: "h1", Action: drummerpb.HostAdminAction_HOST_ADMIN_ACTION_MAINTENANCE, DurationMs: 60_000}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
 func report(hostID string, seq uint64, results int) *drummerpb.ReportRequest {
@@ -25,7 +26,7 @@ func report(hostID string, seq uint64, results int) *drummerpb.ReportRequest {
 func TestOversizedReportDegrades(t *testing.T) {
 	s, c := startServer(t)
 	ctx := ctxT(t)
-	req := report("h1", 1, maxReportResults+1234)
+	req := report("h1", 1, scheduler.MaxReportResults+1234)
 	req.Replicas = []*drummerpb.ReplicaReport{{ShardId: 5, ReplicaId: 1}}
 	resp, err := c.Report(ctx, req)
 	if err != nil {
@@ -34,15 +35,21 @@ func TestOversizedReportDegrades(t *testing.T) {
 	if resp.ResultsLeft != 1234 {
 		t.Fatalf("results_left %d, want 1234", resp.ResultsLeft)
 	}
-	if s.obs.lastHeard("h1").IsZero() {
+	if s.loop.lastHeard(ctx, "h1").IsZero() {
 		t.Fatal("the host was not heard from")
 	}
-	s.obs.mu.RLock()
-	h := s.obs.o.Hosts["h1"]
-	nres, rep := len(h.Results), h.Replicas[5]
-	s.obs.mu.RUnlock()
-	if nres != maxReportResults || rep == nil {
-		t.Fatalf("took %d results (want %d) and replica %v", nres, maxReportResults, rep)
+	var (
+		nres int
+		rep  *drummerpb.ReplicaReport
+	)
+	if err := s.loop.do(ctx, func(n *scheduler.Node) {
+		h := n.Observed().Hosts["h1"]
+		nres, rep = len(h.Results), h.Replicas[5]
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if nres != scheduler.MaxReportResults || rep == nil {
+		t.Fatalf("took %d results (want %d) and replica %v", nres, scheduler.MaxReportResults, rep)
 	}
 	// The rest comes with the next report.
 	resp, err = c.Report(ctx, report("h1", 2, 10))

@@ -54,8 +54,7 @@ type Server struct {
 	grpc   *grpc.Server
 	lis    net.Listener
 	health *health.Server
-	obs    *observations
-	sched  *scheduler
+	loop   *loop
 	// tls is nil in insecure mode.
 	tls *auth.Source
 
@@ -82,7 +81,6 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "drummer", "replica_id", cfg.ReplicaID),
 		started:    time.Now(),
-		obs:        newObservations(),
 		leaderKick: make(chan struct{}, 1),
 		removed:    make(chan struct{}),
 	}
@@ -100,7 +98,7 @@ func New(cfg Config) (*Server, error) {
 		lis.Close()
 		return nil, err
 	}
-	s.sched = newScheduler(s)
+	s.loop = newLoop(s)
 	s.grpc = grpc.NewServer(append(s.grpcServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)...)
@@ -124,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 			s.log.Error("gRPC server stopped", "err", err)
 		}
 	}()
-	go func() { defer s.wg.Done(); s.sched.run(ctx) }()
+	go func() { defer s.wg.Done(); s.loop.run(ctx) }()
 	go func() { defer s.wg.Done(); s.registerSelf(ctx) }()
 	s.log.Info("drummer server started", "raft_address", cfg.RaftAddress, "grpc_address", cfg.GRPCAddress, "data_dir", cfg.DataDir)
 	return s, nil
@@ -235,12 +233,11 @@ func (s *Server) GRPCAddress() string { return s.lis.Addr().String() }
 func (s *Server) ReplicaID() uint64 { return s.cfg.ReplicaID }
 
 // IsLeader reports whether this server currently holds the scheduler epoch.
-func (s *Server) IsLeader() bool { return s.sched.isActive() }
+func (s *Server) IsLeader() bool { return s.loop.isActive() }
 
 // DBHash returns the DB state hash and the index it reflects.
 func (s *Server) DBHash() (uint64, uint64) {
-	v, idx := s.sm.View()
-	return v.Hash(), idx
+	return s.sm.HashAt()
 }
 
 // Close stops the server. It is safe to call more than once.

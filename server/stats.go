@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/drummerhq/drummer/internal/metrics"
 	"github.com/drummerhq/drummer/internal/planner"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
 // Metrics receive what a server measures besides its Stats
@@ -20,14 +22,13 @@ type Metrics interface {
 }
 
 // Stats returns the counts the metrics report (metrics.StatsSource). The
-// fleet counts are filled on the scheduler leader only.
-//
-// Today this judges every host and shard (like GetClusterInfo), so a
-// scrape costs O(shards); it runs once per scrape, off every hot path.
+// fleet counts are filled on the scheduler leader only, from the scheduler
+// Node's liveness states and cached verdicts: a scrape costs O(hosts +
+// repairs in flight), not a planning pass over every shard.
 func (s *Server) Stats() metrics.DrummerStats {
 	st, idx := s.sm.View()
 	out := metrics.DrummerStats{
-		Leader:        s.sched.isActive(),
+		Leader:        s.loop.isActive(),
 		Epoch:         st.Epoch,
 		LeaderChanges: s.leaderChanges.Load(),
 		AppliedIndex:  idx,
@@ -39,19 +40,28 @@ func (s *Server) Stats() metrics.DrummerStats {
 		return out
 	}
 	out.Hosts = map[metrics.HostKey]int{}
-	for id, r := range s.sched.hostReports(st).Hosts {
-		if h := st.Hosts[id]; r.Registered && h != nil {
-			out.Hosts[metrics.HostKey{Liveness: r.Liveness.String(), Admin: adminState(h.Admin.String(), h.MaintenanceUntilUnixMs)}]++
-		}
-	}
 	out.Shards = map[string]int{}
-	rep := s.sched.report(st, nil, true)
-	for id := range st.Shards {
-		h := "pending"
-		if r := rep.Shards[id]; r != nil {
-			h = r.Health
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.loop.do(ctx, func(n *scheduler.Node) {
+		s.absorb(n, st)
+		for id, h := range st.Hosts {
+			l, ok := n.HostLiveness(id)
+			if !ok {
+				l = planner.Up // not judged yet by this leader
+			}
+			out.Hosts[metrics.HostKey{Liveness: l.String(), Admin: adminState(h.Admin.String(), h.MaintenanceUntilUnixMs)}]++
 		}
-		out.Shards[h]++
+		judged := 0
+		for h, c := range n.Counts() {
+			out.Shards[h] = c
+			judged += c
+		}
+		if rest := len(st.Shards) - judged; rest > 0 {
+			out.Shards["pending"] += rest
+		}
+	}); err != nil {
+		return out
 	}
 	out.RepairsInFlight = map[metrics.RepairKey]int{}
 	for _, id := range st.RepairingShards() {

@@ -7,6 +7,10 @@
 //	go run ./cmd/drummerbench launch --shards 100,1000 --nodehosts 5
 //	go run ./cmd/drummerbench heal --shards 30,300 --nodehosts 5
 //	go run ./cmd/drummerbench failover --shards 30 --runs 5
+//	go run ./cmd/drummerbench fleet --hosts 300 --scenario steady,kill,leader-kill
+//
+// fleet simulates thousands of nodehosts in this process (internal/fleet)
+// against three real drummer processes; see docs/benchmarks.md.
 package main
 
 import (
@@ -45,6 +49,12 @@ func main() {
 		err = heal(os.Args[2:])
 	case "failover":
 		err = failover(os.Args[2:])
+	case "fleet":
+		err = fleetCmd(os.Args[2:])
+		if errors.Is(err, errUsage) {
+			unlock()
+			os.Exit(2)
+		}
 	default:
 		usage()
 	}
@@ -56,7 +66,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: drummerbench launch|heal|failover [flags]  (see the package doc)")
+	fmt.Fprintln(os.Stderr, "usage: drummerbench launch|heal|failover|fleet [flags]  (see the package doc)")
 	os.Exit(2)
 }
 

@@ -21,9 +21,18 @@ import (
 // application trusting the error).
 func TestRegressClosedProposalMayBeApplied(t *testing.T) {
 	c := nhtest.New(t, nhtest.Options{RTTMillisecond: 10})
-	// Slow applies keep the proposal pending on the follower after it is
-	// committed.
-	slow := kv.NewFactory(kv.Options{ApplyDelay: func() time.Duration { return time.Second }})
+	// Applies wait until the follower's replica is stopped, so the
+	// proposal is still pending there when it stops, every time (a timed
+	// delay let the Put complete first now and then, and the test then
+	// checked nothing).
+	gate := make(chan struct{})
+	slow := kv.NewFactory(kv.Options{ApplyDelay: func() time.Duration {
+		select {
+		case <-gate:
+		case <-time.After(5 * time.Second):
+		}
+		return 0
+	}})
 	c.StartShard(1, slow, nhtest.ShardOptions{})
 	leader := c.WaitLeader(1)
 	f := (leader + 1) % 3
@@ -47,7 +56,9 @@ func TestRegressClosedProposalMayBeApplied(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		stopped <- c.Hosts[f].NH.StopShard(1)
+		err := c.Hosts[f].NH.StopShard(1)
+		close(gate)
+		stopped <- err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	err = cl.KV(1).Put(ctx, []byte("x"), []byte("written"))
@@ -74,9 +85,12 @@ func TestRegressClosedProposalMayBeApplied(t *testing.T) {
 	}
 	t.Logf("Put: %v; afterwards x = %q (found %v)", err, res.Value, res.Found)
 	if err == nil {
-		return // the proposal completed before the stop: nothing to check
+		t.Fatal("the Put completed although its replica was stopped while it was pending: the test did not exercise CLOSED")
 	}
-	if res.Found && !errors.Is(err, client.ErrOutcomeUnknown) {
+	if !res.Found {
+		t.Fatal("the write was not applied by the other members: the test did not exercise a CLOSED proposal that commits")
+	}
+	if !errors.Is(err, client.ErrOutcomeUnknown) {
 		t.Fatalf("the write was applied, but the client reported a failure without ErrOutcomeUnknown: %v", err)
 	}
 }

@@ -295,7 +295,7 @@ func (f *fakeDrummer) RemoveMember(_ context.Context, r *drummerpb.RemoveMemberR
 }
 
 // serve starts a gRPC server for f on 127.0.0.1 and returns its address.
-func serve(t *testing.T, f *fakeDrummer) string {
+func serve(t testing.TB, f *fakeDrummer) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -368,7 +368,7 @@ type runOpts struct {
 }
 
 // run runs drummercmd in-process with args.
-func runCLI(t *testing.T, o runOpts, args ...string) result {
+func runCLI(t testing.TB, o runOpts, args ...string) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	stdin := strings.NewReader(o.stdin)

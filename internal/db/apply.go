@@ -347,17 +347,15 @@ func (s *State) setHostAdmin(a *dbpb.SetHostAdmin, now int64) dbpb.Code {
 		nh.Admin = a.Admin
 		nh.AdminSinceUnixMs = now
 	}
-	s.Hosts[a.HostId] = nh
+	s.putHost(nh)
 	s.touchHost(a.HostId)
 	s.touchShardsOn(a.HostId)
 	return dbpb.Code_CODE_OK
 }
 
 func (s *State) touchShardsOn(hostID string) {
-	for id, sh := range s.Shards {
-		if MemberOnHost(sh, hostID) != nil {
-			s.touchShard(id)
-		}
+	for id := range s.ShardsOnHost(hostID) {
+		s.touchShard(id)
 	}
 }
 
@@ -379,11 +377,9 @@ func (s *State) removeHost(r *dbpb.RemoveHost) dbpb.Code {
 }
 
 func (s *State) forgetHost(hostID string) {
-	delete(s.Hosts, hostID)
-	for k := range s.Cleanups {
-		if k.HostID == hostID {
-			delete(s.Cleanups, k)
-		}
+	s.dropHost(hostID)
+	for _, c := range s.CleanupsFor(hostID) {
+		s.dropCleanup(CleanupKey{HostID: c.HostId, ShardID: c.ShardId, ReplicaID: c.ReplicaId})
 	}
 	s.touchHost(hostID)
 	s.touchShardsOn(hostID)
@@ -399,7 +395,7 @@ func (s *State) addCleanup(hostID string, shardID, replicaID uint64, reason stri
 	if _, ok := s.Cleanups[k]; ok {
 		return
 	}
-	s.Cleanups[k] = &dbpb.Cleanup{HostId: hostID, ShardId: shardID, ReplicaId: replicaID, Reason: reason, RecordedUnixMs: now}
+	s.putCleanup(&dbpb.Cleanup{HostId: hostID, ShardId: shardID, ReplicaId: replicaID, Reason: reason, RecordedUnixMs: now})
 	s.touchHost(hostID)
 }
 

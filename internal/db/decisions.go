@@ -118,19 +118,19 @@ func (s *State) registerHost(r *dbpb.RegisterHost, now int64) dbpb.Code {
 		nh.ApiAddress = r.ApiAddress
 		nh.Labels = cloneMap(r.Labels)
 		nh.Apps = apps
-		s.Hosts[r.HostId] = nh
+		s.putHost(nh)
 	} else {
 		if len(s.Hosts) >= 100_000 {
 			return dbpb.Code_CODE_CONFLICT
 		}
-		s.Hosts[r.HostId] = &dbpb.Host{
+		s.putHost(&dbpb.Host{
 			Id:               r.HostId,
 			RaftAddress:      r.RaftAddress,
 			ApiAddress:       r.ApiAddress,
 			Labels:           cloneMap(r.Labels),
 			Apps:             apps,
 			RegisteredUnixMs: now,
-		}
+		})
 	}
 	s.touchHost(r.HostId)
 	s.touchShardsOn(r.HostId)
@@ -498,7 +498,7 @@ func (s *State) doneCleanup(d *dbpb.DoneCleanup) dbpb.Code {
 	if _, ok := s.Cleanups[k]; !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
-	delete(s.Cleanups, k)
+	s.dropCleanup(k)
 	s.touchHost(d.HostId)
 	return dbpb.Code_CODE_OK
 }
@@ -517,12 +517,10 @@ func (s *State) replaceHost(r *dbpb.ReplaceHost, now int64) dbpb.Code {
 	nh := proto.CloneOf(h)
 	nh.Admin = dbpb.HostAdmin_HOST_ADMIN_REPLACED
 	nh.AdminSinceUnixMs = now
-	s.Hosts[r.OldHostId] = nh
+	s.putHost(nh)
 	// The old identity's data went with its disk: nothing to clean there.
-	for k := range s.Cleanups {
-		if k.HostID == r.OldHostId {
-			delete(s.Cleanups, k)
-		}
+	for _, c := range s.CleanupsFor(r.OldHostId) {
+		s.dropCleanup(CleanupKey{HostID: c.HostId, ShardID: c.ShardId, ReplicaID: c.ReplicaId})
 	}
 	s.touchHost(r.OldHostId)
 	s.touchShardsOn(r.OldHostId)
@@ -556,7 +554,7 @@ func (s *State) endMaintenance(e *dbpb.EndMaintenance) dbpb.Code {
 	}
 	nh := proto.CloneOf(h)
 	nh.MaintenanceUntilUnixMs = 0
-	s.Hosts[e.HostId] = nh
+	s.putHost(nh)
 	s.touchHost(e.HostId)
 	s.touchShardsOn(e.HostId)
 	return dbpb.Code_CODE_OK
@@ -576,7 +574,7 @@ func (s *State) markDrained(m *dbpb.MarkDrained, now int64) dbpb.Code {
 	nh := proto.CloneOf(h)
 	nh.Admin = dbpb.HostAdmin_HOST_ADMIN_DRAINED
 	nh.AdminSinceUnixMs = now
-	s.Hosts[m.HostId] = nh
+	s.putHost(nh)
 	s.touchHost(m.HostId)
 	return dbpb.Code_CODE_OK
 }

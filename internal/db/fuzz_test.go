@@ -143,6 +143,9 @@ func (s *byteSource) command(st *State) *dbpb.Command {
 // checkInvariants verifies what must hold after any sequence of commands.
 func checkInvariants(t *testing.T, st *State) {
 	t.Helper()
+	if msg := st.CheckIndexes(); msg != "" {
+		t.Fatalf("derived indexes: %s", msg)
+	}
 	for id, sh := range st.Shards {
 		if sh.Id != id || id == 0 {
 			t.Fatalf("shard key %d holds record %d", id, sh.Id)
@@ -332,7 +335,14 @@ func FuzzApplyConcurrent(f *testing.F) {
 		m := NewStateMachine(nil)
 		hashes := []uint64{seq.Hash()} // by index
 		captures := make(chan capture, 256)
-		var bad []string
+		// The reader records what it saw; it is compared with the
+		// sequential hashes once the writer is done.
+		type seen struct {
+			index            uint64
+			view, snap       uint64
+			snapErr, recover error
+		}
+		var got []seen
 		readerDone := make(chan struct{})
 		go func() {
 			defer close(readerDone)
@@ -340,20 +350,15 @@ func FuzzApplyConcurrent(f *testing.F) {
 				for id := range c.view.Shards {
 					c.view.ShardTimeouts(id)
 				}
-				if c.view.Hash() != hashes[c.index] {
-					bad = append(bad, fmt.Sprintf("view at index %d differs from the sequential state there", c.index))
-				}
+				g := seen{index: c.index, view: c.view.Hash()}
 				var buf bytes.Buffer
-				if err := m.SaveSnapshot(c.snap, &buf, nil, nil); err != nil {
-					bad = append(bad, err.Error())
-					continue
+				if g.snapErr = m.SaveSnapshot(c.snap, &buf, nil, nil); g.snapErr == nil {
+					var st *State
+					if st, g.recover = FromSnapshot(buf.Bytes()); g.recover == nil {
+						g.snap = st.Hash()
+					}
 				}
-				st, err := FromSnapshot(buf.Bytes())
-				if err != nil {
-					bad = append(bad, err.Error())
-				} else if st.Hash() != hashes[c.index] {
-					bad = append(bad, fmt.Sprintf("snapshot prepared at index %d holds another state", c.index))
-				}
+				got = append(got, g)
 			}
 		}()
 		src := &byteSource{b: data}
@@ -380,8 +385,15 @@ func FuzzApplyConcurrent(f *testing.F) {
 		}
 		close(captures)
 		<-readerDone
-		if len(bad) > 0 {
-			t.Fatal(bad[0])
+		for _, g := range got {
+			switch {
+			case g.snapErr != nil || g.recover != nil:
+				t.Fatalf("snapshot at index %d: %v %v", g.index, g.snapErr, g.recover)
+			case g.view != hashes[g.index]:
+				t.Fatalf("view at index %d differs from the sequential state there", g.index)
+			case g.snap != hashes[g.index]:
+				t.Fatalf("snapshot prepared at index %d holds another state", g.index)
+			}
 		}
 		if h, _ := m.GetHash(); h != hashes[len(hashes)-1] {
 			t.Fatal("state machine and sequential state diverged")

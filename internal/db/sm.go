@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
@@ -25,6 +26,11 @@ type StateMachine struct {
 	// view caches the last View: records are immutable, so a view stays
 	// valid until the next applied batch or snapshot recovery replaces it.
 	view *State
+	// hash caches the state's hash until the next change.
+	hash     uint64
+	hashIdx  uint64
+	hashOK   bool
+	hashedAt time.Time
 	// changed is closed and replaced after every applied batch, so readers
 	// can wait for the state to move.
 	changed chan struct{}
@@ -50,7 +56,7 @@ func (m *StateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		entries[i].Result = sm.Result{Value: uint64(r.Code), Data: r.Data}
 		m.applied = entries[i].Index
 	}
-	m.view = nil
+	m.view, m.hashOK = nil, false
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return entries, nil
@@ -87,10 +93,28 @@ func (m *StateMachine) Lookup(q interface{}) (interface{}, error) {
 }
 
 // View returns a read-only copy of the state and the index it reflects.
+// Views are shared: a view is cloned once per applied batch and handed to
+// every caller until the next one, so reading the DB costs nothing while it
+// does not change. Callers must not modify a view.
 func (m *StateMachine) View() (*State, uint64) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.st.Clone(), m.applied
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.viewLocked(), m.applied
+}
+
+func (m *StateMachine) viewLocked() *State {
+	if m.view == nil {
+		m.view = m.st.Clone()
+	}
+	return m.view
+}
+
+// TakeDirty discards what changed since the previous call, for a replica
+// that does not plan (so the record of changes stays bounded).
+func (m *StateMachine) TakeDirty() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st.TakeDirty()
 }
 
 // Read calls f with the live state under the read lock: for small lookups
@@ -106,7 +130,7 @@ func (m *StateMachine) Read(f func(*State)) {
 func (m *StateMachine) ViewIfChanged() (*State, Dirty, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.st.Clone(), m.st.TakeDirty(), m.applied
+	return m.viewLocked(), m.st.TakeDirty(), m.applied
 }
 
 // Changed returns a channel closed when the next batch is applied.
@@ -158,7 +182,7 @@ func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.st = st
-	m.view = nil
+	m.view, m.hashOK = nil, false
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return nil
@@ -166,9 +190,30 @@ func (m *StateMachine) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <
 
 // GetHash returns the state hash, equal on replicas at the same index.
 func (m *StateMachine) GetHash() (uint64, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.st.Hash(), nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rehash()
+	return m.hash, nil
+}
+
+func (m *StateMachine) rehash() {
+	if !m.hashOK {
+		m.hash, m.hashIdx, m.hashOK = m.st.Hash(), m.applied, true
+		m.hashedAt = time.Now()
+	}
+}
+
+// HashAt returns a recent hash of the state and the applied index it was
+// computed at (the pair is consistent: replicas at the same index have the
+// same hash). Hashing reads the whole DB, so while it changes a hash is
+// computed at most once a second, whoever asks how often.
+func (m *StateMachine) HashAt() (uint64, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.hashOK && (m.hashedAt.IsZero() || time.Since(m.hashedAt) >= time.Second) {
+		m.rehash()
+	}
+	return m.hash, m.hashIdx
 }
 
 // Close releases nothing; the state lives in memory.

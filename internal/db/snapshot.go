@@ -95,10 +95,10 @@ func FromSnapshot(b []byte) (*State, error) {
 		s.putShard(sh)
 	}
 	for _, h := range snap.Hosts {
-		s.Hosts[h.Id] = h
+		s.putHost(h)
 	}
 	for _, c := range snap.Cleanups {
-		s.Cleanups[CleanupKey{HostID: c.HostId, ShardID: c.ShardId, ReplicaID: c.ReplicaId}] = c
+		s.putCleanup(c)
 	}
 	for _, d := range snap.Drummers {
 		s.Drummers[d.ReplicaId] = d

@@ -15,7 +15,7 @@
 package db
 
 import (
-	"cmp"
+	"github.com/google/btree"
 	"slices"
 
 	"github.com/drummerhq/drummer/internal/dbpb"
@@ -76,6 +76,14 @@ type State struct {
 	hostMembers map[string]int  // member records per host
 	repairsTo   map[string]int  // repairs in flight adding a replica on a host
 	repairing   map[uint64]bool // shards with a repair in flight
+	// Ordered indexes on copy-on-write B-trees (Clone is O(1)), for the
+	// lookups that would otherwise scan every shard, cleanup or host: the
+	// shards with a member on a host, the cleanups of a host, registered
+	// hosts by (load, ID) for placement, and hosts by raft address.
+	hostShards *btree.BTreeG[hostShard]
+	cleanupIdx *btree.BTreeG[CleanupKey]
+	byLoad     *btree.BTreeG[LoadKey]
+	byAddr     *btree.BTreeG[addrKey]
 
 	// Not replicated: which records changed since the last TakeDirty, so the
 	// scheduler re-plans only what changed.
@@ -119,6 +127,10 @@ func New() *State {
 		hostMembers:    map[string]int{},
 		repairsTo:      map[string]int{},
 		repairing:      map[uint64]bool{},
+		hostShards:     btree.NewG(32, lessHostShard),
+		cleanupIdx:     btree.NewG(32, lessCleanupKey),
+		byLoad:         btree.NewG(32, LessLoad),
+		byAddr:         btree.NewG(32, lessAddr),
 	}
 }
 
@@ -140,6 +152,10 @@ func (s *State) Clone() *State {
 	c.hostMembers = cloneMap(s.hostMembers)
 	c.repairsTo = cloneMap(s.repairsTo)
 	c.repairing = cloneMap(s.repairing)
+	c.hostShards = s.hostShards.Clone()
+	c.cleanupIdx = s.cleanupIdx.Clone()
+	c.byLoad = s.byLoad.Clone()
+	c.byAddr = s.byAddr.Clone()
 	c.dirty = newDirty()
 	return &c
 }
@@ -151,7 +167,8 @@ func (s *State) putShard(sh *dbpb.Shard) {
 	}
 	s.Shards[sh.Id] = sh
 	for _, m := range sh.Members {
-		s.hostMembers[m.HostId]++
+		s.setMembers(m.HostId, s.hostMembers[m.HostId]+1)
+		s.hostShards.ReplaceOrInsert(hostShard{m.HostId, sh.Id})
 	}
 	if r := sh.Repair; r != nil {
 		s.repairing[sh.Id] = true
@@ -171,9 +188,8 @@ func (s *State) deleteShard(id uint64) {
 
 func (s *State) unindex(sh *dbpb.Shard) {
 	for _, m := range sh.Members {
-		if s.hostMembers[m.HostId]--; s.hostMembers[m.HostId] <= 0 {
-			delete(s.hostMembers, m.HostId)
-		}
+		s.setMembers(m.HostId, s.hostMembers[m.HostId]-1)
+		s.hostShards.Delete(hostShard{m.HostId, sh.Id})
 	}
 	if r := sh.Repair; r != nil {
 		delete(s.repairing, sh.Id)
@@ -240,36 +256,36 @@ func (s *State) SortedHostIDs() []string {
 }
 
 // HostByRaftAddress finds the registered host that owns addr: the one not
-// replaced (there is at most one), else the replaced one with the lowest
-// ID, else nil. Several hosts share an address after a host identity is
-// replaced; the answer must not depend on map order, as apply must be
-// deterministic.
+// replaced, else the replaced one with the smallest ID. O(log hosts).
 func (s *State) HostByRaftAddress(addr string) *dbpb.Host {
 	var replaced *dbpb.Host
-	for _, h := range s.Hosts {
-		if h.RaftAddress != addr {
-			continue
+	s.byAddr.AscendGreaterOrEqual(addrKey{addr: addr}, func(k addrKey) bool {
+		if k.addr != addr {
+			return false
 		}
+		h := s.Hosts[k.id]
 		if h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED {
-			return h
-		}
-		if replaced == nil || h.Id < replaced.Id {
 			replaced = h
+			return false
 		}
-	}
+		if replaced == nil {
+			replaced = h // the smallest ID comes first
+		}
+		return true
+	})
 	return replaced
 }
 
-// CleanupsFor returns the cleanups recorded for a host, sorted.
+// CleanupsFor returns the cleanups recorded for a host, sorted by shard
+// and replica. O(log cleanups + the host's).
 func (s *State) CleanupsFor(hostID string) []*dbpb.Cleanup {
 	var out []*dbpb.Cleanup
-	for k, c := range s.Cleanups {
-		if k.HostID == hostID {
-			out = append(out, c)
+	s.cleanupIdx.AscendGreaterOrEqual(CleanupKey{HostID: hostID}, func(k CleanupKey) bool {
+		if k.HostID != hostID {
+			return false
 		}
-	}
-	slices.SortFunc(out, func(a, b *dbpb.Cleanup) int {
-		return cmp.Or(cmp.Compare(a.ShardId, b.ShardId), cmp.Compare(a.ReplicaId, b.ReplicaId))
+		out = append(out, s.Cleanups[k])
+		return true
 	})
 	return out
 }

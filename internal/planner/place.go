@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
@@ -32,12 +33,26 @@ func (e exclusion) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// eligible lists the hosts that may receive a new replica of sh: active
-// (not cordoned, draining or in maintenance), up (not suspect or dead) and
-// heard from by this scheduler within the suspect timeout, able to run the
-// app, not already holding a member, and below the per-host repair limit
-// when forRepair.
-func (p *planner) eligible(sh *dbpb.Shard, forRepair bool) ([]*dbpb.Host, exclusion) {
+// Bounds on the hosts one placement looks at. Hosts are walked from the
+// least loaded (the DB's load index, adjusted by this round's plans), so
+// the first eligible ones are the best by load: a placement costs
+// O(candidates + the ineligible hosts skipped), not O(hosts).
+const (
+	// maxCandidates is how many eligible hosts a placement chooses among
+	// (per region when the shard's regions are exact).
+	maxCandidates = 32
+	// maxScan bounds the hosts walked for one placement; when it is
+	// reached the explanation counts only the hosts walked.
+	maxScan = 4096
+)
+
+// eligible lists hosts that may receive a new replica of sh, the least
+// loaded first, up to maxCandidates of them in each region in want (any
+// region when want is nil): active (not cordoned, draining or in
+// maintenance), up (not suspect or dead) and heard from by this scheduler
+// within the suspect timeout, able to run the app, not already holding a
+// member, and below the per-host repair limit when forRepair.
+func (p *planner) eligible(sh *dbpb.Shard, forRepair bool, want map[string]bool) ([]*dbpb.Host, exclusion) {
 	used := map[string]bool{}
 	for _, m := range sh.Members {
 		used[m.HostId] = true
@@ -47,10 +62,20 @@ func (p *planner) eligible(sh *dbpb.Shard, forRepair bool) ([]*dbpb.Host, exclus
 	}
 	why := exclusion{}
 	var out []*dbpb.Host
-	for _, id := range p.st.SortedHostIDs() {
+	perRegion := map[string]int{}
+	full := 0 // regions (or the whole, with want nil) with enough candidates
+	scanned := 0
+	p.loadIndex().Ascend(func(id string, _ int) bool {
+		if scanned++; scanned > maxScan {
+			why["not examined (placement scan limit)"] += len(p.st.Hosts) - maxScan
+			return false
+		}
 		h := p.st.Hosts[id]
+		region := h.Labels[RegionLabel]
 		l, _ := p.globalLiveness(id)
 		switch {
+		case want != nil && !want[region]:
+			why["in other regions"]++
 		case h.Admin != dbpb.HostAdmin_HOST_ADMIN_ACTIVE:
 			why[strings.ToLower(strings.TrimPrefix(h.Admin.String(), "HOST_ADMIN_"))]++
 		case p.inMaintenance(h):
@@ -66,10 +91,42 @@ func (p *planner) eligible(sh *dbpb.Shard, forRepair bool) ([]*dbpb.Host, exclus
 		case forRepair && p.inFlightPerHost[id] >= int(p.cfg.MaxRepairsPerHost):
 			why["at the per-host repair limit"]++
 		default:
+			key := ""
+			if want != nil {
+				key = region
+			}
+			if perRegion[key] >= maxCandidates {
+				return true
+			}
 			out = append(out, h)
+			if perRegion[key]++; perRegion[key] == maxCandidates {
+				full++
+			}
+			goal := 1
+			if want != nil {
+				goal = len(want)
+			}
+			return full < goal
 		}
-	}
+		return true
+	})
 	return out, why
+}
+
+// loadIndex is this round's copy of the DB's load index (taken once).
+func (p *planner) loadIndex() db.LoadIndex {
+	if p.loads == nil {
+		x := p.st.LoadIndex()
+		p.loads = &x
+	}
+	return *p.loads
+}
+
+// addLoad counts a replica planned on a host this round.
+func (p *planner) addLoad(id string) {
+	old := p.load(id)
+	p.added[id]++
+	p.loadIndex().Move(id, old, old+1)
 }
 
 // desiredRegions returns the shard's region placement and whether it is
@@ -119,7 +176,31 @@ func (p *planner) best(cands []*dbpb.Host, regionCount map[string]int) *dbpb.Hos
 // `replaced` (nil when adding). It explains and returns "" when none fits.
 func (p *planner) pickHost(v *shardView, replaced *member) string {
 	sh := v.sh
-	cands, why := p.eligible(sh, true)
+	regions, exact := p.desiredRegions(sh)
+	count := map[string]int{}
+	for _, m := range v.members {
+		if replaced != nil && m.rec.ReplicaId == replaced.rec.ReplicaId {
+			continue
+		}
+		if m.host != nil {
+			count[m.host.Labels[RegionLabel]]++
+		}
+	}
+	var want map[string]bool
+	if len(regions) > 0 {
+		want = map[string]bool{}
+		for r, n := range regions {
+			if exact && count[r] < int(n) {
+				want[r] = true
+			}
+		}
+		if len(want) == 0 {
+			for r := range regions {
+				want[r] = true
+			}
+		}
+	}
+	cands, why := p.eligible(sh, true, want)
 	if v.ms != nil {
 		// dragonboat refuses a target any member of the membership uses,
 		// also one whose host record is gone (removed by the operator) and
@@ -138,40 +219,9 @@ func (p *planner) pickHost(v *shardView, replaced *member) string {
 			return false
 		})
 	}
-	regions, exact := p.desiredRegions(sh)
-	count := map[string]int{}
-	for _, m := range v.members {
-		if replaced != nil && m.rec.ReplicaId == replaced.rec.ReplicaId {
-			continue
-		}
-		if m.host != nil {
-			count[m.host.Labels[RegionLabel]]++
-		}
-	}
-	if len(regions) > 0 {
-		var want []string
-		for r, n := range regions {
-			if exact && count[r] < int(n) {
-				want = append(want, r)
-			}
-		}
-		if len(want) == 0 {
-			for r := range regions {
-				want = append(want, r)
-			}
-		}
-		slices.Sort(want)
-		in := cands[:0:0]
-		for _, h := range cands {
-			if slices.Contains(want, h.Labels[RegionLabel]) {
-				in = append(in, h)
-			}
-		}
-		if len(in) == 0 {
-			v.say("no eligible host: needs region %s, none available (hosts: %s)", strings.Join(want, " or "), why.withOthers(len(cands), "in other regions"))
-			return ""
-		}
-		cands = in
+	if len(cands) == 0 && want != nil {
+		v.say("no eligible host: needs region %s, none available (hosts: %s)", strings.Join(slices.Sorted(maps.Keys(want)), " or "), why)
+		return ""
 	}
 	h := p.best(cands, count)
 	if h == nil {
@@ -197,8 +247,15 @@ func (p *planner) place(v *shardView) {
 		p.out.Again = append(p.out.Again, sh.Id)
 		return
 	}
-	cands, why := p.eligible(sh, false)
 	regions, exact := p.desiredRegions(sh)
+	var want map[string]bool
+	if len(regions) > 0 {
+		want = map[string]bool{}
+		for r := range regions {
+			want[r] = true
+		}
+	}
+	cands, why := p.eligible(sh, false, want)
 	chosen := []string{}
 	count := map[string]int{}
 	take := func(h *dbpb.Host) {
@@ -225,9 +282,6 @@ func (p *planner) place(v *shardView) {
 			}
 		}
 	} else {
-		if len(regions) > 0 {
-			cands = slices.DeleteFunc(cands, func(h *dbpb.Host) bool { _, ok := regions[h.Labels[RegionLabel]]; return !ok })
-		}
 		for i := 0; i < int(sh.Replicas); i++ {
 			h := p.best(cands, count)
 			if h == nil {
@@ -239,7 +293,7 @@ func (p *planner) place(v *shardView) {
 	}
 	p.placements++
 	for _, id := range chosen {
-		p.added[id]++
+		p.addLoad(id)
 	}
 	p.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: sh.Id, HostIds: chosen}}})
 	v.say("placing replicas on %s", strings.Join(p.addrs(chosen), ", "))

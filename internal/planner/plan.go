@@ -25,8 +25,10 @@ type planner struct {
 	sc  *ShardConfig
 	out *Output
 
-	// Replicas planned this round, per host (on top of the DB's count).
+	// Replicas planned this round, per host (on top of the DB's count),
+	// and the load index adjusted by them (taken on first use).
 	added map[string]int
+	loads *db.LoadIndex
 	// Repairs in flight, overall and by the host receiving the new replica.
 	inFlight        int
 	inFlightPerHost map[string]int

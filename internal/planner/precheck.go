@@ -11,7 +11,7 @@ import (
 // cannot complete are refused up front instead of hanging for ever.
 func DrainCheck(in Input, hostID string) error {
 	p := newPlanner(in)
-	for _, id := range p.st.SortedShardIDs() {
+	for id := range p.st.ShardsOnHost(hostID) {
 		sh := p.st.Shards[id]
 		m := db.MemberOnHost(sh, hostID)
 		if m == nil {

@@ -435,7 +435,7 @@ func (p *planner) startRepair(v *shardView, kind dbpb.RepairKind, host string, o
 	}
 	p.decide(d)
 	if host != "" {
-		p.added[host]++
+		p.addLoad(host)
 		p.inFlightPerHost[host]++
 		v.say("starting %s repair on %s: %s", KindName(kind), p.addr(host), reason)
 	} else {

@@ -11,22 +11,17 @@ import (
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/planner"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
-// drummer is the scheduler leader's soft state: observations and the
-// orders in force.
+// drummer is the scheduler: the real scheduler.Node (the server drives
+// the same type), the report sessions, and the board of orders in force
+// that report replies carry, as the server publishes it after each round.
 type drummer struct {
-	obs      *planner.Observed
-	obsSince time.Time
-	resultAt map[string]map[string]time.Time
-	dirtyS   map[uint64]struct{}
-	dirtyH   map[string]struct{}
-
-	epoch       uint64
-	shardOrders map[uint64][]sentOrder
-	hostOrders  map[string][]sentOrder
-	again       []uint64
-	lastSweep   time.Time
+	node  *scheduler.Node
+	ses   scheduler.Sessions
+	epoch uint64
+	board map[string][]sentOrder
 }
 
 // sentOrder is an order in force, with the planning round that issued it.
@@ -36,40 +31,49 @@ type sentOrder struct {
 	decidedAt time.Time
 }
 
-func newDrummer(now time.Time) *drummer {
-	return &drummer{
-		obs:         planner.NewObserved(),
-		obsSince:    now,
-		resultAt:    map[string]map[string]time.Time{},
-		dirtyS:      map[uint64]struct{}{},
-		dirtyH:      map[string]struct{}{},
-		shardOrders: map[uint64][]sentOrder{},
-		hostOrders:  map[string][]sentOrder{},
+func (w *World) newDrummer() *drummer {
+	cfg := scheduler.Config{Started: w.now, Salt: w.rng.Uint64(), Tick: w.cfg.PlanEvery, Sweep: w.cfg.SweepEvery}
+	if w.cfg.Seed%2 == 0 {
+		// Half the seeds run a slow patrol, so that liveness timers, dirty
+		// sets and the repairing-shard cadence must carry the work alone.
+		cfg.PatrolPerSecond = 1
 	}
+	return &drummer{node: scheduler.New(cfg), board: map[string][]sentOrder{}}
 }
 
-// resetScheduler drops the scheduler's memory (orders in force), as a new
-// scheduler epoch does.
+// resetScheduler makes the node the scheduler of a new epoch: the orders
+// in force of the previous one are forgotten.
 func (d *drummer) resetScheduler(epoch uint64) {
 	d.epoch = epoch
-	d.shardOrders = map[uint64][]sentOrder{}
-	d.hostOrders = map[string][]sentOrder{}
-	d.again = nil
-	d.lastSweep = time.Time{}
+	d.node.Become(epoch)
+	d.board = map[string][]sentOrder{}
 }
 
-// ordersFor lists the orders in force for a host, host-level first, then by
-// shard (like scheduler.ordersFor).
-func (d *drummer) ordersFor(hostID string) []sentOrder {
-	out := slices.Clone(d.hostOrders[hostID])
-	for _, sid := range sortedKeys(d.shardOrders) {
-		for _, so := range d.shardOrders[sid] {
-			if so.host == hostID {
-				out = append(out, so)
+// ordersFor lists the orders in force for a host.
+func (d *drummer) ordersFor(hostID string) []sentOrder { return d.board[hostID] }
+
+// publish refreshes the board for the hosts whose orders changed, keeping
+// when each order was first decided.
+func (d *drummer) publish(hosts []string, now time.Time) {
+	for _, h := range hosts {
+		prev := map[string]time.Time{}
+		for _, so := range d.board[h] {
+			prev[so.o.Id] = so.decidedAt
+		}
+		var sos []sentOrder
+		for _, o := range d.node.OrdersFor(h) {
+			at, ok := prev[o.Id]
+			if !ok {
+				at = now
 			}
+			sos = append(sos, sentOrder{host: h, o: o, decidedAt: at})
+		}
+		if len(sos) == 0 {
+			delete(d.board, h)
+		} else {
+			d.board[h] = sos
 		}
 	}
-	return out
 }
 
 // ---------------------------------------------------------------------------
@@ -222,205 +226,57 @@ func (w *World) deliver(h *Host, epoch uint64, orders []sentOrder) {
 	}
 }
 
-// ingest mirrors server/observations.ingest for full reports, marking
-// shards and hosts dirty only when something changed (the server marks
-// every reported shard).
+// ingest hands a report to the scheduler node, as the server's report
+// handler and loop do.
 func (w *World) ingest(r *drummerpb.ReportRequest) {
+	if err := scheduler.ValidateReport(r); err != nil {
+		w.violate("simulated agent sent an invalid report: %v", err)
+		return
+	}
 	d := w.drummer
-	now := w.now
-	h := d.obs.Hosts[r.HostId]
-	if h == nil {
-		h = &planner.HostObs{ID: r.HostId, Replicas: map[uint64]*drummerpb.ReplicaReport{}, Results: map[string]*drummerpb.OrderResult{}}
-		d.obs.Hosts[r.HostId] = h
-		d.dirtyH[r.HostId] = struct{}{}
-	}
-	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > 2*time.Second
-	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || h.Labels[planner.RegionLabel] != r.Labels[planner.RegionLabel] ||
-		!slices.Equal(h.Apps, r.Apps) {
-		d.dirtyH[r.HostId] = struct{}{}
-	}
-	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
-	h.LastHeard = now
-	if wasSilent {
-		d.dirtyH[r.HostId] = struct{}{}
-		for id := range h.Replicas {
-			d.dirtyS[id] = struct{}{}
-		}
-	}
-	// Full report: replicas absent now have stopped.
-	next := make(map[uint64]*drummerpb.ReplicaReport, len(r.Replicas))
-	for _, rr := range r.Replicas {
-		next[rr.ShardId] = rr
-	}
-	for id, old := range h.Replicas {
-		d.obs.LastRunning[key{ShardID: old.ShardId, ReplicaID: old.ReplicaId}] = now
-		if nr := next[id]; nr == nil || !sameReplica(old, nr) {
-			d.dirtyS[id] = struct{}{}
-		}
-	}
-	for _, rr := range r.Replicas {
-		if h.Replicas[rr.ShardId] == nil {
-			d.dirtyS[rr.ShardId] = struct{}{}
-		}
-		w.mergeMembership(r.HostId, rr.ShardId, rr.ReplicaId, rr.Membership)
-	}
-	h.Replicas = next
-	if r.HasDiskInventory {
-		disk := make(map[key]struct{}, len(r.Disk))
-		for _, k := range r.Disk {
-			disk[key{ShardID: k.ShardId, ReplicaID: k.ReplicaId}] = struct{}{}
-		}
-		if !h.DiskKnown || len(disk) != len(h.Disk) {
-			d.dirtyH[r.HostId] = struct{}{}
-		} else {
-			for k := range disk {
-				if _, ok := h.Disk[k]; !ok {
-					d.dirtyH[r.HostId] = struct{}{}
-					break
-				}
-			}
-		}
-		h.DiskKnown, h.DiskAt, h.Disk = true, now, disk
-	}
-	if len(r.Results) > 0 {
-		at := d.resultAt[r.HostId]
-		if at == nil {
-			at = map[string]time.Time{}
-			d.resultAt[r.HostId] = at
-		}
-		for _, res := range r.Results {
-			h.Results[res.Id] = res
-			at[res.Id] = now
-			if res.ShardId != 0 {
-				d.dirtyS[res.ShardId] = struct{}{}
-				w.mergeMembership(r.HostId, res.ShardId, 0, res.Membership)
-			}
-		}
-		d.dirtyH[r.HostId] = struct{}{}
-	}
-}
-
-func sameReplica(a, b *drummerpb.ReplicaReport) bool {
-	return a.ReplicaId == b.ReplicaId && a.LeaderId == b.LeaderId && a.Term == b.Term && a.ConfigChangeId == b.ConfigChangeId &&
-		a.Role == b.Role && a.Pending == b.Pending && a.CaughtUp == b.CaughtUp
-}
-
-// mergeMembership records a host's membership claim, like
-// server/observe.go; the planner decides whether to believe it.
-func (w *World) mergeMembership(hostID string, shardID, replicaID uint64, m *drummerpb.Membership) {
-	d := w.drummer
-	if d.obs.AddClaim(shardID, hostID, replicaID, m) {
-		d.dirtyS[shardID] = struct{}{}
-	}
-}
-
-// prune bounds the soft state like the server does.
-func (w *World) prune() {
-	planner.Prune(w.drummer.obs, w.drummer.resultAt, w.st, w.now)
+	d.node.Step(r, w.now, d.ses.Check(r))
 }
 
 // ---------------------------------------------------------------------------
 // Scheduling.
 
-// schedule runs one planning round, like server/scheduler.plan.
+// schedule runs one planning round, as the server's loop does.
 func (w *World) schedule() {
 	if !w.drummerUp() {
 		return
 	}
 	d := w.drummer
 	dbDirty := w.st.TakeDirty()
-	in := planner.Input{
-		Now: w.now, State: w.st, Obs: d.obs, ObsSince: d.obsSince, Epoch: w.epoch, Seed: w.rng.Uint64(),
-	}
-	in.All = dbDirty.All || w.now.Sub(d.lastSweep) >= w.cfg.SweepEvery
-	if !in.All {
-		shards := map[uint64]struct{}{}
-		for id := range dbDirty.Shards {
-			shards[id] = struct{}{}
-		}
-		for id := range d.dirtyS {
-			shards[id] = struct{}{}
-		}
-		for _, id := range d.again {
-			shards[id] = struct{}{}
-		}
-		hosts := map[string]struct{}{}
-		for id := range dbDirty.Hosts {
-			hosts[id] = struct{}{}
-		}
-		for id := range d.dirtyH {
-			hosts[id] = struct{}{}
-		}
-		in.Shards = sortedKeys(shards)
-		in.Hosts = sortedKeys(hosts)
-	}
-	d.dirtyS = map[uint64]struct{}{}
-	d.dirtyH = map[string]struct{}{}
-	if !in.All && len(in.Shards) == 0 && len(in.Hosts) == 0 {
-		return
-	}
 	w.stats.PlanRounds++
 	var before uint64
 	check := w.stats.PlanRounds%64 == 1
 	if check {
 		before = w.st.Hash()
 	}
-	out := planner.Plan(in)
+	rd := d.node.Round(w.st, dbDirty, w.now)
 	if check && w.st.Hash() != before {
 		w.violate("planner modified its input DB state")
 	}
-	w.checkOutput(in, out)
-
-	if in.All {
+	if rd.Output != nil {
+		w.checkOutput(rd.Input, rd.Output)
+	}
+	d.publish(rd.OrderHosts, w.now)
+	if !w.now.Before(w.nextSweep) {
+		// The verdicts the invariants judge, as the status calls read them.
+		w.nextSweep = w.now.Add(w.cfg.SweepEvery)
 		w.stats.Sweeps++
-		d.lastSweep = w.now
-		w.lastOut, w.lastOutAt = out, w.now
-		for id := range d.shardOrders {
-			if _, ok := out.ShardOrders[id]; !ok {
-				delete(d.shardOrders, id)
-			}
-		}
+		w.lastOut = d.node.Assess(w.st, w.st.SortedShardIDs(), w.now)
+		w.lastOutAt = w.now
+		w.checkHostGC()
 	}
-	for id, hos := range out.ShardOrders {
-		if len(hos) == 0 {
-			delete(d.shardOrders, id)
-			continue
-		}
-		var sos []sentOrder
-		for _, ho := range hos {
-			sos = append(sos, sentOrder{host: ho.HostID, o: ho.Order, decidedAt: w.now})
-		}
-		d.shardOrders[id] = sos
-	}
-	for id, os := range out.HostOrders {
-		var sos []sentOrder
-		for _, o := range os {
-			sos = append(sos, sentOrder{host: id, o: o, decidedAt: w.now})
-		}
-		d.hostOrders[id] = sos
-	}
-	if in.All {
-		for id := range d.hostOrders {
-			if _, ok := out.HostOrders[id]; !ok {
-				delete(d.hostOrders, id)
-			}
-		}
-	}
-	d.again = out.Again
-	if in.All {
-		w.prune()
-	}
-	if in.All {
-		w.checkHostGC(in, out)
-	}
-	if len(out.Decisions) > 0 {
+	if len(rd.Decisions) > 0 {
 		if !w.settled && w.chance(w.rates.lostProposal) {
 			// The proposal timed out (the orders above are in force all the
 			// same, as in the server): the next rounds decide again.
-			w.tracef("drummer: proposal of %d decisions lost", len(out.Decisions))
+			w.tracef("drummer: proposal of %d decisions lost", len(rd.Decisions))
 			w.stats.LostProposals++
 		} else {
-			w.applyDecisions(w.epoch, out.Decisions)
+			w.applyDecisions(w.epoch, rd.Decisions)
 		}
 	}
 }
@@ -528,17 +384,14 @@ func (w *World) failover() {
 	if w.chance(0.5) {
 		// The deposed scheduler keeps answering for a while with its last
 		// orders (its epoch is still current until the successor acquires).
-		z := *w.drummer
-		z.shardOrders = maps.Clone(w.drummer.shardOrders)
-		z.hostOrders = maps.Clone(w.drummer.hostOrders)
-		z.epoch = w.epoch
-		w.zombie = &z
+		z := &drummer{epoch: w.epoch, board: maps.Clone(w.drummer.board)}
+		w.zombie = z
 		w.zomTill = w.now.Add(w.dur(0, gap))
 	}
 	if !w.warm {
 		// The successor is a server that just started: it hears nothing
 		// until it takes over, then starts from empty observations.
-		w.drummer = newDrummer(w.now)
+		w.drummer = w.newDrummer()
 	}
 	w.tracef("drummer: scheduler leader lost; new one (warm=%v) in %s", w.warm, gap)
 }
@@ -561,7 +414,7 @@ func (w *World) failoverTick() {
 	w.epoch = w.st.Epoch
 	if !w.warm {
 		w.stats.ColdFailovers++
-		w.drummer = newDrummer(w.now)
+		w.drummer = w.newDrummer()
 	}
 	w.warm = false
 	w.drummer.resetScheduler(w.epoch)

@@ -335,30 +335,39 @@ func (w *World) noteGone(sid uint64, now map[uint64]bool) {
 	}
 }
 
-// checkHostGC judges a full sweep before its decisions are applied: a
-// registered host that has been silent (in the scheduler's view) for
-// host_gc_after and holds no member is forgotten; a replaced one as soon as
-// it holds no member.
-func (w *World) checkHostGC(in planner.Input, out *planner.Output) {
-	st := in.State
+// checkHostGC checks that a registered host that has been silent (in the
+// scheduler's view) for host_gc_after and holds no member is forgotten, and
+// a replaced one as soon as it holds no member: within a few patrol
+// sweeps of becoming eligible, once the faults stopped.
+func (w *World) checkHostGC() {
+	st := w.st
 	gc := time.Duration(st.Config.HostGcAfterMs) * time.Millisecond
-	forgotten := map[string]bool{}
-	for _, d := range out.Decisions {
-		if f := d.GetForgetHost(); f != nil {
-			forgotten[f.HostId] = true
+	if w.gcSince == nil {
+		w.gcSince = map[string]time.Time{}
+	}
+	obs := w.drummer.node.Observed()
+	for id := range w.gcSince {
+		if st.Hosts[id] == nil {
+			delete(w.gcSince, id)
 		}
 	}
 	for _, id := range st.SortedHostIDs() {
 		h := st.Hosts[id]
-		if forgotten[id] || st.HostHasMembers(id) {
-			continue
-		}
-		last := in.ObsSince
-		if o := in.Obs.Hosts[id]; o != nil && o.LastHeard.After(last) {
+		last := w.drummer.node.Started()
+		if o := obs.Hosts[id]; o != nil && o.LastHeard.After(last) {
 			last = o.LastHeard
 		}
-		if h.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED || in.Now.Sub(last) >= gc {
-			w.violate("GC: host %s (%s, silent %s, host_gc_after %s) holds nothing but a sweep kept it", id, h.Admin, in.Now.Sub(last), gc)
+		if st.HostHasMembers(id) || (h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED && w.now.Sub(last) < gc) {
+			delete(w.gcSince, id)
+			continue
+		}
+		since, ok := w.gcSince[id]
+		if !ok || !w.settled {
+			w.gcSince[id] = w.now
+			continue
+		}
+		if w.now.Sub(since) > 3*w.cfg.SweepEvery {
+			w.violate("GC: host %s (%s, silent %s, host_gc_after %s) holds nothing but was kept for %s", id, h.Admin, w.now.Sub(last), gc, w.now.Sub(since))
 		}
 	}
 }
@@ -721,19 +730,20 @@ func (w *World) final() {
 		return
 	}
 	// Bounded soft state after a final prune.
-	w.prune()
 	d := w.drummer
-	for id := range d.obs.Memberships {
+	d.node.Prune(w.st, w.now)
+	obs := d.node.Observed()
+	for id := range obs.Memberships {
 		if w.st.Shards[id] == nil {
 			w.violate("BOUNDS: observed membership of deleted shard %d kept", id)
 		}
 	}
-	for k := range d.obs.LastRunning {
+	for k := range obs.LastRunning {
 		if sh := w.st.Shards[k.ShardID]; sh == nil || db.Member(sh, k.ReplicaID) == nil {
 			w.violate("BOUNDS: last_running of non-member %d/%d kept", k.ShardID, k.ReplicaID)
 		}
 	}
-	for id, h := range d.obs.Hosts {
+	for id, h := range obs.Hosts {
 		if w.st.Hosts[id] == nil && w.now.Sub(h.LastHeard) > planner.UnregisteredTTL {
 			w.violate("BOUNDS: observations of forgotten host %s kept", id)
 		}

@@ -314,6 +314,8 @@ type World struct {
 	nextShardID uint64
 	lastOut     *planner.Output // last full sweep
 	lastOutAt   time.Time
+	nextSweep   time.Time
+	gcSince     map[string]time.Time // hosts eligible for GC, since when
 	hostDeadAt  map[string]time.Time // identity → when it died for good (truth)
 
 	violations []string
@@ -434,7 +436,7 @@ func (w *World) setup() {
 		panic("sim: cannot acquire the first epoch")
 	}
 	w.epoch = w.st.Epoch
-	w.drummer = newDrummer(w.now)
+	w.drummer = w.newDrummer()
 	w.drummer.resetScheduler(w.epoch)
 
 	// Runtime configuration: short timeouts so runs stay short.

@@ -167,6 +167,17 @@ func (p *Process) Running() bool {
 	return p.cmd != nil && !p.exitedLocked()
 }
 
+// Pid is the process ID of the current (or last) run; 0 before the first
+// start.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Done is closed when the current run exits.
 func (p *Process) Done() <-chan struct{} {
 	p.mu.Lock()

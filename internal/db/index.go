@@ -1,0 +1,163 @@
+package db
+
+import (
+	"cmp"
+	"iter"
+
+	"github.com/google/btree"
+
+	"github.com/drummerhq/drummer/internal/dbpb"
+)
+
+type hostShard struct {
+	host  string
+	shard uint64
+}
+
+func lessHostShard(a, b hostShard) bool {
+	return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.shard, b.shard)) < 0
+}
+
+func lessCleanupKey(a, b CleanupKey) bool {
+	return cmp.Or(cmp.Compare(a.HostID, b.HostID), cmp.Compare(a.ShardID, b.ShardID), cmp.Compare(a.ReplicaID, b.ReplicaID)) < 0
+}
+
+type addrKey struct{ addr, id string }
+
+func lessAddr(a, b addrKey) bool {
+	return cmp.Or(cmp.Compare(a.addr, b.addr), cmp.Compare(a.id, b.id)) < 0
+}
+
+// LoadKey orders registered hosts by their member count, then ID.
+type LoadKey struct {
+	Load int
+	ID   string
+}
+
+// LessLoad orders LoadKeys.
+func LessLoad(a, b LoadKey) bool {
+	return cmp.Or(cmp.Compare(a.Load, b.Load), cmp.Compare(a.ID, b.ID)) < 0
+}
+
+// setMembers records a host's member count, keeping the load index.
+func (s *State) setMembers(hostID string, n int) {
+	old := s.hostMembers[hostID]
+	if n <= 0 {
+		delete(s.hostMembers, hostID)
+		n = 0
+	} else {
+		s.hostMembers[hostID] = n
+	}
+	if _, ok := s.Hosts[hostID]; ok && old != n {
+		s.byLoad.Delete(LoadKey{old, hostID})
+		s.byLoad.ReplaceOrInsert(LoadKey{n, hostID})
+	}
+}
+
+// putHost stores a host record and keeps the indexes.
+func (s *State) putHost(h *dbpb.Host) {
+	if old := s.Hosts[h.Id]; old != nil {
+		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
+	}
+	s.Hosts[h.Id] = h
+	s.byAddr.ReplaceOrInsert(addrKey{h.RaftAddress, h.Id})
+	s.byLoad.ReplaceOrInsert(LoadKey{s.hostMembers[h.Id], h.Id})
+}
+
+// dropHost removes a host record and keeps the indexes.
+func (s *State) dropHost(id string) {
+	if old := s.Hosts[id]; old != nil {
+		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
+		s.byLoad.Delete(LoadKey{s.hostMembers[id], id})
+		delete(s.Hosts, id)
+	}
+}
+
+func (s *State) putCleanup(c *dbpb.Cleanup) {
+	k := CleanupKey{HostID: c.HostId, ShardID: c.ShardId, ReplicaID: c.ReplicaId}
+	s.Cleanups[k] = c
+	s.cleanupIdx.ReplaceOrInsert(k)
+}
+
+func (s *State) dropCleanup(k CleanupKey) {
+	delete(s.Cleanups, k)
+	s.cleanupIdx.Delete(k)
+}
+
+// ShardsOnHost yields the IDs of the shards with a member record on a host,
+// in increasing order; O(log + the host's shards).
+func (s *State) ShardsOnHost(hostID string) iter.Seq[uint64] {
+	return func(yield func(uint64) bool) {
+		s.hostShards.AscendGreaterOrEqual(hostShard{host: hostID}, func(k hostShard) bool {
+			return k.host == hostID && yield(k.shard)
+		})
+	}
+}
+
+// LoadIndex is a private, mutable copy of the registered hosts ordered by
+// member count, for a planning round to place replicas from (it adjusts
+// the loads as it plans). Taking one is O(1) (copy on write); it must be
+// taken by one goroutine at a time per State.
+type LoadIndex struct{ t *btree.BTreeG[LoadKey] }
+
+// LoadIndex returns a copy of the load index.
+func (s *State) LoadIndex() LoadIndex { return LoadIndex{t: s.byLoad.Clone()} }
+
+// Move changes a host's load in the copy.
+func (x LoadIndex) Move(id string, from, to int) {
+	if _, ok := x.t.Delete(LoadKey{from, id}); ok {
+		x.t.ReplaceOrInsert(LoadKey{to, id})
+	}
+}
+
+// Ascend yields hosts from the least loaded.
+func (x LoadIndex) Ascend(f func(id string, load int) bool) {
+	x.t.Ascend(func(k LoadKey) bool { return f(k.ID, k.Load) })
+}
+
+// CheckIndexes verifies the derived indexes against the records (for
+// tests and fuzzing): it returns a description of the first mismatch.
+func (s *State) CheckIndexes() string {
+	members := map[string]int{}
+	pairs := 0
+	for id, sh := range s.Shards {
+		for _, m := range sh.Members {
+			members[m.HostId]++
+			pairs++
+			if !s.hostShards.Has(hostShard{m.HostId, id}) {
+				return "hostShards misses a member"
+			}
+		}
+	}
+	if pairs != s.hostShards.Len() {
+		return "hostShards has extra entries"
+	}
+	for h, n := range members {
+		if s.hostMembers[h] != n {
+			return "hostMembers count wrong for " + h
+		}
+	}
+	if len(members) != len(s.hostMembers) {
+		return "hostMembers has extra hosts"
+	}
+	if s.cleanupIdx.Len() != len(s.Cleanups) {
+		return "cleanup index size differs"
+	}
+	for k := range s.Cleanups {
+		if !s.cleanupIdx.Has(k) {
+			return "cleanup index misses a key"
+		}
+	}
+	if s.byLoad.Len() != len(s.Hosts) || s.byAddr.Len() != len(s.Hosts) {
+		return "host indexes size differs"
+	}
+	for id, h := range s.Hosts {
+		if !s.byLoad.Has(LoadKey{s.hostMembers[id], id}) {
+			return "load index wrong for " + id
+		}
+		if !s.byAddr.Has(addrKey{h.RaftAddress, id}) {
+			return "address index misses " + id
+		}
+	}
+	return ""
+}

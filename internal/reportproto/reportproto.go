@@ -1,0 +1,196 @@
+// Package reportproto builds a nodehost's reports to one drummer server:
+// a full report, or the deltas since what that server last acknowledged
+// (the Report protocol of api/drummerpb). The nodehost agent and the
+// simulated fleet (internal/fleet) share it, so the fleet speaks exactly
+// the agent's protocol.
+//
+// A reporter keeps one Endpoint per drummer server. For each report it
+// takes the host's current View (an immutable picture of the replicas it
+// runs), calls Build, sends the request, and then calls Acked with the
+// reply or Failed with the error.
+package reportproto
+
+import (
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+)
+
+// Identity is what every report says about the host itself.
+type Identity struct {
+	HostID      string
+	RaftAddress string
+	APIAddress  string
+	Labels      map[string]string
+	Apps        []string
+	Version     string
+	// Session is random per agent start; with the sequence number it lets
+	// a server notice missed deltas.
+	Session uint64
+}
+
+// View is an immutable picture of what the host runs. Once handed to
+// Build, neither the maps nor the messages in it may change: a new View is
+// made for every change.
+type View struct {
+	// Replicas by shard, without Membership.
+	Replicas map[uint64]*drummerpb.ReplicaReport
+	// Memberships of the shards whose local replica leads.
+	Memberships map[uint64]*drummerpb.Membership
+	// Disk is the on-disk inventory; DiskVersion increases whenever it is
+	// taken again (it is sent when the version moved, and with full
+	// reports).
+	Disk        []*drummerpb.ReplicaKey
+	DiskVersion uint64
+}
+
+// Status is the agent's state that every report carries.
+type Status struct {
+	// EpochSeen is the highest scheduler epoch seen.
+	EpochSeen uint64
+	// Starting is set while replicas are still being started.
+	Starting bool
+}
+
+// Results returns order results recorded after sequence number seq (all
+// of them, or as many as one report may carry) and the sequence number of
+// the last one returned (the latest one when none is).
+type Results func(seq uint64) ([]*drummerpb.OrderResult, uint64)
+
+// Endpoint is the delta state for one drummer server. It is used by one
+// goroutine at a time.
+type Endpoint struct {
+	seq        uint64
+	full       bool
+	lastFull   time.Time
+	sent       map[uint64]*drummerpb.ReplicaReport
+	sentView   *View
+	sentCCI    map[uint64]uint64
+	sentDisk   uint64
+	sentResult uint64
+}
+
+// NewEndpoint returns the state of a server that has heard nothing yet:
+// the first report is full.
+func NewEndpoint() *Endpoint { return &Endpoint{full: true} }
+
+// Report is a built report waiting for its reply.
+type Report struct {
+	Req       *drummerpb.ReportRequest
+	view      *View
+	resultSeq uint64
+}
+
+// Build assembles the next report: full when the server asked for one,
+// after an error, or fullEvery after the last full one; otherwise the
+// replicas that changed since the acknowledged report, the ones that
+// stopped, memberships with a newer ConfigChangeID, the disk inventory
+// when it was taken again, and the order results not yet acknowledged.
+func (e *Endpoint) Build(id *Identity, v *View, st Status, results Results, fullEvery time.Duration, now time.Time) *Report {
+	full := e.full || e.sent == nil || now.Sub(e.lastFull) >= fullEvery
+	req := &drummerpb.ReportRequest{
+		HostId: id.HostID, RaftAddress: id.RaftAddress, ApiAddress: id.APIAddress,
+		Labels: id.Labels, Apps: id.Apps, Version: id.Version,
+		Session: id.Session, Seq: e.seq + 1, Full: full,
+		EpochSeen: st.EpochSeen,
+		Starting:  st.Starting,
+	}
+	if e.sentCCI == nil {
+		e.sentCCI = map[uint64]uint64{}
+	}
+	// The very view the server acknowledged has nothing new in it.
+	if full || v != e.sentView {
+		ids := make([]uint64, 0, len(v.Replicas))
+		for id := range v.Replicas {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			cur := v.Replicas[id]
+			m := v.Memberships[id]
+			newM := m != nil && (full || m.ConfigChangeId > e.sentCCI[id])
+			if !full && !newM && proto.Equal(e.sent[id], cur) {
+				continue
+			}
+			rr := cur
+			if newM {
+				rr = proto.CloneOf(cur)
+				rr.Membership = m
+			}
+			req.Replicas = append(req.Replicas, rr)
+		}
+		if !full {
+			for id, old := range e.sent {
+				if cur := v.Replicas[id]; cur == nil || cur.ReplicaId != old.ReplicaId {
+					req.Stopped = append(req.Stopped, &drummerpb.ReplicaKey{ShardId: id, ReplicaId: old.ReplicaId})
+				}
+			}
+		}
+	}
+	if v.DiskVersion > e.sentDisk || (full && v.DiskVersion > 0) {
+		req.HasDiskInventory = true
+		req.Disk = v.Disk
+	}
+	r := &Report{Req: req, view: v}
+	if results != nil {
+		req.Results, r.resultSeq = results(e.sentResult)
+	}
+	return r
+}
+
+// Acked records that the server took report r and answered resp at now.
+func (e *Endpoint) Acked(r *Report, resp *drummerpb.ReportResponse, now time.Time) {
+	req := r.Req
+	e.seq = req.Seq
+	if req.Full {
+		e.lastFull = now
+		e.sentCCI = map[uint64]uint64{}
+	}
+	e.full = resp.GetNeedFull()
+	e.sent = r.view.Replicas
+	e.sentView = r.view
+	if e.full {
+		e.sentView = nil
+	}
+	for _, rr := range req.Replicas {
+		if rr.Membership != nil {
+			e.sentCCI[rr.ShardId] = rr.Membership.ConfigChangeId
+		}
+	}
+	if req.HasDiskInventory {
+		e.sentDisk = r.view.DiskVersion
+	}
+	// The server may leave the last results for the next report (they
+	// are consecutive in seq).
+	seq := r.resultSeq
+	if left := uint64(resp.GetResultsLeft()); left > 0 && left <= uint64(len(req.Results)) {
+		seq -= left
+	}
+	e.sentResult = seq
+}
+
+// Failed records that a report failed: the server may or may not have
+// taken its deltas, so the next report is full.
+func (e *Endpoint) Failed() {
+	e.full = true
+	e.sentView = nil
+}
+
+// FastInterval is the report period while orders flow: multi-step repairs
+// take one round trip per step, so each next step arrives sooner.
+const FastInterval = 250 * time.Millisecond
+
+// Interval is the period until the next report: the server's interval, or
+// FastInterval while orders are being carried out.
+func Interval(base time.Duration, working bool) time.Duration {
+	if working {
+		return min(base, FastInterval)
+	}
+	return base
+}
+
+// Timeout bounds one Report call made with the given period.
+func Timeout(interval time.Duration) time.Duration { return max(2*interval, time.Second) }

@@ -1,0 +1,133 @@
+package reportproto
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+)
+
+var id = &Identity{HostID: "h1", RaftAddress: "127.0.0.1:7000", APIAddress: "127.0.0.1:7001", Apps: []string{"kv"}, Session: 7}
+
+func rep(shard, replica, leader uint64) *drummerpb.ReplicaReport {
+	return &drummerpb.ReplicaReport{ShardId: shard, ReplicaId: replica, LeaderId: leader, Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER}
+}
+
+func view(rs ...*drummerpb.ReplicaReport) *View {
+	v := &View{Replicas: map[uint64]*drummerpb.ReplicaReport{}, Memberships: map[uint64]*drummerpb.Membership{}}
+	for _, r := range rs {
+		v.Replicas[r.ShardId] = r
+	}
+	return v
+}
+
+func shards(req *drummerpb.ReportRequest) []uint64 {
+	var out []uint64
+	for _, r := range req.Replicas {
+		out = append(out, r.ShardId)
+	}
+	return out
+}
+
+func TestFullThenDeltas(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	v1 := view(rep(1, 1, 1), rep(2, 4, 0), rep(3, 7, 8))
+	r := e.Build(id, v1, Status{EpochSeen: 3}, nil, 30*time.Second, now)
+	if !r.Req.Full || r.Req.Seq != 1 || !slices.Equal(shards(r.Req), []uint64{1, 2, 3}) || r.Req.EpochSeen != 3 || r.Req.HostId != "h1" || r.Req.Session != 7 {
+		t.Fatalf("first report: %v", r.Req)
+	}
+	e.Acked(r, &drummerpb.ReportResponse{}, now)
+
+	// Same view: nothing to say but the heartbeat.
+	r = e.Build(id, v1, Status{}, nil, 30*time.Second, now.Add(time.Second))
+	if r.Req.Full || r.Req.Seq != 2 || len(r.Req.Replicas) != 0 || len(r.Req.Stopped) != 0 {
+		t.Fatalf("unchanged: %v", r.Req)
+	}
+	e.Acked(r, &drummerpb.ReportResponse{}, now.Add(time.Second))
+
+	// Shard 2 learns its leader, shard 3 stops, shard 4 starts; shard 1 is
+	// an equal message in a new view.
+	v2 := view(rep(1, 1, 1), rep(2, 4, 5), rep(4, 9, 0))
+	r = e.Build(id, v2, Status{}, nil, 30*time.Second, now.Add(2*time.Second))
+	if r.Req.Full || !slices.Equal(shards(r.Req), []uint64{2, 4}) || len(r.Req.Stopped) != 1 || r.Req.Stopped[0].ShardId != 3 || r.Req.Stopped[0].ReplicaId != 7 {
+		t.Fatalf("delta: %v", r.Req)
+	}
+	// Not acknowledged: the next one is full.
+	e.Failed()
+	r = e.Build(id, v2, Status{}, nil, 30*time.Second, now.Add(3*time.Second))
+	if !r.Req.Full || r.Req.Seq != 3 || len(r.Req.Replicas) != 3 {
+		t.Fatalf("after a failure: %v", r.Req)
+	}
+	e.Acked(r, &drummerpb.ReportResponse{NeedFull: true}, now.Add(3*time.Second))
+	r = e.Build(id, v2, Status{}, nil, 30*time.Second, now.Add(4*time.Second))
+	if !r.Req.Full || r.Req.Seq != 4 {
+		t.Fatalf("server asked for a full report: %v", r.Req)
+	}
+	e.Acked(r, &drummerpb.ReportResponse{}, now.Add(4*time.Second))
+	r = e.Build(id, v2, Status{}, nil, 30*time.Second, now.Add(34*time.Second))
+	if !r.Req.Full {
+		t.Fatalf("full reports come every 30s: %v", r.Req)
+	}
+}
+
+func TestMembershipsDiskAndResults(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	v1 := view(rep(1, 1, 1))
+	v1.Memberships[1] = &drummerpb.Membership{ConfigChangeId: 5, Voters: map[uint64]string{1: "a"}}
+	v1.Disk, v1.DiskVersion = []*drummerpb.ReplicaKey{{ShardId: 1, ReplicaId: 1}}, 1
+	var log []*drummerpb.OrderResult
+	results := func(seq uint64) ([]*drummerpb.OrderResult, uint64) { return log[seq:], uint64(len(log)) }
+	log = append(log, &drummerpb.OrderResult{Id: "a"})
+	r := e.Build(id, v1, Status{}, results, time.Minute, now)
+	if r.Req.Replicas[0].Membership == nil || v1.Replicas[1].Membership != nil {
+		t.Fatal("the membership goes with the leader's replica, on a copy")
+	}
+	if !r.Req.HasDiskInventory || len(r.Req.Disk) != 1 || len(r.Req.Results) != 1 {
+		t.Fatalf("first report: %v", r.Req)
+	}
+	e.Acked(r, &drummerpb.ReportResponse{}, now)
+
+	log = append(log, &drummerpb.OrderResult{Id: "b"})
+	v2 := view(rep(1, 1, 1))
+	v2.Memberships[1] = &drummerpb.Membership{ConfigChangeId: 5, Voters: map[uint64]string{1: "a"}}
+	v2.Disk, v2.DiskVersion = v1.Disk, 1
+	r = e.Build(id, v2, Status{}, results, time.Minute, now)
+	if len(r.Req.Replicas) != 0 || r.Req.HasDiskInventory || len(r.Req.Results) != 1 || r.Req.Results[0].Id != "b" {
+		t.Fatalf("known membership and inventory, one new result: %v", r.Req)
+	}
+	e.Acked(r, &drummerpb.ReportResponse{}, now)
+
+	v3 := view(rep(1, 1, 1))
+	v3.Memberships[1] = &drummerpb.Membership{ConfigChangeId: 6, Voters: map[uint64]string{1: "a", 2: "b"}}
+	v3.Disk, v3.DiskVersion = v1.Disk, 2
+	r = e.Build(id, v3, Status{}, results, time.Minute, now)
+	if len(r.Req.Replicas) != 1 || r.Req.Replicas[0].Membership.ConfigChangeId != 6 || !r.Req.HasDiskInventory || len(r.Req.Results) != 0 {
+		t.Fatalf("newer membership and inventory: %v", r.Req)
+	}
+}
+
+func TestInterval(t *testing.T) {
+	if Interval(5*time.Second, false) != 5*time.Second || Interval(5*time.Second, true) != FastInterval || Interval(100*time.Millisecond, true) != 100*time.Millisecond {
+		t.Fatal("Interval")
+	}
+	if Timeout(100*time.Millisecond) != time.Second || Timeout(5*time.Second) != 10*time.Second {
+		t.Fatal("Timeout")
+	}
+}
+
+func TestResultsLeftForTheNextReport(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	log := []*drummerpb.OrderResult{{Id: "a"}, {Id: "b"}, {Id: "c"}}
+	results := func(seq uint64) ([]*drummerpb.OrderResult, uint64) { return log[seq:], uint64(len(log)) }
+	v := view(rep(1, 1, 1))
+	r := e.Build(id, v, Status{}, results, time.Minute, now)
+	e.Acked(r, &drummerpb.ReportResponse{ResultsLeft: 2}, now)
+	r = e.Build(id, v, Status{}, results, time.Minute, now)
+	if len(r.Req.Results) != 2 || r.Req.Results[0].Id != "b" {
+		t.Fatalf("the results the server left come again: %v", r.Req.Results)
+	}
+}

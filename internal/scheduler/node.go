@@ -1,0 +1,347 @@
+package scheduler
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+	"github.com/drummerhq/drummer/internal/planner"
+)
+
+// Config tunes a Node. The zero value of every field but Started is
+// usable.
+type Config struct {
+	// Started is when this node's observations began: silence from before
+	// it is not evidence of death (planner.Input.ObsSince).
+	Started time.Time
+	// Salt makes this node's tie-breaking differ from its peers'.
+	Salt uint64
+	// Tick is the planning period the driver uses (default 200ms), Sweep
+	// the period within which the patrol visits every shard and host when
+	// its rate allows (default 2s).
+	Tick, Sweep time.Duration
+	// PatrolPerSecond bounds the shards the patrol adds per second of
+	// rounds (default 10,000), so its cost stays bounded at any shard
+	// count; with more shards than Sweep allows, a patrol pass takes
+	// longer. Time-driven changes that matter sooner (liveness, repair
+	// step deadlines) have their own timers.
+	PatrolPerSecond int
+	// MaxShardsPerRound bounds a round (default 20,000): what does not fit
+	// is carried to the next round.
+	MaxShardsPerRound int
+	// PruneEvery is the soft-state pruning period (default 10s).
+	PruneEvery time.Duration
+	// ShardConfig and Limits are passed to the planner.
+	ShardConfig *planner.ShardConfig
+	Limits      planner.Limits
+}
+
+func (c *Config) setDefaults() {
+	if c.Tick <= 0 {
+		c.Tick = 200 * time.Millisecond
+	}
+	if c.Sweep <= 0 {
+		c.Sweep = 2 * time.Second
+	}
+	if c.PatrolPerSecond == 0 {
+		c.PatrolPerSecond = 10_000
+	}
+	if c.MaxShardsPerRound <= 0 {
+		c.MaxShardsPerRound = 20_000
+	}
+	if c.PruneEvery <= 0 {
+		c.PruneEvery = 10 * time.Second
+	}
+}
+
+// Node is the scheduler's state machine. It is not safe for concurrent
+// use: one goroutine (the server's loop, or the simulator) owns it.
+type Node struct {
+	cfg Config
+	obs *planner.Observed
+	// resultAt records when each order result arrived, for expiry.
+	resultAt map[string]map[string]time.Time
+	dirtyS   map[uint64]struct{}
+	dirtyH   map[string]struct{}
+
+	active bool
+	epoch  uint64
+	round  uint64
+	again  []uint64
+
+	patrol    patrol
+	live      liveness
+	status    status
+	lastPrune time.Time
+	lastRep   time.Time // repairing shards last re-planned
+
+	// Orders in force: per shard (repairs, starts) and per host (cleanups).
+	shardOrders map[uint64][]planner.HostOrder
+	hostOrders  map[string][]*drummerpb.Order
+	byHost      map[string]map[uint64][]*drummerpb.Order
+	changed     map[string]struct{} // hosts whose orders changed this round
+}
+
+// New returns a Node that is not leading.
+func New(cfg Config) *Node {
+	cfg.setDefaults()
+	n := &Node{
+		cfg:      cfg,
+		obs:      planner.NewObserved(),
+		resultAt: map[string]map[string]time.Time{},
+		dirtyS:   map[uint64]struct{}{},
+		dirtyH:   map[string]struct{}{},
+	}
+	n.status.init()
+	n.resetOrders()
+	return n
+}
+
+func (n *Node) resetOrders() {
+	n.shardOrders = map[uint64][]planner.HostOrder{}
+	n.hostOrders = map[string][]*drummerpb.Order{}
+	n.byHost = map[string]map[uint64][]*drummerpb.Order{}
+	n.changed = map[string]struct{}{}
+	n.again = nil
+}
+
+// Become makes the node the scheduler under epoch: it forgets the orders
+// of any earlier epoch and re-plans everything (the patrol and liveness
+// restart from the DB on the next round).
+func (n *Node) Become(epoch uint64) {
+	n.resetOrders()
+	n.active, n.epoch = true, epoch
+	n.patrol.reset()
+	n.live.reset()
+}
+
+// Demote stops the node planning; its observations stay warm.
+func (n *Node) Demote() {
+	n.resetOrders()
+	n.active, n.epoch = false, 0
+	n.patrol.reset()
+	n.live.reset()
+	n.status.reset()
+}
+
+// Active reports whether the node holds an epoch, and which.
+func (n *Node) Active() (uint64, bool) { return n.epoch, n.active }
+
+// Observed is the soft state, for read-only use by the owner's goroutine.
+func (n *Node) Observed() *planner.Observed { return n.obs }
+
+// Started is when the node's observations began.
+func (n *Node) Started() time.Time { return n.cfg.Started }
+
+// Ready is the effect of a round.
+type Ready struct {
+	// Epoch the decisions and orders were made under.
+	Epoch uint64
+	// Decisions to propose, in order, in one command.
+	Decisions []*dbpb.Decision
+	// OrderHosts lists the hosts whose orders in force changed; read them
+	// with OrdersFor.
+	OrderHosts []string
+	// Planned is how many shards and hosts the round evaluated.
+	PlannedShards, PlannedHosts int
+	// Output is the planner's output, for tests and the simulator.
+	Output *planner.Output
+	// Input is what the planner was given (the simulator's oracle).
+	Input planner.Input
+}
+
+// Round runs one planning round on st (a view the caller will not modify
+// while the round runs) given what the DB changed since the previous
+// round. A node that is not leading only tracks the DB (cheaply) and
+// returns an empty Ready.
+func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
+	if !n.active {
+		return Ready{}
+	}
+	n.Absorb(st, dirty, now)
+	shards := n.dirtyS
+	hosts := n.dirtyH
+	n.dirtyS = map[uint64]struct{}{}
+	n.dirtyH = map[string]struct{}{}
+	for _, id := range n.again {
+		shards[id] = struct{}{}
+	}
+	for _, h := range n.live.fire(st, n.obs, n.cfg.Started, now) {
+		hosts[h] = struct{}{}
+		for sid := range n.patrol.hostShards[h] {
+			shards[sid] = struct{}{}
+		}
+	}
+	// Repairs in flight have step deadlines: re-plan them every second
+	// (bounded by the DB's max_concurrent_repairs).
+	if now.Sub(n.lastRep) >= time.Second {
+		n.lastRep = now
+		for _, id := range st.RepairingShards() {
+			shards[id] = struct{}{}
+		}
+		for id := range n.live.unreg {
+			hosts[id] = struct{}{}
+		}
+	}
+	n.patrol.chunk(st, now, n.cfg, shards, hosts)
+
+	in := planner.Input{
+		Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch,
+		Seed:        n.round*0x9e3779b97f4a7c15 + n.cfg.Salt,
+		ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits,
+	}
+	n.round++
+	in.Shards = slices.Sorted(maps.Keys(shards))
+	var carry []uint64
+	if len(in.Shards) > n.cfg.MaxShardsPerRound {
+		carry = in.Shards[n.cfg.MaxShardsPerRound:]
+		in.Shards = in.Shards[:n.cfg.MaxShardsPerRound]
+	}
+	in.Hosts = slices.Sorted(maps.Keys(hosts))
+	if in.Shards == nil {
+		in.Shards = []uint64{}
+	}
+	if in.Hosts == nil {
+		in.Hosts = []string{}
+	}
+	if len(in.Shards) == 0 && len(in.Hosts) == 0 {
+		n.again = carry
+		n.maybePrune(st, now)
+		return Ready{Epoch: n.epoch, Input: in}
+	}
+	out := planner.Plan(in)
+	for id, orders := range out.ShardOrders {
+		n.setShardOrders(id, orders)
+	}
+	for _, id := range in.Shards {
+		if _, ok := out.ShardOrders[id]; !ok {
+			n.setShardOrders(id, nil)
+		}
+	}
+	for _, id := range in.Hosts {
+		orders, ok := out.HostOrders[id]
+		if !ok && st.Hosts[id] != nil {
+			continue
+		}
+		if !slices.EqualFunc(n.hostOrders[id], orders, sameOrder) {
+			n.changed[id] = struct{}{}
+		}
+		if len(orders) == 0 {
+			delete(n.hostOrders, id)
+		} else {
+			n.hostOrders[id] = orders
+		}
+	}
+	n.status.record(st, in.Shards, out.Shards)
+	n.again = append(out.Again, carry...)
+	n.maybePrune(st, now)
+	r := Ready{Epoch: n.epoch, Decisions: out.Decisions, Output: out, Input: in,
+		PlannedShards: len(in.Shards), PlannedHosts: len(in.Hosts)}
+	r.OrderHosts = slices.Sorted(maps.Keys(n.changed))
+	clear(n.changed)
+	return r
+}
+
+// Absorb takes DB changes into the node's indexes and dirty sets without
+// planning, so that status calls between rounds see new shards. Round
+// calls it too.
+func (n *Node) Absorb(st *db.State, dirty db.Dirty, now time.Time) {
+	if !n.active {
+		return
+	}
+	for id := range dirty.Shards {
+		n.dirtyS[id] = struct{}{}
+	}
+	for id := range dirty.Hosts {
+		n.dirtyH[id] = struct{}{}
+	}
+	n.patrol.update(st, dirty)
+	n.live.update(st, dirty, now)
+}
+
+func sameOrder(a, b *drummerpb.Order) bool { return a.Id == b.Id }
+
+func (n *Node) maybePrune(st *db.State, now time.Time) {
+	if now.Sub(n.lastPrune) >= n.cfg.PruneEvery {
+		n.Prune(st, now)
+	}
+}
+
+// Prune bounds the soft state now (see planner.Prune); rounds do it every
+// Config.PruneEvery. It costs O(observations).
+func (n *Node) Prune(st *db.State, now time.Time) {
+	n.lastPrune = now
+	for _, id := range planner.Prune(n.obs, n.resultAt, st, now) {
+		n.live.forget(id)
+	}
+}
+
+// setShardOrders replaces a shard's orders in force.
+func (n *Node) setShardOrders(shardID uint64, orders []planner.HostOrder) {
+	old := n.shardOrders[shardID]
+	if len(old) == 0 && len(orders) == 0 {
+		return
+	}
+	if slices.EqualFunc(old, orders, func(a, b planner.HostOrder) bool { return a.HostID == b.HostID && a.Order.Id == b.Order.Id }) {
+		n.shardOrders[shardID] = orders // same IDs; keep the newest bodies
+		for _, ho := range orders {
+			n.byHost[ho.HostID][shardID] = nil
+		}
+		for _, ho := range orders {
+			n.byHost[ho.HostID][shardID] = append(n.byHost[ho.HostID][shardID], ho.Order)
+		}
+		return
+	}
+	for _, ho := range old {
+		n.changed[ho.HostID] = struct{}{}
+		if m := n.byHost[ho.HostID]; m != nil {
+			delete(m, shardID)
+			if len(m) == 0 {
+				delete(n.byHost, ho.HostID)
+			}
+		}
+	}
+	if len(orders) == 0 {
+		delete(n.shardOrders, shardID)
+		return
+	}
+	n.shardOrders[shardID] = orders
+	for _, ho := range orders {
+		n.changed[ho.HostID] = struct{}{}
+		m := n.byHost[ho.HostID]
+		if m == nil {
+			m = map[uint64][]*drummerpb.Order{}
+			n.byHost[ho.HostID] = m
+		}
+		m[shardID] = append(m[shardID], ho.Order)
+	}
+}
+
+// OrdersFor returns the orders in force for a host: host-level ones first,
+// then by shard ID. The cost is that of the host's orders.
+func (n *Node) OrdersFor(hostID string) []*drummerpb.Order {
+	if !n.active {
+		return nil
+	}
+	out := slices.Clone(n.hostOrders[hostID])
+	m := n.byHost[hostID]
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[id]...)
+	}
+	return out
+}
+
+// Unapplied lists the decisions the DB did not apply (codes other than OK
+// and NOOP), for logging; codes are the per-decision result bytes.
+func Unapplied(ds []*dbpb.Decision, codes []byte) []string {
+	var out []string
+	for i, c := range codes {
+		if i < len(ds) && dbpb.Code(c) != dbpb.Code_CODE_OK && dbpb.Code(c) != dbpb.Code_CODE_NOOP {
+			out = append(out, ds[i].String()+": "+dbpb.Code(c).String())
+		}
+	}
+	return out
+}

@@ -1,0 +1,308 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+	"github.com/drummerhq/drummer/internal/planner"
+)
+
+var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// fixture drives a Node like the server's loop does, against a DB built
+// by real commands; the hosts' reports are written by the test.
+type fixture struct {
+	t    *testing.T
+	st   *db.State
+	n    *Node
+	ses  Sessions
+	now  time.Time
+	seq  map[string]uint64
+	runs map[string]map[uint64]*drummerpb.ReplicaReport
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	f := &fixture{t: t, st: db.New(), now: t0, seq: map[string]uint64{}, runs: map[string]map[uint64]*drummerpb.ReplicaReport{}}
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_AcquireEpoch{AcquireEpoch: &dbpb.AcquireEpoch{Holder: 1, DeploymentId: 1}}})
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_SetConfig{SetConfig: &dbpb.SetConfig{Config: db.DefaultConfig()}}})
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_Launch{Launch: &dbpb.Launch{}}})
+	cfg.Started = t0
+	f.n = New(cfg)
+	f.n.Become(f.st.Epoch)
+	return f
+}
+
+func (f *fixture) cmd(c *dbpb.Command) db.Result {
+	f.t.Helper()
+	c.Version = db.CommandVersion
+	c.NowUnixMs = f.now.UnixMilli()
+	r := f.st.ApplyCommand(c)
+	if r.Code != dbpb.Code_CODE_OK {
+		f.t.Fatalf("command %v: %v", c.Op, r.Code)
+	}
+	return r
+}
+
+// report sends a full report from host (running what f.runs says).
+func (f *fixture) report(host string) {
+	f.seq[host]++
+	var i int
+	fmt.Sscanf(host, "h%d", &i)
+	r := &drummerpb.ReportRequest{HostId: host, RaftAddress: fmt.Sprintf("10.0.0.1:%d", 7000+i), ApiAddress: fmt.Sprintf("10.0.1.1:%d", 7000+i),
+		Labels: map[string]string{}, Apps: []string{"kv"}, Session: 1, Seq: f.seq[host], Full: true}
+	for _, rr := range f.runs[host] {
+		r.Replicas = append(r.Replicas, rr)
+	}
+	if err := ValidateReport(r); err != nil {
+		f.t.Fatal(err)
+	}
+	f.n.Step(r, f.now, f.ses.Check(r))
+}
+
+// round runs a round and applies its decisions.
+func (f *fixture) round() Ready {
+	f.t.Helper()
+	rd := f.n.Round(f.st, f.st.TakeDirty(), f.now)
+	if len(rd.Decisions) > 0 {
+		f.cmd(&dbpb.Command{Epoch: rd.Epoch, Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: rd.Decisions}}})
+	}
+	return rd
+}
+
+func hostName(i int) string { return fmt.Sprintf("h%03d", i) }
+
+func TestHostsRegisterAndShardsArePlaced(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	for i := range 3 {
+		f.report(hostName(i))
+	}
+	f.round()
+	if len(f.st.Hosts) != 3 {
+		t.Fatalf("%d hosts registered, want 3", len(f.st.Hosts))
+	}
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
+		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
+	f.round() // places
+	rd := f.round()
+	sh := f.st.Shards[1]
+	if len(sh.Members) != 3 {
+		t.Fatalf("shard 1 has %d members, want 3", len(sh.Members))
+	}
+	if len(rd.OrderHosts) != 3 {
+		t.Fatalf("orders changed on %v, want the 3 hosts", rd.OrderHosts)
+	}
+	for i := range 3 {
+		if o := f.n.OrdersFor(hostName(i)); len(o) != 1 || o[0].GetStart() == nil {
+			t.Fatalf("host %d orders %v, want one start", i, o)
+		}
+	}
+	// The same orders stay in force; a round that changes nothing
+	// publishes nothing.
+	if rd := f.round(); len(rd.OrderHosts) != 0 {
+		t.Fatalf("unchanged round republished orders for %v", rd.OrderHosts)
+	}
+}
+
+// A report that repeats the previous one plans nothing: only what changed
+// is dirty.
+func TestUnchangedReportsPlanNothing(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	for i := range 3 {
+		f.report(hostName(i))
+	}
+	f.round()
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
+		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
+	f.round()
+	sh := f.st.Shards[1]
+	for _, m := range sh.Members {
+		if f.runs[m.HostId] == nil {
+			f.runs[m.HostId] = map[uint64]*drummerpb.ReplicaReport{}
+		}
+		f.runs[m.HostId][1] = &drummerpb.ReplicaReport{ShardId: 1, ReplicaId: m.ReplicaId, LeaderId: sh.Members[0].ReplicaId, Term: 1,
+			Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER, App: "kv", ConfigChangeId: 1}
+	}
+	for range 3 {
+		f.now = f.now.Add(time.Second)
+		for i := range 3 {
+			f.report(hostName(i))
+		}
+		f.round()
+	}
+	f.now = f.now.Add(time.Second)
+	for i := range 3 {
+		f.report(hostName(i))
+	}
+	f.n.lastRep = f.now // no repair cadence in this round
+	if rd := f.round(); rd.PlannedShards != 0 {
+		t.Fatalf("a round after unchanged reports planned %d shards (%v)", rd.PlannedShards, rd.Input.Shards)
+	}
+}
+
+// A silent host turns suspect and dead on its timer, without any round
+// reading every host, and its shards are planned at each transition.
+func TestLivenessTimers(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	for i := range 4 {
+		f.report(hostName(i))
+	}
+	f.round()
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
+		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
+	f.round()
+	victim := f.st.Shards[1].Members[0].HostId
+	suspect := time.Duration(f.st.Config.SuspectTimeoutMs) * time.Millisecond
+	dead := time.Duration(f.st.Config.DeadTimeoutMs) * time.Millisecond
+	var saw []string
+	for elapsed := time.Duration(0); elapsed <= dead+time.Second; elapsed += 200 * time.Millisecond {
+		f.now = f.now.Add(200 * time.Millisecond)
+		if elapsed%time.Second == 0 {
+			for i := range 4 {
+				if hostName(i) != victim {
+					f.report(hostName(i))
+				}
+			}
+		}
+		f.n.lastRep = f.now
+		rd := f.round()
+		if slices.Contains(rd.Input.Hosts, victim) {
+			l, _ := f.n.HostLiveness(victim)
+			saw = append(saw, l.String())
+			if !slices.Contains(rd.Input.Shards, 1) {
+				t.Fatalf("host %s turned %s but its shard was not planned", victim, l)
+			}
+		}
+	}
+	if !slices.Contains(saw, "suspect") || !slices.Contains(saw, "dead") {
+		t.Fatalf("transitions seen %v, want suspect then dead (suspect %s, dead %s)", saw, suspect, dead)
+	}
+	if c := f.n.HostCounts(); c["dead"] != 1 || c["up"] != 3 {
+		t.Fatalf("host counts %v, want 3 up and 1 dead", c)
+	}
+	// The host comes back: up at once.
+	f.report(victim)
+	f.round()
+	if l, _ := f.n.HostLiveness(victim); l != planner.Up {
+		t.Fatalf("host back but judged %s", l)
+	}
+}
+
+// The patrol visits at most PatrolPerSecond shards per second, and every
+// shard within a pass.
+func TestPatrolIsBounded(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: 100, Tick: 200 * time.Millisecond, Sweep: time.Second})
+	var specs []*dbpb.ShardSpec
+	for id := uint64(1); id <= 1000; id++ {
+		specs = append(specs, &dbpb.ShardSpec{ShardId: id, App: "kv", Replicas: 3})
+	}
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{Shards: specs}}})
+	f.round() // the new shards are dirty (no hosts: nothing placed)
+	// The first pass after Become is fast (a new leader learns every
+	// verdict within seconds); then the rate applies.
+	f.now = f.now.Add(200 * time.Millisecond)
+	f.round()
+	if c := f.n.Counts(); c["pending"] != 1000 {
+		t.Fatalf("after the first pass the verdicts are %v, want 1000 judged pending", c)
+	}
+	seen := map[uint64]bool{}
+	for i := range 60 { // 12 s of rounds
+		f.now = f.now.Add(200 * time.Millisecond)
+		f.n.lastRep = f.now
+		rd := f.round()
+		if rd.PlannedShards > 21 {
+			t.Fatalf("round %d patrolled %d shards, want at most 21 (100/s)", i, rd.PlannedShards)
+		}
+		for _, id := range rd.Input.Shards {
+			seen[id] = true
+		}
+	}
+	if len(seen) < 1000 {
+		// 12 s at 100/s covers 1,200 shards: one whole pass.
+		t.Fatalf("patrol visited %d of 1000 shards in 12 s", len(seen))
+	}
+}
+
+func TestVerdictCountsAndPages(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	var specs []*dbpb.ShardSpec
+	for id := uint64(1); id <= 10; id++ {
+		specs = append(specs, &dbpb.ShardSpec{ShardId: id, App: "kv", Replicas: 3})
+	}
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{Shards: specs}}})
+	f.round()
+	if c := f.n.Counts(); c["pending"] != 10 {
+		t.Fatalf("counts %v, want 10 pending", c)
+	}
+	ids, next, total := f.n.ShardPage(0, 4, nil)
+	if !slices.Equal(ids, []uint64{1, 2, 3, 4}) || next != 5 || total != 10 {
+		t.Fatalf("page 1: %v next %d total %d", ids, next, total)
+	}
+	ids, next, _ = f.n.ShardPage(9, 4, nil)
+	if !slices.Equal(ids, []uint64{9, 10}) || next != 0 {
+		t.Fatalf("last page: %v next %d", ids, next)
+	}
+	if ids, _, total := f.n.ShardPage(0, 100, map[string]bool{"healthy": true}); len(ids) != 0 || total != 0 {
+		t.Fatalf("healthy filter: %v total %d", ids, total)
+	}
+	if ids, _, total := f.n.ShardPage(0, 100, map[string]bool{"pending": true}); len(ids) != 10 || total != 10 {
+		t.Fatalf("pending filter: %v total %d", ids, total)
+	}
+	// Deleting shards drops their verdicts.
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_DeleteShards{DeleteShards: &dbpb.DeleteShards{ShardIds: []uint64{1, 2}}}})
+	f.round()
+	if c := f.n.Counts(); c["pending"] != 8 || f.n.NumShards() != 8 {
+		t.Fatalf("after delete: counts %v, %d shards", c, f.n.NumShards())
+	}
+}
+
+func TestValidateReport(t *testing.T) {
+	ok := &drummerpb.ReportRequest{HostId: "h1", RaftAddress: "10.0.0.1:7100", ApiAddress: "10.0.0.1:7200", Session: 1, Seq: 1, Full: true}
+	if err := ValidateReport(ok); err != nil {
+		t.Fatal(err)
+	}
+	for name, mod := range map[string]func(r *drummerpb.ReportRequest){
+		"no session":       func(r *drummerpb.ReportRequest) { r.Session = 0 },
+		"zero replica id":  func(r *drummerpb.ReportRequest) { r.Replicas = []*drummerpb.ReplicaReport{{ShardId: 1}} },
+		"nil replica":      func(r *drummerpb.ReportRequest) { r.Replicas = []*drummerpb.ReplicaReport{nil} },
+		"zero disk key":    func(r *drummerpb.ReportRequest) { r.Disk = []*drummerpb.ReplicaKey{{}} },
+		"nil stopped key":  func(r *drummerpb.ReportRequest) { r.Stopped = []*drummerpb.ReplicaKey{nil} },
+		"empty result id":  func(r *drummerpb.ReportRequest) { r.Results = []*drummerpb.OrderResult{{}} },
+		"no host id":       func(r *drummerpb.ReportRequest) { r.HostId = "" },
+		"bad raft address": func(r *drummerpb.ReportRequest) { r.RaftAddress = "nowhere" },
+	} {
+		r := &drummerpb.ReportRequest{HostId: ok.HostId, RaftAddress: ok.RaftAddress, ApiAddress: ok.ApiAddress, Session: 1, Seq: 1, Full: true}
+		mod(r)
+		if err := ValidateReport(r); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestSessions(t *testing.T) {
+	var s Sessions
+	r := func(ses, seq uint64, full bool) *drummerpb.ReportRequest {
+		return &drummerpb.ReportRequest{HostId: "h", Session: ses, Seq: seq, Full: full}
+	}
+	if s.Check(r(1, 5, false)) {
+		t.Fatal("a delta from an unknown session is in sequence")
+	}
+	s.Check(r(1, 1, true))
+	if !s.Check(r(1, 2, false)) {
+		t.Fatal("the next delta is not in sequence")
+	}
+	if s.Check(r(1, 4, false)) {
+		t.Fatal("a gap is in sequence")
+	}
+	if s.Check(r(2, 3, false)) {
+		t.Fatal("another session is in sequence")
+	}
+	s.Forget("h")
+	if s.Check(r(1, 3, false)) {
+		t.Fatal("a forgotten host is in sequence")
+	}
+}

@@ -1,0 +1,236 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+	"github.com/drummerhq/drummer/internal/planner"
+)
+
+// Limits on one report, so a broken or hostile agent cannot make a server
+// allocate without bound.
+const (
+	MaxReportReplicas = 200_000
+	MaxReportResults  = 50_000
+)
+
+// ValidateReport checks a report before anything in it is used.
+func ValidateReport(r *drummerpb.ReportRequest) error {
+	reg := &dbpb.RegisterHost{HostId: r.HostId, RaftAddress: r.RaftAddress, ApiAddress: r.ApiAddress, Labels: r.Labels, Apps: r.Apps}
+	if err := db.ValidateHostRegistration(reg); err != nil {
+		return err
+	}
+	if len(r.Replicas) > MaxReportReplicas || len(r.Disk) > MaxReportReplicas || len(r.Stopped) > MaxReportReplicas {
+		return fmt.Errorf("report lists more than %d replicas", MaxReportReplicas)
+	}
+	if len(r.Results) > MaxReportResults {
+		// The server takes at most this many and asks for the rest
+		// (ReportResponse.results_left) before validating.
+		return fmt.Errorf("report carries more than %d order results", MaxReportResults)
+	}
+	if r.Session == 0 {
+		return errors.New("session must be non-zero")
+	}
+	for _, rr := range r.Replicas {
+		if rr == nil || rr.ShardId == 0 || rr.ReplicaId == 0 {
+			return errors.New("replica with shard_id or replica_id 0")
+		}
+		if rr.Membership != nil && len(rr.Membership.Voters)+len(rr.Membership.NonVoting)+len(rr.Membership.Witnesses) > 1000 {
+			return fmt.Errorf("shard %d: membership too large", rr.ShardId)
+		}
+	}
+	for _, k := range r.Stopped {
+		if k == nil || k.ShardId == 0 || k.ReplicaId == 0 {
+			return errors.New("stopped replica key with shard_id or replica_id 0")
+		}
+	}
+	for _, k := range r.Disk {
+		if k == nil || k.ShardId == 0 || k.ReplicaId == 0 {
+			return errors.New("disk replica key with shard_id or replica_id 0")
+		}
+	}
+	for _, res := range r.Results {
+		if res == nil || res.Id == "" || len(res.Id) > 256 || len(res.Error) > 4096 {
+			return errors.New("malformed order result")
+		}
+	}
+	return nil
+}
+
+// Sessions tracks each host's report session and sequence number, to tell
+// whether a report's deltas apply on top of what was received before. It
+// is safe for concurrent use, so a server's report handler can answer
+// "send a full report" without waiting for the scheduler loop.
+type Sessions struct {
+	mu  sync.Mutex
+	ses map[string]session
+}
+
+type session struct{ id, seq uint64 }
+
+// Check records a report's session and sequence and reports whether its
+// deltas follow the previous report's (a full report always applies and
+// starts the sequence again).
+func (s *Sessions) Check(r *drummerpb.ReportRequest) (inSequence bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ses == nil {
+		s.ses = map[string]session{}
+	}
+	prev, known := s.ses[r.HostId]
+	inSequence = known && prev.id == r.Session && r.Seq == prev.seq+1
+	if r.Full || inSequence {
+		s.ses[r.HostId] = session{id: r.Session, seq: r.Seq}
+	}
+	return inSequence
+}
+
+// Forget drops a host's session (the host was forgotten).
+func (s *Sessions) Forget(hostID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.ses, hostID)
+}
+
+// Step records a validated report received at now. inSequence tells
+// whether its deltas follow what was received before (Sessions.Check); a
+// delta report out of sequence only keeps the host alive. Only what the
+// report changes is marked dirty.
+func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) {
+	h := n.obs.Hosts[r.HostId]
+	if h == nil {
+		h = &planner.HostObs{ID: r.HostId, Replicas: map[uint64]*drummerpb.ReplicaReport{}, Results: map[string]*drummerpb.OrderResult{}}
+		n.obs.Hosts[r.HostId] = h
+		n.dirtyH[r.HostId] = struct{}{}
+	}
+	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > 2*time.Second
+	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || !maps.Equal(h.Labels, r.Labels) || !slices.Equal(h.Apps, r.Apps) {
+		n.dirtyH[r.HostId] = struct{}{}
+	}
+	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
+	h.LastHeard = now
+	n.live.heard(r.HostId, now)
+	if h.Starting != r.Starting || wasSilent {
+		h.Starting = r.Starting
+		n.dirtyH[r.HostId] = struct{}{}
+		for id := range h.Replicas {
+			n.dirtyS[id] = struct{}{}
+		}
+	}
+	switch {
+	case r.Full:
+		next := make(map[uint64]*drummerpb.ReplicaReport, len(r.Replicas))
+		for _, rr := range r.Replicas {
+			next[rr.ShardId] = rr
+		}
+		for id, old := range h.Replicas {
+			if nr := next[id]; nr == nil || nr.ReplicaId != old.ReplicaId {
+				n.stopped(old, now)
+			}
+		}
+		for _, rr := range r.Replicas {
+			n.replica(h, rr, now)
+		}
+		h.Replicas = next
+	case inSequence:
+		for _, k := range r.Stopped {
+			if old := h.Replicas[k.ShardId]; old != nil && old.ReplicaId == k.ReplicaId {
+				n.stopped(old, now)
+				delete(h.Replicas, k.ShardId)
+			}
+		}
+		for _, rr := range r.Replicas {
+			n.replica(h, rr, now)
+			h.Replicas[rr.ShardId] = rr
+		}
+	}
+	if r.HasDiskInventory {
+		disk := make(map[planner.ReplicaKey]struct{}, len(r.Disk))
+		for _, k := range r.Disk {
+			disk[planner.ReplicaKey{ShardID: k.ShardId, ReplicaID: k.ReplicaId}] = struct{}{}
+		}
+		if !h.DiskKnown || !maps.Equal(disk, h.Disk) {
+			n.dirtyH[r.HostId] = struct{}{}
+		}
+		h.DiskKnown, h.DiskAt, h.Disk = true, now, disk
+	}
+	if len(r.Results) > 0 {
+		at := n.resultAt[r.HostId]
+		if at == nil {
+			at = map[string]time.Time{}
+			n.resultAt[r.HostId] = at
+		}
+		for _, res := range r.Results {
+			if old := h.Results[res.Id]; old == nil || old.Outcome != res.Outcome {
+				n.dirtyH[r.HostId] = struct{}{}
+				if res.ShardId != 0 {
+					n.dirtyS[res.ShardId] = struct{}{}
+				}
+			}
+			h.Results[res.Id] = res
+			at[res.Id] = now
+			if res.ShardId != 0 {
+				n.mergeMembership(r.HostId, res.ShardId, 0, res.Membership)
+			}
+		}
+	}
+}
+
+// replica records one reported replica (not yet stored in h.Replicas),
+// marking its shard dirty if anything the planner reads changed.
+func (n *Node) replica(h *planner.HostObs, rr *drummerpb.ReplicaReport, now time.Time) {
+	old := h.Replicas[rr.ShardId]
+	if old != nil && old.ReplicaId != rr.ReplicaId {
+		n.stopped(old, now)
+	}
+	if old == nil || !sameReplica(old, rr) {
+		n.dirtyS[rr.ShardId] = struct{}{}
+	}
+	n.mergeMembership(h.ID, rr.ShardId, rr.ReplicaId, rr.Membership)
+}
+
+func sameReplica(a, b *drummerpb.ReplicaReport) bool {
+	return a.ReplicaId == b.ReplicaId && a.LeaderId == b.LeaderId && a.Term == b.Term && a.ConfigChangeId == b.ConfigChangeId &&
+		a.Role == b.Role && a.Pending == b.Pending && a.CaughtUp == b.CaughtUp && a.App == b.App
+}
+
+func (n *Node) stopped(r *drummerpb.ReplicaReport, now time.Time) {
+	n.obs.LastRunning[planner.ReplicaKey{ShardID: r.ShardId, ReplicaID: r.ReplicaId}] = now
+	n.dirtyS[r.ShardId] = struct{}{}
+}
+
+// mergeMembership records a membership claim of a host (from its replica
+// replicaID, 0 if unknown); the planner decides whether to believe it
+// (planner.Observed.AddClaim).
+func (n *Node) mergeMembership(hostID string, shardID, replicaID uint64, m *drummerpb.Membership) {
+	if n.obs.AddClaim(shardID, hostID, replicaID, m) {
+		n.dirtyS[shardID] = struct{}{}
+	}
+}
+
+// LastHeard is when the host last reported to this node (zero if never).
+func (n *Node) LastHeard(hostID string) time.Time {
+	if h := n.obs.Hosts[hostID]; h != nil {
+		return h.LastHeard
+	}
+	return time.Time{}
+}
+
+// Reporting counts the hosts heard from within d before now; O(hosts), for
+// the status call only.
+func (n *Node) Reporting(now time.Time, d time.Duration) int {
+	c := 0
+	for _, h := range n.obs.Hosts {
+		if now.Sub(h.LastHeard) < d {
+			c++
+		}
+	}
+	return c
+}

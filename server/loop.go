@@ -1,0 +1,300 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/dbpb"
+	"github.com/drummerhq/drummer/internal/scheduler"
+)
+
+// loop is the goroutine that owns the scheduler Node (the one the
+// simulator drives too). Everything reaches the Node through it: reports
+// are queued and applied between rounds, so a report never waits for a
+// planning round; a round's decisions are proposed asynchronously (the
+// next round waits for them, reports do not); status calls run on the loop
+// between rounds. The orders in force are published on a board that
+// report handlers read under a short lock.
+type loop struct {
+	s    *Server
+	node *scheduler.Node
+	ses  scheduler.Sessions
+
+	reports chan reportIn
+	calls   chan func()
+	stopped chan struct{} // closed when run returns
+
+	// Owned by the loop goroutine.
+	proposing bool
+	acquiring bool
+
+	mu     sync.RWMutex
+	active bool
+	epoch  uint64
+	board  map[string][]*drummerpb.Order
+}
+
+type reportIn struct {
+	r          *drummerpb.ReportRequest
+	at         time.Time
+	inSequence bool
+}
+
+// reportQueue bounds the reports waiting for the loop; a full queue makes
+// report handlers wait (backpressure) rather than drop reports.
+const reportQueue = 8192
+
+func newLoop(s *Server) *loop {
+	return &loop{
+		s: s,
+		node: scheduler.New(scheduler.Config{
+			Started: s.started, Salt: s.cfg.ReplicaID, Tick: s.cfg.TickInterval, Sweep: s.cfg.SweepInterval,
+		}),
+		reports: make(chan reportIn, reportQueue),
+		calls:   make(chan func(), 64),
+		stopped: make(chan struct{}),
+		board:   map[string][]*drummerpb.Order{},
+	}
+}
+
+func (l *loop) isActive() bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.active
+}
+
+// ordersFor returns the epoch (0 if not leading) and the orders in force
+// for a host.
+func (l *loop) ordersFor(hostID string) (uint64, []*drummerpb.Order) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if !l.active {
+		return 0, nil
+	}
+	return l.epoch, l.board[hostID]
+}
+
+// enqueue hands a validated report to the loop.
+func (l *loop) enqueue(ctx context.Context, in reportIn) error {
+	select {
+	case l.reports <- in:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.stopped:
+		return errors.New("drummer server is stopping")
+	}
+}
+
+// do runs f on the loop goroutine, between rounds, and waits for it.
+func (l *loop) do(ctx context.Context, f func(n *scheduler.Node)) error {
+	done := make(chan struct{})
+	select {
+	case l.calls <- func() { f(l.node); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.stopped:
+		return errors.New("drummer server is stopping")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		// f may still run later: callers use what it sets only on success.
+		return ctx.Err()
+	case <-l.stopped:
+		return errors.New("drummer server is stopping")
+	}
+}
+
+func (l *loop) run(ctx context.Context) {
+	defer close(l.stopped)
+	t := time.NewTicker(l.s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-l.reports:
+			l.node.Step(in.r, in.at, in.inSequence)
+			l.drain()
+		case f := <-l.calls:
+			l.drain() // a call sees the reports taken before it
+			f()
+		case <-t.C:
+			l.drain()
+			l.step(ctx)
+		case <-l.s.leaderKick:
+			l.drain()
+			l.step(ctx)
+		}
+	}
+}
+
+// drain applies the queued reports (a bounded number per call).
+func (l *loop) drain() {
+	for range reportQueue {
+		select {
+		case in := <-l.reports:
+			l.node.Step(in.r, in.at, in.inSequence)
+		default:
+			return
+		}
+	}
+}
+
+func (l *loop) demote(why string) {
+	if epoch, active := l.node.Active(); active {
+		l.s.log.Info("scheduler stopped", "epoch", epoch, "reason", why)
+	}
+	l.node.Demote()
+	l.mu.Lock()
+	l.active, l.epoch = false, 0
+	clear(l.board)
+	l.mu.Unlock()
+}
+
+func (l *loop) become(epoch uint64) {
+	l.node.Become(epoch)
+	l.mu.Lock()
+	l.active, l.epoch = true, epoch
+	clear(l.board)
+	l.mu.Unlock()
+	l.s.log.Info("scheduler started", "epoch", epoch)
+}
+
+// step runs one round on the leader; on a follower it only keeps the DB's
+// change record bounded.
+func (l *loop) step(ctx context.Context) {
+	s := l.s
+	if s.isRemoved.Load() {
+		l.demote("removed from the cluster")
+		s.sm.TakeDirty()
+		return
+	}
+	if _, leader := s.raftLeader(); !leader {
+		l.demote("not the Raft leader")
+		s.sm.TakeDirty()
+		return
+	}
+	if l.proposing || l.acquiring {
+		return // the next round must see the previous decisions applied
+	}
+	st, dirty, _ := s.sm.ViewIfChanged()
+	epoch, active := l.node.Active()
+	if active && (st.Epoch != epoch || st.EpochHolder != s.cfg.ReplicaID) {
+		l.demote("another server took the scheduler epoch")
+		active = false
+	}
+	if !active {
+		l.acquire(ctx, st)
+		return
+	}
+	start := time.Now()
+	rd := l.node.Round(st, dirty, start)
+	if s.cfg.Metrics != nil && (rd.PlannedShards > 0 || rd.PlannedHosts > 0) {
+		s.cfg.Metrics.PlanRound(time.Since(start), rd.PlannedShards, rd.PlannedHosts, len(rd.Decisions))
+	}
+	if len(rd.OrderHosts) > 0 {
+		l.mu.Lock()
+		for _, h := range rd.OrderHosts {
+			if o := l.node.OrdersFor(h); len(o) > 0 {
+				l.board[h] = o
+			} else {
+				delete(l.board, h)
+			}
+		}
+		l.mu.Unlock()
+	}
+	if len(rd.Decisions) == 0 {
+		return
+	}
+	l.proposing = true
+	ds := rd.Decisions
+	l.async(ctx, 5*time.Second, &dbpb.Command{Epoch: epoch, Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: ds}}},
+		func(r db.Result, err error) {
+			l.proposing = false
+			switch {
+			case err != nil:
+				if !errors.Is(err, context.Canceled) {
+					s.log.Warn("proposing decisions failed", "decisions", len(ds), "err", err)
+				}
+			case r.Code == dbpb.Code_CODE_STALE_EPOCH:
+				l.demote("decisions rejected: stale epoch")
+			case r.Code != dbpb.Code_CODE_OK:
+				s.log.Error("decisions rejected", "code", r.Code.String())
+			default:
+				for _, u := range scheduler.Unapplied(ds, r.Data) {
+					s.log.Debug("decision not applied", "decision", u)
+				}
+			}
+		})
+}
+
+// acquire wins the scheduler epoch through Raft.
+func (l *loop) acquire(ctx context.Context, st *db.State) {
+	l.acquiring = true
+	l.async(ctx, 3*time.Second, &dbpb.Command{Op: &dbpb.Command_AcquireEpoch{AcquireEpoch: &dbpb.AcquireEpoch{
+		Holder: l.s.cfg.ReplicaID, ExpectEpoch: st.Epoch, DeploymentId: randomID()}}},
+		func(r db.Result, err error) {
+			l.acquiring = false
+			if err != nil || r.Code != dbpb.Code_CODE_OK || len(r.Data) != 8 {
+				return
+			}
+			l.become(binary.LittleEndian.Uint64(r.Data))
+		})
+}
+
+// async proposes cmd off the loop and runs done on the loop with the
+// result.
+func (l *loop) async(ctx context.Context, timeout time.Duration, cmd *dbpb.Command, done func(db.Result, error)) {
+	l.s.wg.Add(1)
+	go func() {
+		defer l.s.wg.Done()
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		r, err := l.s.propose(pctx, cmd)
+		cancel()
+		select {
+		case l.calls <- func() { done(r, err) }:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// lastHeard is when the host last reported to this server.
+func (l *loop) lastHeard(ctx context.Context, hostID string) time.Time {
+	var t time.Time
+	_ = l.do(ctx, func(n *scheduler.Node) { t = n.LastHeard(hostID) })
+	return t
+}
+
+// sortedHosts lists registered and reporting hosts in ID order; O(hosts),
+// for the host listing.
+func sortedHosts(st *db.State, n *scheduler.Node) []string {
+	ids := make([]string, 0, len(st.Hosts))
+	for id := range st.Hosts {
+		ids = append(ids, id)
+	}
+	for id := range n.Observed().Hosts {
+		if st.Hosts[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// raftLeader reports whether this server's DB replica is the Raft leader.
+func (s *Server) raftLeader() (uint64, bool) {
+	id, _, valid, err := s.nh.GetLeaderID(DBShardID)
+	if err != nil || !valid {
+		return 0, false
+	}
+	return id, id == s.cfg.ReplicaID
+}
