@@ -63,17 +63,28 @@ type executor struct {
 	// active is when orders last arrived or finished (unix nanoseconds).
 	active atomic.Int64
 
+	// timeouts bound the dragonboat calls of one order.
+	timeouts execTimeouts
+
 	mu       sync.Mutex
 	maxEpoch uint64
 	inflight map[string]bool
 	busy     map[uint64]bool // shards with an order executing
 	done     map[string]finished
+	addrs    map[replicaKey]string    // addresses given to dragonboat, by replica
+	stopped  map[replicaKey]time.Time // replicas stopped here, until restartAfterStop
 	// results are in seq order, consecutive (only the oldest are dropped);
 	// latest is each order's newest result among them.
 	results []result
 	latest  map[string]result
 	seq     uint64
 }
+
+type execTimeouts struct {
+	configChange, membership, removeData time.Duration
+}
+
+var defaultExecTimeouts = execTimeouts{configChange: 5 * time.Second, membership: 3 * time.Second, removeData: 30 * time.Second}
 
 func newExecutor(a *Agent) *executor {
 	var epoch uint64
@@ -82,12 +93,15 @@ func newExecutor(a *Agent) *executor {
 	}
 	return &executor{
 		a:        a,
+		timeouts: defaultExecTimeouts,
 		maxEpoch: epoch,
 		queue:    make(chan *drummerpb.Order, 4096),
 		inflight: map[string]bool{},
 		busy:     map[uint64]bool{},
 		done:     map[string]finished{},
 		latest:   map[string]result{},
+		addrs:    map[replicaKey]string{},
+		stopped:  map[replicaKey]time.Time{},
 	}
 }
 
@@ -369,6 +383,12 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	if err := checkInitialMembers(o.InitialMembers); err != nil {
 		return rejected("%v", err)
 	}
+	if wait := e.justStopped(o.ShardId, o.ReplicaId); wait > 0 {
+		// Dragonboat panics ("from two incarnations found") when a
+		// replica starts again while its stopped incarnation is still
+		// loaded in its workers.
+		return failed("replica %d of shard %d was stopped %v ago; starting it again once dragonboat has unloaded it", o.ReplicaId, o.ShardId, restartAfterStop-wait)
+	}
 	if id, ok := e.running(o.ShardId); ok {
 		if id == o.ReplicaId {
 			e.a.store.assign(o)
@@ -400,6 +420,9 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 			}
 		}
 	}
+	if err := e.bindAddresses(o.ShardId, o.InitialMembers); err != nil {
+		return rejected("%v", err)
+	}
 	// Record the assignment first, so a restart brings the replica back.
 	e.a.store.assign(o)
 	err = e.startReplica(app, members, join, rc)
@@ -418,6 +441,60 @@ func (e *executor) start(o *drummerpb.StartReplicaOrder) *drummerpb.OrderResult 
 	res.Outcome = drummerpb.OrderOutcome_ORDER_OUTCOME_DONE
 	e.a.log.Info("replica started", "shard_id", o.ShardId, "replica_id", o.ReplicaId, "join", join, "non_voting", o.NonVoting)
 	return res
+}
+
+// restartAfterStop is how long a stopped replica is not started again.
+const restartAfterStop = 5 * time.Second
+
+// justStopped returns how much longer the replica must stay stopped (0:
+// it may start), forgetting stops that are old enough.
+func (e *executor) justStopped(shardID, replicaID uint64) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k := replicaKey{shardID, replicaID}
+	at, ok := e.stopped[k]
+	if !ok {
+		return 0
+	}
+	if left := restartAfterStop - time.Since(at); left > 0 {
+		return left
+	}
+	delete(e.stopped, k)
+	return 0
+}
+
+// bindAddresses checks that no replica of members is given an address
+// other than the one dragonboat already knows for it on this NodeHost
+// (from an earlier start or membership change, or the running replica's
+// membership), and remembers the addresses. Dragonboat panics, taking the
+// whole nodehost down, when a membership change applies a second address
+// for a replica it has registered; Drummer never reuses a replica ID, so
+// only a bad order can do it, and it is refused.
+func (e *executor) bindAddresses(shardID uint64, members map[uint64]string) error {
+	known := map[uint64]string{}
+	if info := e.a.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
+		for _, si := range info.ShardInfoList {
+			if si.ShardID == shardID {
+				maps.Copy(known, si.Replicas)
+			}
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(members)) {
+		addr := members[id]
+		k := replicaKey{shardID, id}
+		if old, ok := e.addrs[k]; ok && old != addr {
+			return fmt.Errorf("replica %d of shard %d was given address %s before, now %s: a replica's address never changes", id, shardID, old, addr)
+		}
+		if old, ok := known[id]; ok && old != addr {
+			return fmt.Errorf("replica %d of shard %d is at %s in the shard's membership, not %s", id, shardID, old, addr)
+		}
+	}
+	for id, addr := range members {
+		e.addrs[replicaKey{shardID, id}] = addr
+	}
+	return nil
 }
 
 // checkInitialMembers validates a start order's initial members before
@@ -470,10 +547,13 @@ func (e *executor) stop(ctx context.Context, o *drummerpb.StopReplicaOrder) *dru
 		if err := nh.StopReplica(o.ShardId, o.ReplicaId); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 			return failed("stop replica: %v", err)
 		}
+		e.mu.Lock()
+		e.stopped[replicaKey{o.ShardId, o.ReplicaId}] = time.Now()
+		e.mu.Unlock()
 	}
 	e.a.store.unassign(o.ShardId, o.ReplicaId)
 	if o.RemoveData && nh.HasNodeInfo(o.ShardId, o.ReplicaId) {
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, e.timeouts.removeData)
 		defer cancel()
 		if err := nh.SyncRemoveData(rctx, o.ShardId, o.ReplicaId); err != nil {
 			return failed("remove data: %v", err)
@@ -496,8 +576,13 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 	if _, ok := e.running(o.ShardId); !ok {
 		return failed("shard %d does not run here", o.ShardId)
 	}
+	if o.Type != drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE {
+		if err := e.bindAddresses(o.ShardId, map[uint64]string{o.ReplicaId: o.Target}); err != nil {
+			return rejected("%v", err)
+		}
+	}
 	nh := e.a.nh
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, e.timeouts.configChange)
 	defer cancel()
 	var err error
 	switch o.Type {
@@ -521,7 +606,7 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 	}
 	// Report the membership as it is now either way: it tells the
 	// scheduler whether the change happened.
-	mctx, mcancel := context.WithTimeout(ctx, 3*time.Second)
+	mctx, mcancel := context.WithTimeout(ctx, e.timeouts.membership)
 	defer mcancel()
 	if m, err := nh.SyncGetShardMembership(mctx, o.ShardId); err == nil {
 		res.Membership = toMembership(m)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +86,15 @@ func (s *orderSource) order(self string, epoch uint64, seq int) (*drummerpb.Orde
 // assigned, a stop that is DONE leaves it stopped and unassigned; and the
 // data of a replica that is a member of its shard is never removed.
 func FuzzOrderExecutor(f *testing.F) {
+	// Fuzz workers' output is discarded: with DRUMMER_FUZZ_CRASH_DIR set,
+	// a crash of a worker (a panic in a dragonboat goroutine, say) is
+	// written there.
+	if dir := os.Getenv("DRUMMER_FUZZ_CRASH_DIR"); dir != "" {
+		if out, err := os.Create(filepath.Join(dir, fmt.Sprintf("crash-%d.txt", os.Getpid()))); err == nil {
+			defer out.Close()
+			_ = debug.SetCrashOutput(out, debug.CrashOptions{})
+		}
+	}
 	c := nhtest.New(f, nhtest.Options{Hosts: 1, RTTMillisecond: 5})
 	h := c.Hosts[0]
 	st, err := loadStore(f.TempDir())
@@ -91,6 +103,10 @@ func FuzzOrderExecutor(f *testing.F) {
 	}
 	a := &Agent{cfg: Config{Apps: DefaultRegistry(), RaftAddress: h.RaftAddr}, log: slog.New(slog.DiscardHandler), store: st, nh: h.NH}
 	a.col = newCollector(a)
+	// One NodeHost serves every input, as one serves an agent for its
+	// lifetime: the addresses given to it are remembered across inputs.
+	addrs := map[replicaKey]string{}
+	stopped := map[replicaKey]time.Time{}
 	f.Add([]byte{})
 	f.Add([]byte{0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0})
 	f.Add([]byte{0, 0, 2, 2, 0, 0, 1, 1, 0, 0, 1, 2, 2, 0, 0, 0, 0, 0, 2, 2, 1, 0, 0})
@@ -107,11 +123,16 @@ func FuzzOrderExecutor(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e := newExecutor(a)
+		e.addrs, e.stopped = addrs, stopped
+		// Short enough that an input stays well under the fuzzer's
+		// 10-second hang limit (orders on shards with no quorum wait
+		// for these).
+		e.timeouts = execTimeouts{configChange: 200 * time.Millisecond, membership: 200 * time.Millisecond, removeData: 2 * time.Second}
 		src := &orderSource{b: data}
 		epoch := e.epochSeen()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		for i := 0; !src.done() && i < 12; i++ {
+		for i := 0; !src.done() && i < 8; i++ {
 			if src.n(4) == 0 {
 				// A reply: of this epoch, a newer one, or a deposed one.
 				re := epoch + uint64(src.n(3))
@@ -174,7 +195,7 @@ func isMemberHere(a *Agent, shard, replica uint64) bool {
 	if id, ok := running(a, shard); !ok || id != replica {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	m, err := a.nh.SyncGetShardMembership(ctx, shard)
 	return err == nil && isMember(m, replica)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/drummerhq/drummer/agent/nodehostapi/nhtest"
 	"github.com/drummerhq/drummer/api/drummerpb"
 )
 
@@ -104,5 +106,67 @@ func TestStartOrderWithDuplicateMemberAddressesIsRejected(t *testing.T) {
 	r := e.execute(context.Background(), o)
 	if r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED || !strings.Contains(r.Error, "share the address") {
 		t.Fatalf("%v: %s", r.Outcome, r.Error)
+	}
+}
+
+// Dragonboat panics, killing the nodehost, when a membership change gives
+// a replica another address than the one it registered for it earlier
+// (here from a stopped replica's initial members); found by
+// FuzzOrderExecutor. The agent refuses such an order.
+func TestConflictingReplicaAddressIsRefused(t *testing.T) {
+	c := nhtest.New(t, nhtest.Options{Hosts: 1, RTTMillisecond: 5})
+	h := c.Hosts[0]
+	a := testAgent(t)
+	a.cfg.RaftAddress, a.nh = h.RaftAddr, h.NH
+	a.col = newCollector(a)
+	e := newExecutor(a)
+	cfg := &drummerpb.ShardConfig{ElectionRtt: 10, HeartbeatRtt: 1}
+	start := func(replica uint64, members map[uint64]string) *drummerpb.OrderResult {
+		return e.execute(context.Background(), &drummerpb.Order{Kind: &drummerpb.Order_Start{Start: &drummerpb.StartReplicaOrder{
+			ShardId: 1, ReplicaId: replica, App: "kv", Config: cfg, InitialMembers: members}}})
+	}
+	if r := start(1, map[uint64]string{1: h.RaftAddr, 3: "127.0.0.1:1"}); r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+		t.Fatalf("start: %v %s", r.Outcome, r.Error)
+	}
+	if err := h.NH.StopShard(1); err != nil {
+		t.Fatal(err)
+	}
+	a.store.unassign(1, 1)
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.NH.SyncRemoveData(rctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Replica 3, given 127.0.0.1:1 above, now at this host: bootstrapping
+	// would register the second address.
+	r := start(3, map[uint64]string{3: h.RaftAddr})
+	if r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED || !strings.Contains(r.Error, "address") {
+		t.Fatalf("conflicting address: %v %s", r.Outcome, r.Error)
+	}
+	time.Sleep(500 * time.Millisecond) // a panic in dragonboat's apply goroutine would end the test binary here
+}
+
+// A replica stopped here is not started again at once: dragonboat panics
+// ("from two incarnations found") when the new incarnation starts while the
+// old one is still loaded in its workers; found by FuzzOrderExecutor.
+func TestReplicaIsNotRestartedRightAfterAStop(t *testing.T) {
+	c := nhtest.New(t, nhtest.Options{Hosts: 1, RTTMillisecond: 5})
+	h := c.Hosts[0]
+	a := testAgent(t)
+	a.cfg.RaftAddress, a.nh = h.RaftAddr, h.NH
+	a.col = newCollector(a)
+	e := newExecutor(a)
+	st := &drummerpb.Order{Kind: &drummerpb.Order_Start{Start: &drummerpb.StartReplicaOrder{ShardId: 1, ReplicaId: 1, App: "kv",
+		Config: &drummerpb.ShardConfig{ElectionRtt: 10, HeartbeatRtt: 1}, InitialMembers: map[uint64]string{1: h.RaftAddr}}}}
+	if r := e.execute(context.Background(), st); r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+		t.Fatalf("start: %v %s", r.Outcome, r.Error)
+	}
+	stop := &drummerpb.Order{Kind: &drummerpb.Order_Stop{Stop: &drummerpb.StopReplicaOrder{ShardId: 1, ReplicaId: 1}}}
+	if r := e.execute(context.Background(), stop); r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+		t.Fatalf("stop: %v %s", r.Outcome, r.Error)
+	}
+	r := e.execute(context.Background(), st)
+	if r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED || !strings.Contains(r.Error, "was stopped") {
+		t.Fatalf("restart right after the stop: %v %s", r.Outcome, r.Error)
 	}
 }

@@ -182,7 +182,7 @@ func (e *executor) refuseRemoveData(ctx context.Context, o *drummerpb.StopReplic
 		return nil // not loaded here: dragonboat holds no view of it
 	}
 	nh := e.a.nh
-	mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	mctx, cancel := context.WithTimeout(ctx, e.timeouts.membership)
 	defer cancel()
 	m, err := nh.SyncGetShardMembership(mctx, o.ShardId)
 	if err == nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drummerhq/drummer/internal/auth"
+	"github.com/drummerhq/drummer/internal/dashboard"
 	"github.com/drummerhq/drummer/internal/devctl"
 	"github.com/drummerhq/drummer/internal/logging"
 	"github.com/drummerhq/drummer/internal/nodehostcmd"
@@ -241,6 +242,7 @@ func runDev(parent context.Context, f *devFlags, stdout, stderr io.Writer) error
 		Progress:          stdout,
 		Logger:            log,
 		Insecure:          f.insecure,
+		Dashboard:         dashboard.Handler(dashboard.Options{Logger: log}),
 	})
 	if err != nil {
 		if errors.Is(err, devctl.ErrRunning) {

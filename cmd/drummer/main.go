@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/drummerhq/drummer/internal/auth"
+	"github.com/drummerhq/drummer/internal/dashboard"
 	"github.com/drummerhq/drummer/internal/debugserver"
 	"github.com/drummerhq/drummer/internal/flagconf"
 	"github.com/drummerhq/drummer/internal/logging"
@@ -43,7 +44,8 @@ func startDebug(addr string, f tlsflags.Flags, role auth.Role, log *slog.Logger)
 
 // startHTTP starts the --http-address listener of server s.
 func startHTTP(addr string, f tlsflags.Flags, s *server.Server, m *metrics.Drummer, log *slog.Logger) (*web.Server, error) {
-	return web.StartDrummer(web.DrummerOptions{Address: addr, Security: f, Server: s, Metrics: m, Logger: log})
+	return web.StartDrummer(web.DrummerOptions{Address: addr, Security: f, Server: s, Metrics: m, Logger: log,
+		Dashboard: dashboard.Handler(dashboard.Options{Logger: log})})
 }
 
 // Exit codes.

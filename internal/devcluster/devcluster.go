@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/drummerhq/drummer/agent"
 	"github.com/drummerhq/drummer/internal/metrics"
 	"github.com/drummerhq/drummer/internal/tlsflags"
@@ -47,13 +49,15 @@ type Options struct {
 	CertsDir string
 	// Insecure runs every server and agent without TLS.
 	Insecure bool
+	// TickInterval is the servers' planning tick (default: the server's).
+	TickInterval time.Duration
 	// HTTP gives server i an --http-address listener on BasePort+20+i
 	// (metrics, /api/v1, the dashboard).
 	HTTP bool
 	// Dashboard, when set with HTTP, serves the dashboard at /
 	// (internal/dashboard; a hook so that this package does not depend
 	// on it).
-	Dashboard func(*server.LocalConn) (http.Handler, error)
+	Dashboard func(grpc.ClientConnInterface, func() string) (http.Handler, error)
 }
 
 // tls returns the TLS files of certificate name (none when insecure).
@@ -190,6 +194,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			RTTMillisecond: opts.RTTMillisecond,
 			Logger:         opts.Logger,
 			Insecure:       opts.Insecure,
+			TickInterval:   opts.TickInterval,
 		}
 		cfg.CAFile, cfg.CertFile, cfg.KeyFile = opts.tls(fmt.Sprintf("drummer-%d", i))
 		m := metrics.NewDrummer(nil)

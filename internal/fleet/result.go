@@ -150,7 +150,11 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\n| measure | value |\n|---|---|\n")
 	fmt.Fprintf(w, "| hosts registered after start | %.1f s |\n", r.RegisterSeconds)
-	fmt.Fprintf(w, "| define + launch to all healthy | %.1f s |\n", r.LaunchToHealthySeconds)
+	if r.LaunchToHealthySeconds > 0 {
+		fmt.Fprintf(w, "| define + launch to all healthy | %.1f s |\n", r.LaunchToHealthySeconds)
+	} else {
+		fmt.Fprintf(w, "| define + launch to all healthy | not reached |\n")
+	}
 	for _, k := range r.Kills {
 		fmt.Fprintf(w, "| kill %d hosts (%d replicas, %d shards without quorum): to dead verdict | %.1f s |\n", k.Hosts, k.Replicas, k.Unrepairable, k.KillToDeadSeconds)
 		fmt.Fprintf(w, "| dead verdict to every repairable shard healthy | %.1f s |\n", k.DeadToHealthySeconds)

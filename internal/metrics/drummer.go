@@ -27,7 +27,7 @@ const Namespace = "drummer"
 // (active, cordoned, draining, drained, maintenance).
 type HostKey struct{ Liveness, Admin string }
 
-// RepairKey is a repair's kind (repair, add, remove, move, rollback) and
+// RepairKey is a repair's kind (replace, add, remove, move, rollback) and
 // current step.
 type RepairKey struct{ Kind, Step string }
 

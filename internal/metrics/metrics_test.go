@@ -2,11 +2,14 @@ package metrics
 
 import (
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -47,8 +50,8 @@ func TestDrummerGaugesAndFinishedRepairs(t *testing.T) {
 	src.set(DrummerStats{Leader: true, Epoch: 7, AppliedIndex: 42,
 		Hosts:           map[HostKey]int{{"up", "active"}: 2, {"dead", "active"}: 1},
 		Shards:          map[string]int{"healthy": 3, "under_replicated": 1},
-		RepairsInFlight: map[RepairKey]int{{"repair", "catch_up"}: 1},
-		Finished:        []FinishedRepair{{ID: 1, Kind: "repair", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)}},
+		RepairsInFlight: map[RepairKey]int{{"replace", "catch_up"}: 1},
+		Finished:        []FinishedRepair{{ID: 1, Kind: "replace", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)}},
 	})
 	body := scrape(t, d)
 	for _, want := range []string{
@@ -56,18 +59,18 @@ func TestDrummerGaugesAndFinishedRepairs(t *testing.T) {
 		`drummer_hosts{admin_state="active",state="up"} 2`, `drummer_hosts{admin_state="active",state="dead"} 1`,
 		`drummer_hosts{admin_state="drained",state="suspect"} 0`,
 		`drummer_shards{health="healthy"} 3`, `drummer_shards{health="unavailable"} 0`,
-		`drummer_repairs_in_flight{kind="repair",step="catch_up"} 1`,
+		`drummer_repairs_in_flight{kind="replace",step="catch_up"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q", want)
 		}
 	}
 	// The history present at the first scrape is not counted again.
-	if n := testutil.ToFloat64(d.repairsDone.WithLabelValues("repair", "done")); n != 0 {
+	if n := testutil.ToFloat64(d.repairsDone.WithLabelValues("replace", "done")); n != 0 {
 		t.Errorf("repairs finished after the first scrape = %v, want 0", n)
 	}
 	src.set(DrummerStats{Leader: true, Finished: []FinishedRepair{
-		{ID: 1, Kind: "repair", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)},
+		{ID: 1, Kind: "replace", Outcome: "done", Started: t0, Finished: t0.Add(5 * time.Second)},
 		{ID: 2, Kind: "move", Outcome: "rolled_back", Started: t0, Finished: t0.Add(30 * time.Second)},
 	}})
 	scrape(t, d)
@@ -96,6 +99,53 @@ func TestOrderKind(t *testing.T) {
 	} {
 		if got := OrderKind(o); got != want {
 			t.Errorf("OrderKind = %q, want %q", got, want)
+		}
+	}
+}
+
+// metricNames are the names every collector of both kinds describes.
+func metricNames() map[string]bool {
+	d, n := NewDrummer(nil), NewNodehost()
+	cs := []prometheus.Collector{d, d.repairsDone, d.repairDuration, d.reportSeconds, d.ordersSent, d.apiRequests, d.apiSeconds,
+		d.planSeconds, d.planShards, d.planHosts, d.decisions, n, n.orders, n.reportSeconds, n.dataRequests, n.dataSeconds}
+	names := map[string]bool{}
+	re := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for _, c := range cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for desc := range ch {
+			if m := re.FindStringSubmatch(desc.String()); m != nil {
+				names[m[1]] = true
+			}
+		}
+	}
+	return names
+}
+
+// TestDocsNameRealMetrics keeps docs/observability.md and the Grafana
+// dashboard in step with the code: every drummer_ name they use exists,
+// and the doc lists every metric.
+func TestDocsNameRealMetrics(t *testing.T) {
+	names := metricNames()
+	ref := regexp.MustCompile(`drummer_[a-z_]+`)
+	for _, f := range []string{"../../docs/observability.md", "../../docs/grafana-dashboard.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, m := range ref.FindAllString(string(b), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+			if !names[base] && !names[m] && m != "drummer_http" && !strings.HasPrefix(m, "drummer_token") && !seen[m] {
+				t.Errorf("%s names %s, which no collector has", f, m)
+			}
+			seen[m] = true
+		}
+	}
+	doc, _ := os.ReadFile("../../docs/observability.md")
+	for n := range names {
+		if !strings.Contains(string(doc), "`"+n+"`") {
+			t.Errorf("docs/observability.md does not describe %s", n)
 		}
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/client"
 	"github.com/drummerhq/drummer/internal/auth"
@@ -31,7 +33,6 @@ import (
 	"github.com/drummerhq/drummer/internal/devcluster"
 	"github.com/drummerhq/drummer/internal/devctl"
 	"github.com/drummerhq/drummer/internal/pki"
-	"github.com/drummerhq/drummer/server"
 )
 
 // Liveness settings a new playground starts with: short, so that a killed
@@ -73,7 +74,7 @@ type Options struct {
 	Insecure bool
 	// Dashboard serves the dashboard on the servers' HTTP listeners
 	// (devcluster.Options.Dashboard).
-	Dashboard func(*server.LocalConn) (http.Handler, error)
+	Dashboard func(grpc.ClientConnInterface, func() string) (http.Handler, error)
 }
 
 // Playground is a running `drummer dev`.

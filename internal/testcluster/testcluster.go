@@ -257,6 +257,8 @@ type Node struct {
 	Labels   map[string]string
 	// DebugAddr is the --debug-address (with Options.DebugAddresses).
 	DebugAddr string
+	// HTTPAddr is the --http-address (with Options.HTTPAddresses).
+	HTTPAddr string
 }
 
 // Options configure a cluster.
@@ -276,6 +278,8 @@ type Options struct {
 	StartNodehost bool // start nodehosts in Start (default true via New)
 	// DebugAddresses gives every process a --debug-address (Node.DebugAddr).
 	DebugAddresses bool
+	// HTTPAddresses gives every process an --http-address (Node.HTTPAddr).
+	HTTPAddresses bool
 	// Insecure runs every process with --insecure; by default the
 	// cluster makes a CA and certificates in Dir/certs and every listener
 	// uses mutual TLS.
@@ -315,7 +319,7 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Labels == nil {
 		opts.Labels = func(i int) map[string]string { return map[string]string{"region": fmt.Sprintf("r%d", i%3+1)} }
 	}
-	ports, err := FreePorts(opts.Host, 3*opts.Drummers+3*opts.Nodehosts)
+	ports, err := FreePorts(opts.Host, 4*opts.Drummers+4*opts.Nodehosts)
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +362,10 @@ func New(opts Options) (*Cluster, error) {
 			n.DebugAddr = addr()
 			args = append(args, "--debug-address", n.DebugAddr)
 		}
+		if opts.HTTPAddresses {
+			n.HTTPAddr = addr()
+			args = append(args, "--http-address", n.HTTPAddr)
+		}
 		n.Process = &Process{Name: fmt.Sprintf("drummer-%d", n.ID), Path: opts.Bins.Drummer, Args: append(args, opts.DrummerArgs...),
 			LogPath: filepath.Join(opts.Dir, fmt.Sprintf("drummer-%d.log", n.ID))}
 	}
@@ -369,6 +377,10 @@ func New(opts Options) (*Cluster, error) {
 		if opts.DebugAddresses {
 			n.DebugAddr = addr()
 			n.Args = append(n.Args, "--debug-address", n.DebugAddr)
+		}
+		if opts.HTTPAddresses {
+			n.HTTPAddr = addr()
+			n.Args = append(n.Args, "--http-address", n.HTTPAddr)
 		}
 		c.Nodehosts = append(c.Nodehosts, n)
 	}

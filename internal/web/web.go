@@ -21,6 +21,8 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"google.golang.org/grpc"
+
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/auth"
 	"github.com/drummerhq/drummer/internal/metrics"
@@ -117,7 +119,7 @@ type DrummerOptions struct {
 	Server   *server.Server
 	Metrics  *metrics.Drummer
 	// Dashboard, when set, is served at / (internal/dashboard).
-	Dashboard func(conn *server.LocalConn) (http.Handler, error)
+	Dashboard func(conn grpc.ClientConnInterface, served func() string) (http.Handler, error)
 	Logger    *slog.Logger
 }
 
@@ -149,7 +151,13 @@ func StartDrummer(o DrummerOptions) (*Server, error) {
 	mux.Handle("GET /metrics", metrics.Handler(o.Metrics.Registry(), o.Logger))
 	mux.Handle("/api/v1/", gw)
 	if o.Dashboard != nil {
-		d, err := o.Dashboard(conn)
+		srv := o.Server
+		d, err := o.Dashboard(conn, func() string {
+			if srv.IsLeader() {
+				return fmt.Sprintf("served by drummer %d (leader)", srv.ReplicaID())
+			}
+			return fmt.Sprintf("served by drummer %d (follower; reads from the leader)", srv.ReplicaID())
+		})
 		if err != nil {
 			conn.Close()
 			return nil, err

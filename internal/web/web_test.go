@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/drummerhq/drummer/internal/auth"
+	"github.com/drummerhq/drummer/internal/dashboard"
 	"github.com/drummerhq/drummer/internal/devcluster"
 	"github.com/drummerhq/drummer/internal/logging"
 	"github.com/drummerhq/drummer/internal/pki"
@@ -51,7 +52,7 @@ func secureCluster(t *testing.T, nodehosts int) (*devcluster.Cluster, *http.Clie
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		c, err = devcluster.Start(ctx, devcluster.Options{Nodehosts: nodehosts, BasePort: base, DataDir: t.TempDir(), Logger: log,
-			CertsDir: certs, HTTP: true})
+			CertsDir: certs, HTTP: true, Dashboard: dashboard.Handler(dashboard.Options{})})
 		cancel()
 		if err == nil {
 			break
@@ -210,6 +211,29 @@ func TestHTTPListener(t *testing.T) {
 	code, body = get(t, hc, leaderURL+"/api/v1/shards/77", viewer)
 	if code != http.StatusNotFound {
 		t.Errorf("GET unknown shard: %d %s, want 404", code, body)
+	}
+
+	// The dashboard's pages, on the leader and on a follower.
+	for _, u := range []string{leaderURL, followerURL} {
+		for path, want := range map[string]string{
+			"/":          `id="hosts-up">3<`,
+			"/hosts":     `class="state state-up">up<`,
+			"/shards":    `id="shards-total">0<`,
+			"/repairs":   "In flight",
+			"/shards/77": "shard 77 does not exist",
+		} {
+			code, body := get(t, hc, u+path, viewer)
+			wantCode := 200
+			if path == "/shards/77" {
+				wantCode = 404
+			}
+			if code != wantCode || !strings.Contains(body, want) {
+				t.Errorf("%s%s: %d, want %d and %q in:\n%s", u, path, code, wantCode, want, body)
+			}
+		}
+	}
+	if code, _ := get(t, hc, leaderURL+"/", ""); code != http.StatusUnauthorized {
+		t.Errorf("dashboard without credentials: %d, want 401", code)
 	}
 }
 
