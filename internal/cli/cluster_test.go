@@ -395,7 +395,8 @@ func TestUnavailable(t *testing.T) {
 
 	// A follower that never learns the leader: unavailable as well.
 	lost, _ := serveFollower(t, "")
-	r = runCLI(t, runOpts{}, "--endpoints", lost, "--command-timeout", "300ms", "info")
+	// (A timeout long enough for the follower's answer on a loaded machine.)
+	r = runCLI(t, runOpts{}, "--endpoints", lost, "--command-timeout", "3s", "info")
 	r.wantCode(t, ExitUnavailable)
 	wantContains(t, "stderr", r.stderr, "not the scheduler leader")
 }

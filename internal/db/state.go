@@ -105,7 +105,7 @@ func DefaultConfig() *dbpb.Config {
 		ReportIntervalMs:     1000,
 		SuspectTimeoutMs:     5000,
 		DeadTimeoutMs:        30000,
-		MaxConcurrentRepairs: 64,
+		MaxConcurrentRepairs: 4096,
 		MaxRepairsPerHost:    8,
 		HostGcAfterMs:        24 * 3600 * 1000,
 	}

@@ -24,8 +24,8 @@ type Config struct {
 	// its rate allows (default 2s).
 	Tick, Sweep time.Duration
 	// PatrolPerSecond bounds the shards the patrol adds per second of
-	// rounds (default 10,000), so its cost stays bounded at any shard
-	// count; with more shards than Sweep allows, a patrol pass takes
+	// rounds (default 2,000, a few percent of a core), so its cost stays
+	// bounded at any shard count; with more shards than Sweep allows, a patrol pass takes
 	// longer. Time-driven changes that matter sooner (liveness, repair
 	// step deadlines) have their own timers.
 	PatrolPerSecond int
@@ -47,7 +47,7 @@ func (c *Config) setDefaults() {
 		c.Sweep = 2 * time.Second
 	}
 	if c.PatrolPerSecond == 0 {
-		c.PatrolPerSecond = 10_000
+		c.PatrolPerSecond = 2_000
 	}
 	if c.MaxShardsPerRound <= 0 {
 		c.MaxShardsPerRound = 20_000
