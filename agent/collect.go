@@ -17,13 +17,13 @@ import (
 type replicaKey struct{ shard, replica uint64 }
 
 // view is an immutable picture of what the host runs, shared by the
-// reporters (one per drummer server); memberships are fetched by local
-// leaders.
+// reporters (one per drummer server); memberships are fetched by every
+// local replica whose ConfigChangeID moved (the scheduler believes a
+// membership claim only when the other members do not contradict it).
 type view = reportproto.View
 
 // collector polls the NodeHost (cheap: GetNodeHostInfo without LogInfo),
-// fetches a shard's membership only where this host leads and the
-// ConfigChangeID moved, checks whether joining non-voting replicas caught
+// fetches a shard's membership where the ConfigChangeID moved, checks whether joining non-voting replicas caught
 // up, and takes the on-disk inventory now and then.
 type collector struct {
 	a    *Agent
@@ -121,6 +121,11 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			ConfigChangeId: si.ConfigChangeIndex, Role: role, Pending: si.Pending,
 			CaughtUp: c.caughtUp[k],
 		}
+		if len(si.Replicas) > 0 {
+			// Voters as this replica's dragonboat sees them: the scheduler
+			// checks membership claims against them.
+			r.Voters = slices.Sorted(maps.Keys(si.Replicas))
+		}
 		if o := c.a.store.assignment(si.ShardID); o != nil && o.ReplicaId == si.ReplicaID {
 			r.App = o.App
 		}
@@ -129,7 +134,7 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 			c.checking[k] = true
 			c.async(ctx, wg, func() { c.checkCaughtUp(k) })
 		}
-		if !si.Pending && si.LeaderID == si.ReplicaID && c.fetchedCCI[si.ShardID] != si.ConfigChangeIndex {
+		if !si.Pending && si.LeaderID != 0 && c.fetchedCCI[si.ShardID] != si.ConfigChangeIndex {
 			c.fetchedCCI[si.ShardID] = si.ConfigChangeIndex
 			shard := si.ShardID
 			c.async(ctx, wg, func() { c.fetchMembership(ctx, shard) })
@@ -141,7 +146,7 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 	for id := range c.fetchedCCI {
-		if r := reps[id]; r == nil || r.LeaderId != r.ReplicaId {
+		if r := reps[id]; r == nil || r.LeaderId == 0 {
 			delete(c.fetchedCCI, id)
 		}
 	}
@@ -166,14 +171,13 @@ func (c *collector) collect(ctx context.Context, wg *sync.WaitGroup) {
 		c.lastDisk = time.Now()
 	}
 	// Memberships may have been updated by a fetch meanwhile; keep only
-	// those of shards this host still leads.
+	// those of shards this host still runs.
 	next.Memberships = c.cur.Memberships
 	for id := range next.Memberships {
-		if r := reps[id]; r == nil || r.LeaderId != r.ReplicaId {
+		if r := reps[id]; r == nil {
 			next.Memberships = maps.Clone(next.Memberships)
 			maps.DeleteFunc(next.Memberships, func(id uint64, _ *drummerpb.Membership) bool {
-				r := reps[id]
-				return r == nil || r.LeaderId != r.ReplicaId
+				return reps[id] == nil
 			})
 			break
 		}

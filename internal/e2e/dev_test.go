@@ -2,14 +2,20 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,10 +53,10 @@ type devHost struct {
 func portsFree(base, nodehosts int) bool {
 	var ports []int
 	for i := 1; i <= 3; i++ {
-		ports = append(ports, base+i, base+10+i)
+		ports = append(ports, base+i, base+10+i, base+20+i)
 	}
 	for i := 1; i <= nodehosts; i++ {
-		ports = append(ports, base+100+i, base+200+i)
+		ports = append(ports, base+100+i, base+200+i, base+300+i)
 	}
 	for _, p := range ports {
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
@@ -366,6 +372,7 @@ func TestDevPlayground(t *testing.T) {
 			t.Errorf("start-up output lacks %q:\n%s", want, out)
 		}
 	}
+	checkDevDashboard(t, d, out)
 	// Secure by default: the dev's own certificates, roles enforced.
 	if r := d.cliAs("viewer", "shard", "delete", "1", "--yes"); r.Code != 6 {
 		t.Errorf("viewer shard delete on the dev: want exit 6, got %s", r)
@@ -565,5 +572,35 @@ func TestDevKilledLeavesNoProcess(t *testing.T) {
 	// The socket it left answers no one: the CLI says so with exit 3.
 	if r := d.dev("status"); r.Code != 3 || !strings.Contains(r.Stderr, "no running drummer dev") {
 		t.Errorf("status after SIGKILL: want exit 3, got %s", r)
+	}
+}
+
+// checkDevDashboard opens the dashboard URL the dev printed, as a browser
+// would: the token is traded for a cookie, then the page loads.
+func checkDevDashboard(t *testing.T, d *devRun, out []byte) {
+	t.Helper()
+	m := regexp.MustCompile(`Dashboard: (https://127\.0\.0\.1:\d+/\?token=\S+)`).FindSubmatch(out)
+	if m == nil {
+		t.Errorf("start-up output lacks the dashboard URL:\n%s", out)
+		return
+	}
+	pem, err := os.ReadFile(filepath.Join(d.dataDir, "certs", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Jar: jar, Timeout: 20 * time.Second}
+	resp, err := hc.Get(string(m[1]))
+	if err != nil {
+		t.Fatalf("GET %s: %v", m[1], err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`id="hosts-up"`)) || resp.Request.URL.Query().Has("token") {
+		t.Errorf("dashboard URL: %s, final URL %s:\n%s", resp.Status, resp.Request.URL, body)
 	}
 }

@@ -57,7 +57,7 @@ func benchWorld(b *testing.B, hosts, shards int) (*db.State, *Observed, time.Tim
 		for _, m := range sh.Members {
 			ms.Voters[m.ReplicaId] = st.Hosts[m.HostId].RaftAddress
 		}
-		obs.Memberships[id] = ms
+		obs.AddClaim(id, sh.Members[0].HostId, sh.Members[0].ReplicaId, ms)
 		for _, m := range sh.Members {
 			obs.Hosts[m.HostId].Replicas[id] = &drummerpb.ReplicaReport{ShardId: id, ReplicaId: m.ReplicaId,
 				LeaderId: sh.Members[0].ReplicaId, Term: 2, ConfigChangeId: 1, Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER}

@@ -52,7 +52,12 @@ type Observed struct {
 	Hosts map[string]*HostObs
 	// Memberships holds, per shard, the membership with the highest
 	// ConfigChangeID any replica or order result reported.
+	// Memberships is unchecked: anything a host with a valid certificate
+	// sends. The planner uses Claims, through its trust rules.
 	Memberships map[uint64]*drummerpb.Membership
+	// Claims holds, per shard and reporting host, the memberships that
+	// host claimed (AddClaim).
+	Claims map[uint64]map[string]*HostClaims
 	// LastRunning is when a replica was last reported running.
 	LastRunning map[ReplicaKey]time.Time
 }
@@ -105,6 +110,7 @@ func NewObserved() *Observed {
 	return &Observed{
 		Hosts:       map[string]*HostObs{},
 		Memberships: map[uint64]*drummerpb.Membership{},
+		Claims:      map[uint64]map[string]*HostClaims{},
 		LastRunning: map[ReplicaKey]time.Time{},
 	}
 }

@@ -141,8 +141,28 @@ func (f *fixture) run(shardID, replicaID uint64, hostID string, leader uint64, r
 	f.obs.Hosts[hostID].Replicas[shardID] = r
 }
 
+// membership records the shard's membership as every member host claims
+// it, and has the running replicas it lists apply it (their reports show
+// its ConfigChangeID).
 func (f *fixture) membership(shardID, ccid uint64, voters, nonVoting map[uint64]string, removed ...uint64) {
-	f.obs.Memberships[shardID] = &drummerpb.Membership{ConfigChangeId: ccid, Voters: voters, NonVoting: nonVoting, Removed: removed}
+	ms := &drummerpb.Membership{ConfigChangeId: ccid, Voters: voters, NonVoting: nonVoting, Removed: removed}
+	f.obs.Memberships[shardID] = ms
+	hs := map[string]*HostClaims{}
+	if sh := f.st.Shards[shardID]; sh != nil {
+		for _, m := range sh.Members {
+			hs[m.HostId] = &HostClaims{Newest: Claim{M: ms}, Latest: Claim{M: ms}}
+		}
+	}
+	f.obs.Claims[shardID] = hs
+	for _, o := range f.obs.Hosts {
+		if r := o.Replicas[shardID]; r != nil {
+			_, v := voters[r.ReplicaId]
+			_, n := nonVoting[r.ReplicaId]
+			if v || n {
+				r.ConfigChangeId = ccid
+			}
+		}
+	}
 }
 
 // stop records that a host no longer runs its replica of a shard.

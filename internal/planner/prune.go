@@ -46,6 +46,7 @@ func Prune(o *Observed, resultAt map[string]map[string]time.Time, st *db.State, 
 			delete(o.Memberships, id)
 		}
 	}
+	pruneClaims(o, st)
 	for k := range o.LastRunning {
 		sh, ok := st.Shards[k.ShardID]
 		if !ok || db.Member(sh, k.ReplicaID) == nil {

@@ -294,6 +294,13 @@ func (p *planner) planRepair(v *shardView) {
 		v.say("backing off for %s after %d failed repairs (last: %s)", until.Sub(p.now).Round(time.Second), sh.Failures, sh.LastFailure)
 		return
 	}
+	if v.distrusted && sh.Bootstrapped {
+		// What the members claim disagrees with itself or with the DB: the
+		// recorded membership may be out of date, so no repair is planned
+		// from it (trust.go).
+		v.say("no repair planned until a membership claim can be believed")
+		return
+	}
 	// 1. Members in the membership that the DB does not know (a late or
 	//    duplicated config change): remove them.
 	if v.ms != nil {

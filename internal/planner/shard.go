@@ -30,6 +30,7 @@ type shardView struct {
 	members          []*member
 	byID             map[uint64]*member
 	ms               *drummerpb.Membership // observed, may be nil
+	distrusted       bool                  // members claimed memberships, none believed
 	voters           []uint64              // membership voters (observed, else recorded)
 	liveVoters       int
 	leader, term     uint64
@@ -112,20 +113,16 @@ func (p *planner) startRejected(shardID uint64, rec *dbpb.Replica) bool {
 }
 
 func (p *planner) newShardView(sh *dbpb.Shard) *shardView {
-	v := &shardView{sh: sh, byID: map[uint64]*member{}, ms: p.obs.Memberships[sh.Id]}
+	v := &shardView{sh: sh, byID: map[uint64]*member{}}
 	v.suspect, v.dead = p.st.ShardTimeouts(sh.Id)
 	for _, rec := range sh.Members {
 		m := p.memberState(v, rec)
 		v.members = append(v.members, m)
 		v.byID[rec.ReplicaId] = m
 	}
-	if v.ms != nil && !v.sharesMember() {
-		// Every true voter is recorded (a member is dropped only after
-		// its removal is observed), so a membership without any recorded
-		// replica belongs to an earlier incarnation of this shard ID
-		// (deleted and created again): it says nothing about this one.
-		v.ms = nil
-	}
+	// The observed membership: the newest claim that passes the trust
+	// rules (trust.go), else none (the DB's membership stands).
+	v.ms = p.trustedMembership(v)
 	if v.ms != nil {
 		for id := range v.ms.Voters {
 			v.voters = append(v.voters, id)
@@ -154,19 +151,6 @@ func (p *planner) newShardView(sh *dbpb.Shard) *shardView {
 		v.leader = 0
 	}
 	return v
-}
-
-// sharesMember reports whether the observed membership names any
-// recorded replica of the shard.
-func (v *shardView) sharesMember() bool {
-	for _, m := range []map[uint64]string{v.ms.Voters, v.ms.NonVoting} {
-		for id := range m {
-			if v.byID[id] != nil {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func (v *shardView) inMembership(id uint64) (voter, nonVoting bool) {

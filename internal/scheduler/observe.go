@@ -177,7 +177,7 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 			h.Results[res.Id] = res
 			at[res.Id] = now
 			if res.ShardId != 0 {
-				n.mergeMembership(res.ShardId, res.Membership)
+				n.mergeMembership(r.HostId, res.ShardId, 0, res.Membership)
 			}
 		}
 	}
@@ -193,7 +193,7 @@ func (n *Node) replica(h *planner.HostObs, rr *drummerpb.ReplicaReport, now time
 	if old == nil || !sameReplica(old, rr) {
 		n.dirtyS[rr.ShardId] = struct{}{}
 	}
-	n.mergeMembership(rr.ShardId, rr.Membership)
+	n.mergeMembership(h.ID, rr.ShardId, rr.ReplicaId, rr.Membership)
 }
 
 func sameReplica(a, b *drummerpb.ReplicaReport) bool {
@@ -206,14 +206,11 @@ func (n *Node) stopped(r *drummerpb.ReplicaReport, now time.Time) {
 	n.dirtyS[r.ShardId] = struct{}{}
 }
 
-// mergeMembership keeps the newest membership per shard
-// (planner.NewerMembership).
-func (n *Node) mergeMembership(shardID uint64, m *drummerpb.Membership) {
-	if m == nil {
-		return
-	}
-	if planner.NewerMembership(m, n.obs.Memberships[shardID]) {
-		n.obs.Memberships[shardID] = m
+// mergeMembership records a membership claim of a host (from its replica
+// replicaID, 0 if unknown); the planner decides whether to believe it
+// (planner.Observed.AddClaim).
+func (n *Node) mergeMembership(hostID string, shardID, replicaID uint64, m *drummerpb.Membership) {
+	if n.obs.AddClaim(shardID, hostID, replicaID, m) {
 		n.dirtyS[shardID] = struct{}{}
 	}
 }

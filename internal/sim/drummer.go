@@ -109,6 +109,7 @@ func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
 			_, voter := g.voters[r.id]
 			rr.LeaderId, rr.Term = w.leaderView(g)
 			rr.ConfigChangeId = g.ccid
+			rr.Voters = slices.Sorted(maps.Keys(g.voters))
 			r.lastCCID, r.lastVoter = g.ccid, voter
 			if voter {
 				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_VOTER
@@ -116,9 +117,8 @@ func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
 				rr.Role = drummerpb.ReplicaRole_REPLICA_ROLE_NON_VOTING
 				rr.CaughtUp = r.caughtUp
 			}
-			if g.leader == r.id {
-				rr.Membership = g.membership()
-			}
+			// Every member reports the membership (like the agent).
+			rr.Membership = g.membership()
 		} else {
 			// Stranded (not a member here) or not initialized yet: it sees
 			// no leader.
@@ -144,6 +144,9 @@ func (w *World) buildReport(h *Host) *drummerpb.ReportRequest {
 		}
 	}
 	req.Results = h.results
+	if h == w.hostile {
+		w.forge(req)
+	}
 	return req
 }
 

@@ -9,10 +9,12 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
-var faultNames = []string{"crash", "permanent_death", "disk_wipe", "partition", "slow_orders", "failing_orders", "failover", "operator", "shard_churn", "config_change"}
+var faultNames = []string{"crash", "permanent_death", "disk_wipe", "partition", "slow_orders", "failing_orders", "failover", "operator", "shard_churn", "config_change", "hostile_host"}
 
 // FaultNames lists the fault kinds ParseFaults knows.
 func FaultNames() []string { return slices.Clone(faultNames) }
@@ -29,7 +31,7 @@ func ParseFaults(s string) (Faults, error) {
 	ptr := map[string]*bool{
 		"crash": &f.Crash, "permanent_death": &f.PermanentDeath, "disk_wipe": &f.DiskWipe, "partition": &f.Partition,
 		"slow_orders": &f.SlowOrders, "failing_orders": &f.FailingOrders, "failover": &f.Failover, "operator": &f.Operator,
-		"shard_churn": &f.ShardChurn, "config_change": &f.ConfigChange,
+		"shard_churn": &f.ShardChurn, "config_change": &f.ConfigChange, "hostile_host": &f.Hostile,
 	}
 	for _, name := range strings.Split(s, ",") {
 		p := ptr[strings.TrimSpace(name)]
@@ -344,4 +346,158 @@ func (w *World) stopFaults() {
 			w.operator(&dbpb.Command_SetHostAdmin{SetHostAdmin: &dbpb.SetHostAdmin{HostId: h.id, MaintenanceOnly: true}}, false)
 		}
 	}
+}
+
+// ---------------------------------------------------------------------------
+// Hostile host.
+//
+// One host of the seed (Faults.Hostile, half of the seeds) holds a valid
+// certificate but lies: among its honest reports it sends forged membership
+// claims, for the whole run. Claims on its own replicas (random
+// ConfigChangeIDs, random voter sets with made-up replica IDs, recorded
+// members listed as removed, its own ConfigChangeID and leadership
+// inflated), reports of replicas it does not run (shards it is not a member
+// of, fake replica IDs), and order results it never executed. Its orders are
+// still executed honestly (a host that does not execute them is a host that
+// fails, which the other faults cover). The planner must never believe it
+// into removing a voter or deleting a member's data; convergence is excused
+// only for shards where the hostile host itself holds a member.
+
+// chooseHostile picks the seed's hostile host, if any. It draws from its
+// own random stream, so seeds without one run as before.
+func (w *World) chooseHostile() {
+	if !w.cfg.Faults.Hostile || len(w.hosts) == 0 {
+		return
+	}
+	w.hrng = rand.New(rand.NewPCG(w.cfg.Seed, 0xbad))
+	if w.hrng.IntN(2) == 0 {
+		return
+	}
+	w.hostile = w.hosts[w.hrng.IntN(len(w.hosts))]
+	w.tracef("host %s is hostile: it forges membership claims", w.hostile.id)
+}
+
+// forgedMembership invents a claim about shard sid.
+func (w *World) forgedMembership(sid uint64) *drummerpb.Membership {
+	r := w.hrng
+	var ids []uint64
+	var next, ccid uint64 = 10, 1
+	if sh := w.st.Shards[sid]; sh != nil {
+		for _, m := range sh.Members {
+			ids = append(ids, m.ReplicaId)
+		}
+		next = sh.NextReplicaId
+	}
+	if g := w.newestGroup(sid); g != nil {
+		ccid = g.ccid
+	}
+	ms := &drummerpb.Membership{Voters: map[uint64]string{}, NonVoting: map[uint64]string{}}
+	switch r.IntN(5) {
+	case 0:
+		ms.ConfigChangeId = ccid
+	case 1:
+		ms.ConfigChangeId = ccid + 1 + uint64(r.IntN(3))
+	case 2:
+		ms.ConfigChangeId = uint64(r.IntN(int(ccid) + 1))
+	default:
+		ms.ConfigChangeId = ccid + uint64(r.Int64N(1<<40))
+	}
+	fake := func() uint64 {
+		if r.IntN(2) == 0 {
+			return next + uint64(r.IntN(5)) // not allocated yet
+		}
+		return uint64(1 + r.IntN(int(next))) // maybe allocated, maybe removed
+	}
+	for _, id := range ids {
+		switch r.IntN(4) {
+		case 0:
+			ms.Removed = append(ms.Removed, id)
+		case 1:
+		case 2:
+			ms.NonVoting[id] = "10.66.0.1:1"
+		default:
+			ms.Voters[id] = "10.66.0.1:1"
+		}
+	}
+	for range r.IntN(3) {
+		id := fake()
+		if r.IntN(2) == 0 {
+			ms.Voters[id] = "10.66.0.2:1"
+		} else {
+			ms.Removed = append(ms.Removed, id)
+		}
+	}
+	return ms
+}
+
+// forge adds the hostile host's lies to a report it is about to send.
+func (w *World) forge(req *drummerpb.ReportRequest) {
+	r := w.hrng
+	w.stats.ForgedReports++
+	running := map[uint64]bool{}
+	for _, rr := range req.Replicas {
+		running[rr.ShardId] = true
+		if r.IntN(2) == 0 {
+			continue
+		}
+		rr.Membership = w.forgedMembership(rr.ShardId)
+		w.stats.ForgedClaims++
+		if r.IntN(4) == 0 {
+			rr.ConfigChangeId = rr.Membership.ConfigChangeId
+			rr.LeaderId, rr.Term = rr.ReplicaId, rr.Term+uint64(r.IntN(100))
+			rr.Voters = sortedKeys(rr.Membership.Voters)
+		}
+	}
+	ids := w.st.SortedShardIDs()
+	for range r.IntN(3) {
+		var sid uint64
+		if len(ids) > 0 && r.IntN(4) != 0 {
+			sid = ids[r.IntN(len(ids))]
+		} else {
+			sid = 1 + uint64(r.IntN(int(w.nextShardID)+5))
+		}
+		if running[sid] {
+			continue
+		}
+		running[sid] = true
+		ms := w.forgedMembership(sid)
+		// A replica ID no shard has handed out: the report must not be
+		// mistaken for a member's (nor condemn one as a zombie).
+		rid := 1_000_000 + uint64(r.IntN(1000))
+		req.Replicas = append(req.Replicas, &drummerpb.ReplicaReport{ShardId: sid, ReplicaId: rid, LeaderId: rid,
+			Term: uint64(r.IntN(1000)), ConfigChangeId: ms.ConfigChangeId, Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER,
+			Voters: sortedKeys(ms.Voters), Membership: ms, App: "kv"})
+		w.stats.ForgedClaims++
+	}
+	for range r.IntN(2) {
+		if len(ids) == 0 {
+			break
+		}
+		sid := ids[r.IntN(len(ids))]
+		req.Results = append(req.Results, &drummerpb.OrderResult{Id: fmt.Sprintf("forged/%d/%d", sid, r.Uint64()),
+			Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE, ShardId: sid, Membership: w.forgedMembership(sid)})
+		w.stats.ForgedClaims++
+	}
+}
+
+// hostileMember reports whether the hostile host holds a member of the
+// shard, in the DB or in truth (convergence is excused for those shards).
+func (w *World) hostileMember(sid uint64) bool {
+	h := w.hostile
+	if h == nil {
+		return false
+	}
+	if sh := w.st.Shards[sid]; sh != nil && db.MemberOnHost(sh, h.id) != nil {
+		return true
+	}
+	if g := w.newestGroup(sid); g != nil {
+		for _, m := range []map[uint64]string{g.voters, g.nonVoting} {
+			for _, a := range m {
+				if a == h.addr {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

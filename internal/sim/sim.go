@@ -80,11 +80,14 @@ type Faults struct {
 	ShardChurn bool
 	// Runtime configuration changes (timeouts, limits, shard overrides).
 	ConfigChange bool
+	// A hostile host (in half of the seeds) that forges membership claims
+	// among its reports.
+	Hostile bool
 }
 
 // AllFaults turns every fault kind on.
 func AllFaults() Faults {
-	return Faults{true, true, true, true, true, true, true, true, true, true}
+	return Faults{true, true, true, true, true, true, true, true, true, true, true}
 }
 
 // Config describes one simulation run. Zero fields get defaults from the
@@ -183,6 +186,7 @@ type Stats struct {
 	LostProposals                                                                            int
 	StaleEpochRejected                                                                       int
 	Unrepairable                                                                             int
+	ForgedReports, ForgedClaims                                                              int
 }
 
 // Add accumulates o into s.
@@ -224,6 +228,8 @@ func (s *Stats) Add(o Stats) {
 	s.LostProposals += o.LostProposals
 	s.StaleEpochRejected += o.StaleEpochRejected
 	s.Unrepairable += o.Unrepairable
+	s.ForgedReports += o.ForgedReports
+	s.ForgedClaims += o.ForgedClaims
 	for k, v := range o.DecisionCodes {
 		if s.DecisionCodes == nil {
 			s.DecisionCodes = map[string]int{}
@@ -245,6 +251,7 @@ func (s Stats) String() string {
 		s.RepairsStarted, s.RepairsDone, s.RepairsFailed, s.RollBacks, s.Cleanups, s.ZombiesFound)
 	fmt.Fprintf(&b, "excused_quorum_changes=%d stale_epoch_batches_rejected=%d lost_proposals=%d unrepairable_shards=%d\n",
 		s.ExcusedQuorumChanges, s.StaleEpochRejected, s.LostProposals, s.Unrepairable)
+	fmt.Fprintf(&b, "hostile: forged_reports=%d forged_claims=%d\n", s.ForgedReports, s.ForgedClaims)
 	if len(s.DecisionCodes) > 0 {
 		keys := make([]string, 0, len(s.DecisionCodes))
 		for k := range s.DecisionCodes {
@@ -281,6 +288,9 @@ type World struct {
 	groupList []*group            // every group, in creation order
 
 	rates rates
+	// The hostile host, if the seed has one, and its random stream.
+	hostile *Host
+	hrng    *rand.Rand
 	// diskEvery is the agents' disk inventory period (upper bound).
 	diskEvery time.Duration
 
@@ -454,6 +464,7 @@ func (w *World) setup() {
 	}
 	w.createShards(w.cfg.Shards, regions)
 	w.operator(&dbpb.Command_Launch{Launch: &dbpb.Launch{}}, true)
+	w.chooseHostile()
 }
 
 func (w *World) randomDBConfig() *dbpb.Config {
