@@ -188,11 +188,8 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	}
 	n.patrol.chunk(st, now, n.cfg, shards, hosts)
 
-	in := planner.Input{
-		Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch,
-		Seed:        n.round*0x9e3779b97f4a7c15 + n.cfg.Salt,
-		ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits,
-	}
+	in := n.input(st, now)
+	in.Seed = n.round*0x9e3779b97f4a7c15 + n.cfg.Salt
 	n.round++
 	in.Shards = slices.Sorted(maps.Keys(shards))
 	var carry []uint64

@@ -109,24 +109,28 @@ func (n *Node) Verdicts(st *db.State, ids []uint64, now time.Time) map[uint64]*p
 // Assess runs the planner read-only on ids (nothing is proposed, no order
 // changes), for explanations.
 func (n *Node) Assess(st *db.State, ids []uint64, now time.Time) *planner.Output {
-	return planner.Plan(planner.Input{
-		Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch, Seed: n.cfg.Salt,
-		Shards: slices.Clone(ids), Hosts: []string{}, ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits,
-	})
+	in := n.input(st, now)
+	in.Shards, in.Hosts = slices.Clone(ids), []string{}
+	return planner.Plan(in)
 }
 
 // AssessHosts runs the planner read-only on hosts.
 func (n *Node) AssessHosts(st *db.State, hosts []string, now time.Time) *planner.Output {
-	return planner.Plan(planner.Input{
-		Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch, Seed: n.cfg.Salt,
-		Shards: []uint64{}, Hosts: slices.Clone(hosts), ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits,
-	})
+	in := n.input(st, now)
+	in.Shards, in.Hosts = []uint64{}, slices.Clone(hosts)
+	return planner.Plan(in)
 }
 
 // DrainCheck refuses a drain that could never finish.
 func (n *Node) DrainCheck(st *db.State, hostID string, now time.Time) error {
-	return planner.DrainCheck(planner.Input{Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch,
-		ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits}, hostID)
+	return planner.DrainCheck(n.input(st, now), hostID)
+}
+
+// input is a planner input over the node's observations, for read-only
+// evaluations (rounds add their own seed and what to evaluate).
+func (n *Node) input(st *db.State, now time.Time) planner.Input {
+	return planner.Input{Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch, Seed: n.cfg.Salt,
+		ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits}
 }
 
 // ShardPage lists up to size shard IDs from from (inclusive) in ID order
