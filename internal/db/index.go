@@ -245,3 +245,25 @@ func (s *State) CheckIndexes() string {
 	}
 	return ""
 }
+
+// HostsFrom yields registered hosts in raft address order from addr
+// (inclusive), for paging; O(log hosts) to start.
+func (s *State) HostsFrom(addr string) iter.Seq[*dbpb.Host] {
+	return func(yield func(*dbpb.Host) bool) {
+		s.byAddr.AscendGreaterOrEqual(addrKey{addr: addr}, func(k addrKey) bool {
+			return yield(s.Hosts[k.id])
+		})
+	}
+}
+
+// LoadRange returns the smallest and largest member count of the
+// registered hosts; O(log hosts).
+func (s *State) LoadRange() (least, most int) {
+	if k, ok := s.byLoad.Min(); ok {
+		least = k.Load
+	}
+	if k, ok := s.byLoad.Max(); ok {
+		most = k.Load
+	}
+	return least, most
+}

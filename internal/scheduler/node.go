@@ -74,6 +74,7 @@ type Node struct {
 
 	patrol    patrol
 	live      liveness
+	bal       balance
 	status    status
 	lastPrune time.Time
 	lastRep   time.Time // repairing shards last re-planned
@@ -116,6 +117,7 @@ func (n *Node) Become(epoch uint64) {
 	n.active, n.epoch = true, epoch
 	n.patrol.reset()
 	n.live.reset()
+	n.bal.reset()
 }
 
 // Demote stops the node planning; its observations stay warm.
@@ -124,6 +126,7 @@ func (n *Node) Demote() {
 	n.active, n.epoch = false, 0
 	n.patrol.reset()
 	n.live.reset()
+	n.bal.reset()
 	n.status.reset()
 }
 
@@ -189,6 +192,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	n.patrol.chunk(st, now, n.cfg, shards, hosts)
 
 	in := n.input(st, now)
+	n.balanceInput(&in, st, now)
 	in.Seed = n.round*0x9e3779b97f4a7c15 + n.cfg.Salt
 	n.round++
 	in.Shards = slices.Sorted(maps.Keys(shards))
@@ -210,6 +214,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		return Ready{Epoch: n.epoch, Input: in}
 	}
 	out := planner.Plan(in)
+	n.balanceOutput(out, now)
 	for id, orders := range out.ShardOrders {
 		n.setShardOrders(id, orders)
 	}
