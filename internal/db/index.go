@@ -267,3 +267,20 @@ func (s *State) LoadRange() (least, most int) {
 	}
 	return least, most
 }
+
+// MostLoaded yields registered hosts from the most loaded; O(log hosts)
+// to start.
+func (s *State) MostLoaded() iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		s.byLoad.Descend(func(k LoadKey) bool { return yield(k.ID, k.Load) })
+	}
+}
+
+// ShardsOnHostFrom is ShardsOnHost from shard ID from (inclusive).
+func (s *State) ShardsOnHostFrom(hostID string, from uint64) iter.Seq[uint64] {
+	return func(yield func(uint64) bool) {
+		s.hostShards.AscendGreaterOrEqual(hostShard{host: hostID, shard: from}, func(k hostShard) bool {
+			return k.host == hostID && yield(k.shard)
+		})
+	}
+}

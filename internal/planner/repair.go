@@ -244,6 +244,13 @@ func (p *planner) driveRepair(v *shardView) {
 	s.newLost = s.newM == nil || s.newM.state == memberDead
 	s.hostLost = !s.late && !p.hostUp(r.NewHostId)
 	s.voter, s.nonVoting = v.inMembership(r.NewReplicaId)
+	if r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE && r.Step != dbpb.RepairStep_REPAIR_STEP_ROLLBACK &&
+		r.Step != dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD && v.report.Health != "healthy" {
+		// Repairs pre-empt balancing: a member failed during the move, so
+		// the move is undone and the shard's repair can start.
+		p.rollback(v, "the shard is no longer healthy; repairs first")
+		return
+	}
 	switch {
 	case !step.done(p, v, s):
 		step.act(p, v, s)

@@ -385,6 +385,22 @@ func (p *planner) evaluate(v *shardView) {
 
 func (p *planner) healthy(v *shardView) bool {
 	sh := v.sh
+	if r := sh.Repair; r != nil && r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+		// A balancing move adds before it removes: while every member
+		// other than the one joining is a live voter, the shard has all
+		// its wanted voters live throughout.
+		live := 0
+		for _, m := range v.members {
+			switch {
+			case m.rec.ReplicaId == r.NewReplicaId:
+			case !m.live() || !v.isVoter(m.rec.ReplicaId):
+				return false
+			default:
+				live++
+			}
+		}
+		return live >= int(sh.Replicas)
+	}
 	if sh.Repair != nil || len(v.voters) != int(sh.Replicas) || len(v.members) != int(sh.Replicas) {
 		return false
 	}

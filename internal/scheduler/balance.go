@@ -17,10 +17,12 @@ import (
 // leadership last moved, for the cool-down, and the transfers in time
 // order, for max_leader_transfers per second.
 type balance struct {
-	moved map[uint64]time.Time
-	queue []transfer // oldest first
-	why   string     // why the last round held a wanted move back
-	whyAt time.Time
+	lastFeed time.Time
+	feedFrom uint64 // shard ID the feed continues from
+	moved    map[uint64]time.Time
+	queue    []transfer // oldest first
+	why      string     // why the last round held a wanted move back
+	whyAt    time.Time
 }
 
 type transfer struct {
@@ -71,6 +73,70 @@ func (b *balance) recent(d time.Duration, now time.Time) int {
 		n++
 	}
 	return n
+}
+
+// Balancing judges the shards a round evaluates; the patrol alone may
+// visit them slowly (a full pass over 333,334 shards takes minutes). So
+// once a second, while moves may start and the replica counts spread
+// beyond the tolerance, the round also evaluates some shards of the most
+// loaded hosts: twice the moves that may start, from at most
+// feedHosts hosts; O(that) per second.
+const feedHosts = 8
+
+func (n *Node) feedBalance(st *db.State, shards map[uint64]struct{}, now time.Time) {
+	if now.Sub(n.bal.lastFeed) < time.Second {
+		return
+	}
+	n.bal.lastFeed = now
+	set := db.BalanceOf(st.Config)
+	if !set.Replicas {
+		return
+	}
+	room := set.MaxMoves
+	for _, id := range st.RepairingShards() {
+		if st.Shards[id].Repair.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+			room--
+		}
+	}
+	pool := st.PoolOf("")
+	if room <= 0 || pool.Hosts == 0 {
+		return
+	}
+	share := float64(pool.Members) / float64(pool.Hosts)
+	tol := set.Tolerance(share)
+	least, most := st.LoadRange()
+	if float64(most)-share <= tol && share-float64(least) <= tol {
+		return
+	}
+	per := max(1, (2*room+feedHosts-1)/feedHosts)
+	from, next, hosts := n.bal.feedFrom, uint64(0), 0
+	for id := range st.MostLoaded() {
+		if hosts++; hosts > feedHosts {
+			break
+		}
+		took := 0
+		take := func(sid uint64) bool {
+			if _, ok := shards[sid]; !ok {
+				shards[sid] = struct{}{}
+				took++
+			}
+			next = max(next, sid+1)
+			return took < per
+		}
+		// From the cursor to the end of the host's shards, then from the
+		// start, so successive feeds visit different shards.
+		for sid := range st.ShardsOnHostFrom(id, from) {
+			if !take(sid) {
+				break
+			}
+		}
+		for sid := range st.ShardsOnHost(id) {
+			if took >= per || sid >= from || !take(sid) {
+				break
+			}
+		}
+	}
+	n.bal.feedFrom = next
 }
 
 // balanceInput fills the balancing inputs of a planning round.

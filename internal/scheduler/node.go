@@ -190,6 +190,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		}
 	}
 	n.patrol.chunk(st, now, n.cfg, shards, hosts)
+	n.feedBalance(st, shards, now)
 
 	in := n.input(st, now)
 	n.balanceInput(&in, st, now)
