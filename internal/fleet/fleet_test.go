@@ -60,6 +60,11 @@ func TestSmallFleet(t *testing.T) {
 	if len(res.Kills) != 1 || res.Kills[0].Replicas == 0 || len(res.LeaderKills) != 1 || res.LeaderKills[0].KillToPlacedSeconds <= 0 {
 		t.Fatalf("scenarios: kills %+v leader kills %+v", res.Kills, res.LeaderKills)
 	}
+	for _, p := range res.Phases {
+		if len(p.HostsNotUp) > 0 {
+			t.Logf("phase %s: hosts not up %v", p.Name, p.HostsNotUp)
+		}
+	}
 	if len(res.Joins) != 1 || res.Joins[0].BalancedSeconds <= 0 || res.Joins[0].Moved < res.Joins[0].MinMoves {
 		t.Fatalf("join: %+v", res.Joins)
 	}
