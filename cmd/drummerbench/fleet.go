@@ -34,6 +34,7 @@ func fleetCmd(args []string) error {
 	settings := fs.String("config", "", "more runtime settings, key=value,... (as drummercmd config set)")
 	fs.DurationVar(&c.ElectionDelay, "election-delay", time.Second, "simulated Raft election time of a shard")
 	fs.BoolVar(&c.Insecure, "insecure", false, "run the drummers with --insecure (no per-host certificates)")
+	fs.IntVar(&c.HostsPerConn, "hosts-per-conn", 1, "hosts sharing one connection to each server (needs --insecure; for open-file limits below 3 per host)")
 	fs.StringVar(&c.Dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the work directory (drummer logs and data)")
 	fs.StringVar(&c.DrummerBinary, "drummer-binary", "", "a built cmd/drummer (default: built into the work directory)")

@@ -66,6 +66,13 @@ type Config struct {
 	// Insecure runs the drummers with --insecure; by default every host
 	// has its own nodehost certificate bound to its raft address.
 	Insecure bool
+	// HostsPerConn hosts share one gRPC connection to each server (default
+	// 1: a connection per host and server, as real hosts have). Sharing
+	// needs Insecure (a certificate identifies one host) and exists for
+	// machines whose open-file limit cannot hold 3 connections per host:
+	// the server still takes every host's reports separately, but pays
+	// for fewer connections.
+	HostsPerConn int
 	// Dir is the work directory (default: a temporary one, removed at the
 	// end unless Keep).
 	Dir  string
@@ -96,6 +103,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ShardReplicas <= 0 {
 		c.ShardReplicas = 3
+	}
+	if c.HostsPerConn <= 0 {
+		c.HostsPerConn = 1
 	}
 	if len(c.Scenarios) == 0 {
 		c.Scenarios = []string{ScenarioSteady}
@@ -132,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if slices.Contains(c.Scenarios, ScenarioKill) && (c.Kill < 1 || c.Kill > c.Hosts-c.ShardReplicas) {
 		errs = append(errs, fmt.Errorf("--kill %d: want 1 to %d (hosts minus replicas per shard)", c.Kill, c.Hosts-c.ShardReplicas))
+	}
+	if c.HostsPerConn > 1 && !c.Insecure {
+		errs = append(errs, fmt.Errorf("--hosts-per-conn %d needs --insecure: a connection carries one host's certificate", c.HostsPerConn))
 	}
 	if c.SuspectTimeout < 2*c.ReportInterval || c.DeadTimeout <= c.SuspectTimeout {
 		errs = append(errs, fmt.Errorf("timeouts: suspect_timeout (%s) must be at least twice report_interval (%s) and dead_timeout (%s) longer", c.SuspectTimeout, c.ReportInterval, c.DeadTimeout))
@@ -173,7 +186,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(),
 		Hosts: cfg.Hosts, ReplicasPerHost: cfg.ReplicasPerHost, Shards: cfg.Shards(), ShardReplicas: cfg.ShardReplicas,
 		ReportInterval: cfg.ReportInterval.String(), SuspectTimeout: cfg.SuspectTimeout.String(), DeadTimeout: cfg.DeadTimeout.String(),
-		TLS: !cfg.Insecure, Scenarios: cfg.Scenarios,
+		TLS: !cfg.Insecure, HostsPerConn: cfg.HostsPerConn, Scenarios: cfg.Scenarios,
 	}
 	defer r.cleanup()
 	defer func() {
@@ -212,7 +225,7 @@ func machine() string {
 
 func (r *runner) setup(ctx context.Context) error {
 	cfg := &r.cfg
-	if err := raiseNoFile(cfg.Hosts); err != nil {
+	if err := raiseNoFile((cfg.Hosts + cfg.HostsPerConn - 1) / cfg.HostsPerConn); err != nil {
 		return err
 	}
 	r.dir = cfg.Dir
