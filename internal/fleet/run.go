@@ -18,6 +18,7 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/client"
+	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/testcluster"
 )
 
@@ -457,8 +458,12 @@ func (r *runner) launch(ctx context.Context) error {
 	end := r.phase(ScenarioLaunch)
 	r.cfg.Logf("defining and launching %d shards of %d replicas", n, r.cfg.ShardReplicas)
 	begin := time.Now()
-	if _, err := r.d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: uint64(n), Replicas: uint32(r.cfg.ShardReplicas), App: appName}); err != nil {
-		return fmt.Errorf("create %d shards: %w", n, err)
+	// A CreateShards call defines at most db.MaxShardsPerCommand shards.
+	for first := 1; first <= n; first += db.MaxShardsPerCommand {
+		count := min(db.MaxShardsPerCommand, n-first+1)
+		if _, err := r.d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: uint64(first), Count: uint64(count), Replicas: uint32(r.cfg.ShardReplicas), App: appName}); err != nil {
+			return fmt.Errorf("create shards %d-%d: %w", first, first+count-1, err)
+		}
 	}
 	if _, err := r.d.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
 		return fmt.Errorf("launch: %w", err)
