@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ func fleetCmd(args []string) error {
 	restart := fs.Bool("restart-killed-drummer", true, "restart the killed leader after leader-kill")
 	out := fs.String("o", "table", "output: table (Markdown) or json")
 	from := fs.String("table-from", "", "print the table of a saved -o json result and exit")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench itself (the simulated hosts) to this file")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -91,6 +93,17 @@ func fleetCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := fleet.Run(ctx, c)
 	if res != nil {
 		res.Command = "drummerbench fleet " + strings.Join(args, " ")
