@@ -74,6 +74,8 @@ type Endpoint struct {
 	// leader is set while this server's last reply came from the
 	// scheduler leader: only it gets the fast cadence.
 	leader bool
+	// latency is how long the last acknowledged report took.
+	latency time.Duration
 }
 
 // NewEndpoint returns the state of a server that has heard nothing yet:
@@ -85,6 +87,7 @@ type Report struct {
 	Req       *drummerpb.ReportRequest
 	view      *View
 	resultSeq uint64
+	built     time.Time
 }
 
 // Build assembles the next report: full when the server asked for one,
@@ -137,7 +140,7 @@ func (e *Endpoint) Build(id *Identity, v *View, st Status, results Results, full
 		req.HasDiskInventory = true
 		req.Disk = v.Disk
 	}
-	r := &Report{Req: req, view: v}
+	r := &Report{Req: req, view: v, built: now}
 	if results != nil {
 		req.Results, r.resultSeq = results(e.sentResult)
 	}
@@ -154,6 +157,7 @@ func (e *Endpoint) Acked(r *Report, resp *drummerpb.ReportResponse, now time.Tim
 	}
 	e.full = resp.GetNeedFull()
 	e.leader = resp.GetLeader()
+	e.latency = max(0, now.Sub(r.built))
 	e.sent = r.view.Replicas
 	e.sentView = r.view
 	if e.full {
@@ -198,14 +202,21 @@ func (e *Endpoint) Leader() bool { return e.leader }
 const FastInterval = 250 * time.Millisecond
 
 // Interval is the period until the next report to this server: the
-// server's interval, or FastInterval while orders are being carried out
-// and the server is the scheduler leader.
+// server's interval, or, while orders are being carried out and the server
+// is the scheduler leader, FastInterval — stretched to LatencyFactor times
+// the last report's latency, so that a loaded leader receives fewer
+// reports instead of slower ones (at 10,000 hosts working at once, a fixed
+// 250 ms asks for 40,000 reports a second).
 func (e *Endpoint) Interval(base time.Duration, working bool) time.Duration {
 	if working && e.leader {
-		return min(base, FastInterval)
+		return min(base, max(FastInterval, LatencyFactor*e.latency))
 	}
 	return base
 }
+
+// LatencyFactor bounds the fast cadence's load on a leader: a host waits at
+// least this many times its last report's latency before the next one.
+const LatencyFactor = 4
 
 // Nudge returns ch for the leader's reporter and nil (never ready) for the
 // others: an early report after an order carries its result to the server

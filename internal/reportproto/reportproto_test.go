@@ -123,6 +123,12 @@ func TestIntervalFastOnlyToTheLeader(t *testing.T) {
 		e.Interval(100*time.Millisecond, true) != 100*time.Millisecond || e.Nudge(ch) == nil {
 		t.Fatal("leader cadence")
 	}
+	// A slow leader is asked less often.
+	r := e.Build(id, v, Status{}, nil, time.Minute, now)
+	e.Acked(r, &drummerpb.ReportResponse{Leader: true}, now.Add(500*time.Millisecond))
+	if got := e.Interval(5*time.Second, true); got != 2*time.Second {
+		t.Fatalf("interval after a 500ms report: %v, want 2s", got)
+	}
 	e.Failed()
 	if e.Interval(5*time.Second, true) != 5*time.Second || e.Nudge(ch) != nil {
 		t.Fatal("a failing server keeps the fast cadence")
