@@ -58,8 +58,10 @@ func (s *State) setMembers(hostID string, n int) {
 func (s *State) putHost(h *dbpb.Host) {
 	if old := s.Hosts[h.Id]; old != nil {
 		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
+		s.sums.hosts -= recordHash(tagHost, old)
 	}
 	s.Hosts[h.Id] = h
+	s.sums.hosts += recordHash(tagHost, h)
 	s.byAddr.ReplaceOrInsert(addrKey{h.RaftAddress, h.Id})
 	s.byLoad.ReplaceOrInsert(LoadKey{s.hostMembers[h.Id], h.Id})
 }
@@ -69,17 +71,25 @@ func (s *State) dropHost(id string) {
 	if old := s.Hosts[id]; old != nil {
 		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
 		s.byLoad.Delete(LoadKey{s.hostMembers[id], id})
+		s.sums.hosts -= recordHash(tagHost, old)
 		delete(s.Hosts, id)
 	}
 }
 
 func (s *State) putCleanup(c *dbpb.Cleanup) {
 	k := CleanupKey{HostID: c.HostId, ShardID: c.ShardId, ReplicaID: c.ReplicaId}
+	if old := s.Cleanups[k]; old != nil {
+		s.sums.cleanups -= recordHash(tagCleanup, old)
+	}
 	s.Cleanups[k] = c
+	s.sums.cleanups += recordHash(tagCleanup, c)
 	s.cleanupIdx.ReplaceOrInsert(k)
 }
 
 func (s *State) dropCleanup(k CleanupKey) {
+	if old := s.Cleanups[k]; old != nil {
+		s.sums.cleanups -= recordHash(tagCleanup, old)
+	}
 	delete(s.Cleanups, k)
 	s.cleanupIdx.Delete(k)
 }
@@ -158,6 +168,9 @@ func (s *State) CheckIndexes() string {
 		if !s.byAddr.Has(addrKey{h.RaftAddress, id}) {
 			return "address index misses " + id
 		}
+	}
+	if s.computeSums() != s.sums {
+		return "record hash sums differ from the records"
 	}
 	return ""
 }

@@ -85,6 +85,10 @@ type State struct {
 	byLoad     *btree.BTreeG[LoadKey]
 	byAddr     *btree.BTreeG[addrKey]
 
+	// sums hash every table's records, for Hash (hash.go); kept by the
+	// put and drop functions, not replicated.
+	sums recordSums
+
 	// Not replicated: which records changed since the last TakeDirty, so the
 	// scheduler re-plans only what changed.
 	dirty Dirty
@@ -164,8 +168,10 @@ func (s *State) Clone() *State {
 func (s *State) putShard(sh *dbpb.Shard) {
 	if old := s.Shards[sh.Id]; old != nil {
 		s.unindex(old)
+		s.sums.shards -= recordHash(tagShard, old)
 	}
 	s.Shards[sh.Id] = sh
+	s.sums.shards += recordHash(tagShard, sh)
 	for _, m := range sh.Members {
 		s.setMembers(m.HostId, s.hostMembers[m.HostId]+1)
 		s.hostShards.ReplaceOrInsert(hostShard{m.HostId, sh.Id})
@@ -182,6 +188,7 @@ func (s *State) putShard(sh *dbpb.Shard) {
 func (s *State) deleteShard(id uint64) {
 	if old := s.Shards[id]; old != nil {
 		s.unindex(old)
+		s.sums.shards -= recordHash(tagShard, old)
 		delete(s.Shards, id)
 	}
 }
