@@ -33,7 +33,7 @@ func newConfigCmd(a *app) *cobra.Command {
 		Short:   "Show the runtime settings in force and per-shard overrides",
 		Long: `Show every runtime setting with the value in force (a setting never
 changed shows its default), then the per-shard overrides.`,
-		Args:  args(cobra.NoArgs, "no arguments"),
+		Args: args(cobra.NoArgs, "no arguments"),
 		RunE: a.action(func(cmd *cobra.Command, _ []string) error {
 			d, err := a.drummer()
 			if err != nil {
@@ -67,7 +67,7 @@ Settings:
 		Example: "  drummercmd config set dead_timeout=2m max_concurrent_repairs=8\n" +
 			"  drummercmd config set balance_leaders=off balance_threshold=10% balance_cooldown=5m\n" +
 			"  drummercmd config set --shard-id 7 suspect_timeout=5s dead_timeout=30s",
-		Args:    cobra.ArbitraryArgs,
+		Args: cobra.ArbitraryArgs,
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			perShard := cmd.Flags().Changed("shard-id")
 			if perShard && shardID == 0 {
