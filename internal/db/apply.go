@@ -286,6 +286,16 @@ func ValidateConfig(c *dbpb.Config) error {
 		return errf("host_gc_after must be at least dead_timeout")
 	case len(c.ShardOverrides) > 100_000:
 		return errf("too many shard overrides")
+	case c.BalanceThresholdPct > 100:
+		return errf("balance_threshold must be between 1%% and 100%%")
+	case c.BalanceMinExcess > 10_000:
+		return errf("balance_min_excess must be between 1 and 10000")
+	case c.MaxBalanceMoves > 100_000:
+		return errf("max_balance_moves must be between 1 and 100000")
+	case c.MaxLeaderTransfers > 100_000:
+		return errf("max_leader_transfers must be between 1 and 100000")
+	case c.BalanceCooldownMs > 7*24*3600*1000:
+		return errf("balance_cooldown must be at most 7 days")
 	}
 	for id, o := range c.ShardOverrides {
 		if id == 0 || o == nil {

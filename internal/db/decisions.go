@@ -233,7 +233,7 @@ func (s *State) startRepair(r *dbpb.StartRepair, now int64) dbpb.Code {
 	}
 	ns := proto.CloneOf(sh)
 	switch r.Kind {
-	case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE, dbpb.RepairKind_REPAIR_KIND_ADD:
+	case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE, dbpb.RepairKind_REPAIR_KIND_BALANCE, dbpb.RepairKind_REPAIR_KIND_ADD:
 		if r.Kind == dbpb.RepairKind_REPAIR_KIND_ADD {
 			if r.OldReplicaId != 0 {
 				return dbpb.Code_CODE_INVALID
@@ -377,6 +377,9 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 		ns.Failures = 0
 		ns.RetryAfterUnixMs = 0
 		ns.LastFailure = ""
+		if rep.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+			ns.BalancedFromHost, ns.BalancedUnixMs = rep.OldHostId, now
+		}
 	case dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, dbpb.RepairOutcome_REPAIR_OUTCOME_CANCELLED:
 		// Allowed only while the new member cannot be in the membership: it
 		// was never added, or the rollback removed it. A REMOVE repair adds
@@ -393,6 +396,13 @@ func (s *State) finishRepair(f *dbpb.FinishRepair, now int64) dbpb.Code {
 		}
 		switch {
 		case f.Outcome != dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED:
+		case rep.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE:
+			// Balancing is optional: a failed move says nothing against
+			// the shard's repairs, so it does not back off; the shard is
+			// not balanced again within the cool-down.
+			ns.RetryAfterUnixMs = now + TargetLostDelay
+			ns.LastFailure = f.Reason
+			ns.BalancedFromHost, ns.BalancedUnixMs = "", now
 		case f.TargetLost || rep.RollbackTargetLost:
 			// The host chosen for the new replica was lost: nothing is
 			// wrong with the shard, so it does not back off; a short

@@ -48,9 +48,50 @@ func (s *State) setMembers(hostID string, n int) {
 	} else {
 		s.hostMembers[hostID] = n
 	}
-	if _, ok := s.Hosts[hostID]; ok && old != n {
+	s.members += n - old
+	if h, ok := s.Hosts[hostID]; ok && old != n {
 		s.byLoad.Delete(LoadKey{old, hostID})
 		s.byLoad.ReplaceOrInsert(LoadKey{n, hostID})
+		if placeable(h) {
+			s.addPool(h, 0, n-old)
+		}
+	}
+}
+
+// Pool counts the active hosts of one region (all regions: "") and the
+// replicas they hold, for balancing's fair shares.
+type Pool struct{ Hosts, Members int }
+
+// PoolOf returns the pool of active hosts in a region, or of all active
+// hosts for "" ; O(1).
+func (s *State) PoolOf(region string) Pool {
+	if region == "" {
+		return s.pools[allRegions]
+	}
+	return s.pools[region]
+}
+
+// allRegions keys the pool of every active host; it cannot be a region
+// label (labels are validated as printable).
+const allRegions = "\x00all"
+
+// Members is the number of member records; Membered the number of shards
+// with at least one.
+func (s *State) Members() (members, membered int) { return s.members, s.membered }
+
+func (s *State) addPool(h *dbpb.Host, hosts, members int) {
+	for _, k := range []string{allRegions, h.Labels[RegionLabel]} {
+		if k == "" {
+			continue
+		}
+		p := s.pools[k]
+		p.Hosts += hosts
+		p.Members += members
+		if p == (Pool{}) {
+			delete(s.pools, k)
+		} else {
+			s.pools[k] = p
+		}
 	}
 }
 
@@ -59,6 +100,12 @@ func (s *State) putHost(h *dbpb.Host) {
 	if old := s.Hosts[h.Id]; old != nil {
 		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
 		s.sums.hosts -= recordHash(tagHost, old)
+		if placeable(old) {
+			s.addPool(old, -1, -s.hostMembers[h.Id])
+		}
+	}
+	if placeable(h) {
+		s.addPool(h, 1, s.hostMembers[h.Id])
 	}
 	s.Hosts[h.Id] = h
 	s.sums.hosts += recordHash(tagHost, h)
@@ -72,6 +119,9 @@ func (s *State) dropHost(id string) {
 		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
 		s.byLoad.Delete(LoadKey{s.hostMembers[id], id})
 		s.sums.hosts -= recordHash(tagHost, old)
+		if placeable(old) {
+			s.addPool(old, -1, -s.hostMembers[id])
+		}
 		delete(s.Hosts, id)
 	}
 }
@@ -156,6 +206,40 @@ func (s *State) CheckIndexes() string {
 	for k := range s.Cleanups {
 		if !s.cleanupIdx.Has(k) {
 			return "cleanup index misses a key"
+		}
+	}
+	if pairs != s.members {
+		return "member total wrong"
+	}
+	membered := 0
+	for _, sh := range s.Shards {
+		if len(sh.Members) > 0 {
+			membered++
+		}
+	}
+	if membered != s.membered {
+		return "membered shard count wrong"
+	}
+	pools := map[string]Pool{}
+	for id, h := range s.Hosts {
+		if !placeable(h) {
+			continue
+		}
+		for _, k := range []string{allRegions, h.Labels[RegionLabel]} {
+			if k != "" {
+				p := pools[k]
+				p.Hosts++
+				p.Members += s.hostMembers[id]
+				pools[k] = p
+			}
+		}
+	}
+	if len(pools) != len(s.pools) {
+		return "pool count wrong"
+	}
+	for k, p := range pools {
+		if s.pools[k] != p {
+			return "pool wrong for region " + k
 		}
 	}
 	if s.byLoad.Len() != len(s.Hosts) || s.byAddr.Len() != len(s.Hosts) {

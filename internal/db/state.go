@@ -74,6 +74,9 @@ type State struct {
 	// so copying them with a view is cheap, and they spare the scheduler a
 	// scan of every shard each round.
 	hostMembers map[string]int  // member records per host
+	members     int             // member records in all
+	membered    int             // shards with at least one member record
+	pools       map[string]Pool // active hosts and their members, by region
 	repairsTo   map[string]int  // repairs in flight adding a replica on a host
 	repairing   map[uint64]bool // shards with a repair in flight
 	// Ordered indexes on copy-on-write B-trees (Clone is O(1)), for the
@@ -129,6 +132,7 @@ func New() *State {
 		KV:             map[string]*dbpb.KVRecord{},
 		dirty:          newDirty(),
 		hostMembers:    map[string]int{},
+		pools:          map[string]Pool{},
 		repairsTo:      map[string]int{},
 		repairing:      map[uint64]bool{},
 		hostShards:     btree.NewG(32, lessHostShard),
@@ -154,6 +158,7 @@ func (s *State) Clone() *State {
 	c.KV = cloneMap(s.KV)
 	c.Recent = slices.Clone(s.Recent)
 	c.hostMembers = cloneMap(s.hostMembers)
+	c.pools = cloneMap(s.pools)
 	c.repairsTo = cloneMap(s.repairsTo)
 	c.repairing = cloneMap(s.repairing)
 	c.hostShards = s.hostShards.Clone()
@@ -172,6 +177,9 @@ func (s *State) putShard(sh *dbpb.Shard) {
 	}
 	s.Shards[sh.Id] = sh
 	s.sums.shards += recordHash(tagShard, sh)
+	if len(sh.Members) > 0 {
+		s.membered++
+	}
 	for _, m := range sh.Members {
 		s.setMembers(m.HostId, s.hostMembers[m.HostId]+1)
 		s.hostShards.ReplaceOrInsert(hostShard{m.HostId, sh.Id})
@@ -194,6 +202,9 @@ func (s *State) deleteShard(id uint64) {
 }
 
 func (s *State) unindex(sh *dbpb.Shard) {
+	if len(sh.Members) > 0 {
+		s.membered--
+	}
 	for _, m := range sh.Members {
 		s.setMembers(m.HostId, s.hostMembers[m.HostId]-1)
 		s.hostShards.Delete(hostShard{m.HostId, sh.Id})
@@ -348,7 +359,7 @@ func (s *State) ShardTimeouts(shardID uint64) (suspectMs, deadMs uint64) {
 // RepairSteps lists the steps of a repair kind, in order.
 func RepairSteps(kind dbpb.RepairKind) []dbpb.RepairStep {
 	switch kind {
-	case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE:
+	case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE, dbpb.RepairKind_REPAIR_KIND_BALANCE:
 		return []dbpb.RepairStep{
 			dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING,
 			dbpb.RepairStep_REPAIR_STEP_START,

@@ -271,6 +271,9 @@ const (
 	RepairKind_REPAIR_KIND_REMOVE RepairKind = 3
 	// Move a live member elsewhere (drain), add before remove.
 	RepairKind_REPAIR_KIND_MOVE RepairKind = 4
+	// Move a live member from a host above its fair share of replicas to one
+	// below it (balancing), add before remove; pre-empted by every repair.
+	RepairKind_REPAIR_KIND_BALANCE RepairKind = 5
 )
 
 // Enum value maps for RepairKind.
@@ -281,6 +284,7 @@ var (
 		2: "REPAIR_KIND_ADD",
 		3: "REPAIR_KIND_REMOVE",
 		4: "REPAIR_KIND_MOVE",
+		5: "REPAIR_KIND_BALANCE",
 	}
 	RepairKind_value = map[string]int32{
 		"REPAIR_KIND_UNSPECIFIED": 0,
@@ -288,6 +292,7 @@ var (
 		"REPAIR_KIND_ADD":         2,
 		"REPAIR_KIND_REMOVE":      3,
 		"REPAIR_KIND_MOVE":        4,
+		"REPAIR_KIND_BALANCE":     5,
 	}
 )
 
@@ -2742,9 +2747,14 @@ type Shard struct {
 	LastFailure      string `protobuf:"bytes,11,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
 	CreatedUnixMs    int64  `protobuf:"varint,12,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	// A leader has been observed at least once.
-	Bootstrapped  bool `protobuf:"varint,13,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bootstrapped bool `protobuf:"varint,13,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
+	// The host the last balancing move took a replica from, and when that
+	// move finished: balancing does not move a replica back there within
+	// the cool-down (no thrash).
+	BalancedFromHost string `protobuf:"bytes,14,opt,name=balanced_from_host,json=balancedFromHost,proto3" json:"balanced_from_host,omitempty"`
+	BalancedUnixMs   int64  `protobuf:"varint,15,opt,name=balanced_unix_ms,json=balancedUnixMs,proto3" json:"balanced_unix_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Shard) Reset() {
@@ -2866,6 +2876,20 @@ func (x *Shard) GetBootstrapped() bool {
 		return x.Bootstrapped
 	}
 	return false
+}
+
+func (x *Shard) GetBalancedFromHost() string {
+	if x != nil {
+		return x.BalancedFromHost
+	}
+	return ""
+}
+
+func (x *Shard) GetBalancedUnixMs() int64 {
+	if x != nil {
+		return x.BalancedUnixMs
+	}
+	return 0
 }
 
 type Host struct {
@@ -3241,8 +3265,23 @@ type Config struct {
 	MaxRepairsPerHost    uint32                    `protobuf:"varint,5,opt,name=max_repairs_per_host,json=maxRepairsPerHost,proto3" json:"max_repairs_per_host,omitempty"`
 	HostGcAfterMs        uint64                    `protobuf:"varint,6,opt,name=host_gc_after_ms,json=hostGcAfterMs,proto3" json:"host_gc_after_ms,omitempty"`
 	ShardOverrides       map[uint64]*ShardTimeouts `protobuf:"bytes,7,rep,name=shard_overrides,json=shardOverrides,proto3" json:"shard_overrides,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Balancing (db.BalanceOf resolves zeros to the defaults, so a DB
+	// written before these fields existed balances with the defaults).
+	BalanceReplicasOff bool `protobuf:"varint,8,opt,name=balance_replicas_off,json=balanceReplicasOff,proto3" json:"balance_replicas_off,omitempty"`
+	BalanceLeadersOff  bool `protobuf:"varint,9,opt,name=balance_leaders_off,json=balanceLeadersOff,proto3" json:"balance_leaders_off,omitempty"`
+	// A host is out of balance when its count differs from its fair share
+	// by more than max(share x pct / 100, min_excess) (CockroachDB's 5 %).
+	BalanceThresholdPct uint32 `protobuf:"varint,10,opt,name=balance_threshold_pct,json=balanceThresholdPct,proto3" json:"balance_threshold_pct,omitempty"`
+	BalanceMinExcess    uint32 `protobuf:"varint,11,opt,name=balance_min_excess,json=balanceMinExcess,proto3" json:"balance_min_excess,omitempty"`
+	// Balancing moves in flight in the whole deployment (each also counts
+	// against max_repairs_per_host on both of its hosts).
+	MaxBalanceMoves uint32 `protobuf:"varint,12,opt,name=max_balance_moves,json=maxBalanceMoves,proto3" json:"max_balance_moves,omitempty"`
+	// Leader transfers for balancing started per second.
+	MaxLeaderTransfers uint32 `protobuf:"varint,13,opt,name=max_leader_transfers,json=maxLeaderTransfers,proto3" json:"max_leader_transfers,omitempty"`
+	// A replica or leader that moved is not moved again for this long.
+	BalanceCooldownMs uint64 `protobuf:"varint,14,opt,name=balance_cooldown_ms,json=balanceCooldownMs,proto3" json:"balance_cooldown_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
@@ -3322,6 +3361,55 @@ func (x *Config) GetShardOverrides() map[uint64]*ShardTimeouts {
 		return x.ShardOverrides
 	}
 	return nil
+}
+
+func (x *Config) GetBalanceReplicasOff() bool {
+	if x != nil {
+		return x.BalanceReplicasOff
+	}
+	return false
+}
+
+func (x *Config) GetBalanceLeadersOff() bool {
+	if x != nil {
+		return x.BalanceLeadersOff
+	}
+	return false
+}
+
+func (x *Config) GetBalanceThresholdPct() uint32 {
+	if x != nil {
+		return x.BalanceThresholdPct
+	}
+	return 0
+}
+
+func (x *Config) GetBalanceMinExcess() uint32 {
+	if x != nil {
+		return x.BalanceMinExcess
+	}
+	return 0
+}
+
+func (x *Config) GetMaxBalanceMoves() uint32 {
+	if x != nil {
+		return x.MaxBalanceMoves
+	}
+	return 0
+}
+
+func (x *Config) GetMaxLeaderTransfers() uint32 {
+	if x != nil {
+		return x.MaxLeaderTransfers
+	}
+	return 0
+}
+
+func (x *Config) GetBalanceCooldownMs() uint64 {
+	if x != nil {
+		return x.BalanceCooldownMs
+	}
+	return 0
 }
 
 // The whole DB, as written to snapshots and hashed. Every repeated field is
@@ -3668,7 +3756,7 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x06repair\x18\x02 \x01(\v2\x15.drummer.db.v1.RepairR\x06repair\x126\n" +
 	"\aoutcome\x18\x03 \x01(\x0e2\x1c.drummer.db.v1.RepairOutcomeR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12(\n" +
-	"\x10finished_unix_ms\x18\x05 \x01(\x03R\x0efinishedUnixMs\"\xb2\x04\n" +
+	"\x10finished_unix_ms\x18\x05 \x01(\x03R\x0efinishedUnixMs\"\x8a\x05\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1a\n" +
@@ -3683,7 +3771,9 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	" \x01(\x03R\x10retryAfterUnixMs\x12!\n" +
 	"\flast_failure\x18\v \x01(\tR\vlastFailure\x12&\n" +
 	"\x0fcreated_unix_ms\x18\f \x01(\x03R\rcreatedUnixMs\x12\"\n" +
-	"\fbootstrapped\x18\r \x01(\bR\fbootstrapped\x1a:\n" +
+	"\fbootstrapped\x18\r \x01(\bR\fbootstrapped\x12,\n" +
+	"\x12balanced_from_host\x18\x0e \x01(\tR\x10balancedFromHost\x12(\n" +
+	"\x10balanced_unix_ms\x18\x0f \x01(\x03R\x0ebalancedUnixMs\x1a:\n" +
 	"\fRegionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xaa\x03\n" +
@@ -3721,7 +3811,7 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\tfinalized\x18\x04 \x01(\bR\tfinalized\"e\n" +
 	"\rShardTimeouts\x12,\n" +
 	"\x12suspect_timeout_ms\x18\x01 \x01(\x04R\x10suspectTimeoutMs\x12&\n" +
-	"\x0fdead_timeout_ms\x18\x02 \x01(\x04R\rdeadTimeoutMs\"\xd1\x03\n" +
+	"\x0fdead_timeout_ms\x18\x02 \x01(\x04R\rdeadTimeoutMs\"\xa3\x06\n" +
 	"\x06Config\x12,\n" +
 	"\x12report_interval_ms\x18\x01 \x01(\x04R\x10reportIntervalMs\x12,\n" +
 	"\x12suspect_timeout_ms\x18\x02 \x01(\x04R\x10suspectTimeoutMs\x12&\n" +
@@ -3729,7 +3819,15 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x16max_concurrent_repairs\x18\x04 \x01(\rR\x14maxConcurrentRepairs\x12/\n" +
 	"\x14max_repairs_per_host\x18\x05 \x01(\rR\x11maxRepairsPerHost\x12'\n" +
 	"\x10host_gc_after_ms\x18\x06 \x01(\x04R\rhostGcAfterMs\x12R\n" +
-	"\x0fshard_overrides\x18\a \x03(\v2).drummer.db.v1.Config.ShardOverridesEntryR\x0eshardOverrides\x1a_\n" +
+	"\x0fshard_overrides\x18\a \x03(\v2).drummer.db.v1.Config.ShardOverridesEntryR\x0eshardOverrides\x120\n" +
+	"\x14balance_replicas_off\x18\b \x01(\bR\x12balanceReplicasOff\x12.\n" +
+	"\x13balance_leaders_off\x18\t \x01(\bR\x11balanceLeadersOff\x122\n" +
+	"\x15balance_threshold_pct\x18\n" +
+	" \x01(\rR\x13balanceThresholdPct\x12,\n" +
+	"\x12balance_min_excess\x18\v \x01(\rR\x10balanceMinExcess\x12*\n" +
+	"\x11max_balance_moves\x18\f \x01(\rR\x0fmaxBalanceMoves\x120\n" +
+	"\x14max_leader_transfers\x18\r \x01(\rR\x12maxLeaderTransfers\x12.\n" +
+	"\x13balance_cooldown_ms\x18\x0e \x01(\x04R\x11balanceCooldownMs\x1a_\n" +
 	"\x13ShardOverridesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x122\n" +
 	"\x05value\x18\x02 \x01(\v2\x1c.drummer.db.v1.ShardTimeoutsR\x05value:\x028\x01\"\xc9\x05\n" +
@@ -3779,14 +3877,15 @@ const file_drummer_db_v1_db_proto_rawDesc = "" +
 	"\x04Role\x12\x0e\n" +
 	"\n" +
 	"ROLE_VOTER\x10\x00\x12\x13\n" +
-	"\x0fROLE_NON_VOTING\x10\x01*\x85\x01\n" +
+	"\x0fROLE_NON_VOTING\x10\x01*\x9e\x01\n" +
 	"\n" +
 	"RepairKind\x12\x1b\n" +
 	"\x17REPAIR_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13REPAIR_KIND_REPLACE\x10\x01\x12\x13\n" +
 	"\x0fREPAIR_KIND_ADD\x10\x02\x12\x16\n" +
 	"\x12REPAIR_KIND_REMOVE\x10\x03\x12\x14\n" +
-	"\x10REPAIR_KIND_MOVE\x10\x04*\xc9\x01\n" +
+	"\x10REPAIR_KIND_MOVE\x10\x04\x12\x17\n" +
+	"\x13REPAIR_KIND_BALANCE\x10\x05*\xc9\x01\n" +
 	"\n" +
 	"RepairStep\x12\x1b\n" +
 	"\x17REPAIR_STEP_UNSPECIFIED\x10\x00\x12\x1e\n" +

@@ -11,7 +11,7 @@ import (
 )
 
 // RegionLabel is the host label placement spreads replicas over.
-const RegionLabel = "region"
+const RegionLabel = db.RegionLabel
 
 func sortU64(s []uint64) []uint64 {
 	slices.Sort(s)
