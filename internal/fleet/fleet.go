@@ -49,6 +49,9 @@ type Fleet struct {
 
 	mu    sync.Mutex
 	conns [][]*grpc.ClientConn
+	// shared holds the connections hosts share (Config.HostsPerConn > 1),
+	// by group of hosts; they are closed only at the end.
+	shared [][]*grpc.ClientConn
 }
 
 // newFleet lays out cfg.Hosts hosts and the cfg.Join the join scenario
@@ -127,23 +130,36 @@ func (f *Fleet) start(ctx context.Context) error {
 	return nil
 }
 
-// startHost connects host i to every endpoint and starts its reporters.
+// startHost connects host i to every endpoint (or to its group's shared
+// connections) and starts its reporters. Hosts start in index order.
 func (f *Fleet) startHost(ctx context.Context, i int) error {
 	h := f.hosts[i]
-	conns := make([]*grpc.ClientConn, len(f.endpoints))
-	for j, ep := range f.endpoints {
-		cc, err := grpc.NewClient(ep, f.creds[i],
-			grpc.WithReadBufferSize(16<<10), grpc.WithWriteBufferSize(16<<10))
-		if err != nil {
-			for _, c := range conns[:j] {
-				c.Close()
+	per := max(1, f.cfg.HostsPerConn)
+	var conns []*grpc.ClientConn
+	if per > 1 && i%per != 0 {
+		conns = f.shared[i/per]
+	} else {
+		conns = make([]*grpc.ClientConn, len(f.endpoints))
+		for j, ep := range f.endpoints {
+			cc, err := grpc.NewClient(ep, f.creds[i],
+				grpc.WithReadBufferSize(16<<10), grpc.WithWriteBufferSize(16<<10))
+			if err != nil {
+				for _, c := range conns[:j] {
+					c.Close()
+				}
+				return fmt.Errorf("connect to %s: %w", ep, err)
 			}
-			return fmt.Errorf("connect to %s: %w", ep, err)
+			conns[j] = cc
 		}
-		conns[j] = cc
 	}
 	f.mu.Lock()
-	f.conns[i] = conns
+	if per > 1 {
+		if i%per == 0 {
+			f.shared = append(f.shared, conns)
+		}
+	} else {
+		f.conns[i] = conns
+	}
 	f.mu.Unlock()
 	hctx, cancel := context.WithCancel(ctx)
 	h.cancel = cancel
@@ -189,6 +205,12 @@ func (f *Fleet) close() {
 		}
 		f.conns[i] = nil
 	}
+	for _, conns := range f.shared {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	f.shared = nil
 }
 
 func (f *Fleet) noteError(ep int, code string, err error) {
