@@ -88,6 +88,10 @@ type State struct {
 	byLoad     *btree.BTreeG[LoadKey]
 	byAddr     *btree.BTreeG[addrKey]
 
+	// sums hash every table's records, for Hash (hash.go); kept by the
+	// put and drop functions, not replicated.
+	sums recordSums
+
 	// Not replicated: which records changed since the last TakeDirty, so the
 	// scheduler re-plans only what changed.
 	dirty Dirty
@@ -169,8 +173,10 @@ func (s *State) Clone() *State {
 func (s *State) putShard(sh *dbpb.Shard) {
 	if old := s.Shards[sh.Id]; old != nil {
 		s.unindex(old)
+		s.sums.shards -= recordHash(tagShard, old)
 	}
 	s.Shards[sh.Id] = sh
+	s.sums.shards += recordHash(tagShard, sh)
 	if len(sh.Members) > 0 {
 		s.membered++
 	}
@@ -190,6 +196,7 @@ func (s *State) putShard(sh *dbpb.Shard) {
 func (s *State) deleteShard(id uint64) {
 	if old := s.Shards[id]; old != nil {
 		s.unindex(old)
+		s.sums.shards -= recordHash(tagShard, old)
 		delete(s.Shards, id)
 	}
 }

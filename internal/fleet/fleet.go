@@ -49,6 +49,9 @@ type Fleet struct {
 
 	mu    sync.Mutex
 	conns [][]*grpc.ClientConn
+	// shared holds the connections hosts share (Config.HostsPerConn > 1),
+	// by group of hosts; they are closed only at the end.
+	shared [][]*grpc.ClientConn
 }
 
 // newFleet lays out cfg.Hosts hosts; with certsDir it makes a nodehost
@@ -117,21 +120,33 @@ func (f *Fleet) makeCert(dir string, i int) error {
 // start connects every host to every endpoint and starts its reporters.
 func (f *Fleet) start(ctx context.Context) error {
 	f.conns = make([][]*grpc.ClientConn, len(f.hosts))
+	per := max(1, f.cfg.HostsPerConn)
 	for i, h := range f.hosts {
-		conns := make([]*grpc.ClientConn, len(f.endpoints))
-		for j, ep := range f.endpoints {
-			cc, err := grpc.NewClient(ep, f.creds[i],
-				grpc.WithReadBufferSize(16<<10), grpc.WithWriteBufferSize(16<<10))
-			if err != nil {
-				for _, c := range conns[:j] {
-					c.Close()
+		var conns []*grpc.ClientConn
+		if per > 1 && i%per != 0 {
+			conns = f.shared[i/per]
+		} else {
+			conns = make([]*grpc.ClientConn, len(f.endpoints))
+			for j, ep := range f.endpoints {
+				cc, err := grpc.NewClient(ep, f.creds[i],
+					grpc.WithReadBufferSize(16<<10), grpc.WithWriteBufferSize(16<<10))
+				if err != nil {
+					for _, c := range conns[:j] {
+						c.Close()
+					}
+					return fmt.Errorf("connect to %s: %w", ep, err)
 				}
-				return fmt.Errorf("connect to %s: %w", ep, err)
+				conns[j] = cc
 			}
-			conns[j] = cc
 		}
 		f.mu.Lock()
-		f.conns[i] = conns
+		if per > 1 {
+			if i%per == 0 {
+				f.shared = append(f.shared, conns)
+			}
+		} else {
+			f.conns[i] = conns
+		}
 		f.mu.Unlock()
 		hctx, cancel := context.WithCancel(ctx)
 		h.cancel = cancel
@@ -178,6 +193,12 @@ func (f *Fleet) close() {
 		}
 		f.conns[i] = nil
 	}
+	for _, conns := range f.shared {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	f.shared = nil
 }
 
 func (f *Fleet) noteError(ep int, code string, err error) {

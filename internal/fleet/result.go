@@ -25,6 +25,7 @@ type Result struct {
 	SuspectTimeout  string   `json:"suspect_timeout"`
 	DeadTimeout     string   `json:"dead_timeout"`
 	TLS             bool     `json:"tls"`
+	HostsPerConn    int      `json:"hosts_per_conn,omitempty"`
 	Scenarios       []string `json:"scenarios"`
 	Dir             string   `json:"dir,omitempty"`
 
@@ -130,6 +131,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	tls := "mutual TLS, one nodehost certificate per host"
 	if !r.TLS {
 		tls = "--insecure"
+		if r.HostsPerConn > 1 {
+			tls += fmt.Sprintf(", %d hosts per connection", r.HostsPerConn)
+		}
 	}
 	fmt.Fprintf(w, "<!-- %s; %s -->\n", r.Date, r.Machine)
 	fmt.Fprintf(w, "%d hosts x %d replicas = %d shards of %d; report_interval %s, suspect %s, dead %s; %s\n\n",

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/btree"
+
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
@@ -29,15 +31,29 @@ type Config struct {
 	// longer. Time-driven changes that matter sooner (liveness, repair
 	// step deadlines) have their own timers.
 	PatrolPerSecond int
+	// PatrolHostsPerSecond bounds the hosts the patrol adds per second
+	// (default 1,000): a host's evaluation reads every replica it reports,
+	// so at 10,000 hosts of 100 replicas a pass every Sweep would cost more
+	// than the shards' patrol.
+	PatrolHostsPerSecond int
 	// MaxShardsPerRound bounds a round (default 20,000): what does not fit
 	// is carried to the next round.
 	MaxShardsPerRound int
 	// PruneEvery is the soft-state pruning period (default 10s).
 	PruneEvery time.Duration
-	// ShardConfig and Limits are passed to the planner.
+	// ShardConfig and Limits are passed to the planner. Zero Limits are
+	// the planner's defaults with MaxPlacements raised to DefaultPlacements.
 	ShardConfig *planner.ShardConfig
 	Limits      planner.Limits
 }
+
+// DefaultPlacements is the default number of initial placements per round.
+// The planner's own default (512) made a 333,334-shard launch take at least
+// 130 s of rounds, and every round evaluated MaxShardsPerRound pending
+// shards to place 512 of them: the rest waited, and were evaluated again,
+// in the next round. Each host is still protected by the per-host order
+// limit.
+const DefaultPlacements = 10_000
 
 func (c *Config) setDefaults() {
 	if c.Tick <= 0 {
@@ -49,11 +65,18 @@ func (c *Config) setDefaults() {
 	if c.PatrolPerSecond == 0 {
 		c.PatrolPerSecond = 2_000
 	}
+	if c.PatrolHostsPerSecond == 0 {
+		c.PatrolHostsPerSecond = 1_000
+	}
 	if c.MaxShardsPerRound <= 0 {
 		c.MaxShardsPerRound = 20_000
 	}
 	if c.PruneEvery <= 0 {
 		c.PruneEvery = 10 * time.Second
+	}
+	if c.Limits == (planner.Limits{}) {
+		c.Limits = planner.DefaultLimits()
+		c.Limits.MaxPlacements = DefaultPlacements
 	}
 }
 
@@ -70,7 +93,12 @@ type Node struct {
 	active bool
 	epoch  uint64
 	round  uint64
-	again  []uint64
+	// backlog holds the shards waiting to be planned, in ID order: what
+	// changed, what the planner asked to see again, and what did not fit
+	// in a round. A round takes the lowest MaxShardsPerRound, so its cost
+	// is that of what it takes and what was added, never of the whole
+	// backlog (a launch makes every shard dirty at once).
+	backlog *btree.BTreeG[uint64]
 
 	patrol    patrol
 	live      liveness
@@ -105,7 +133,7 @@ func (n *Node) resetOrders() {
 	n.hostOrders = map[string][]*drummerpb.Order{}
 	n.byHost = map[string]map[uint64][]*drummerpb.Order{}
 	n.changed = map[string]struct{}{}
-	n.again = nil
+	n.backlog = btree.NewOrderedG[uint64](32)
 }
 
 // Become makes the node the scheduler under epoch: it forgets the orders
@@ -166,9 +194,6 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	hosts := n.dirtyH
 	n.dirtyS = map[uint64]struct{}{}
 	n.dirtyH = map[string]struct{}{}
-	for _, id := range n.again {
-		shards[id] = struct{}{}
-	}
 	for _, h := range n.live.fire(st, n.obs, n.cfg.Started, now) {
 		hosts[h] = struct{}{}
 		for sid := range n.patrol.hostShards[h] {
@@ -191,21 +216,20 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	in := n.input(st, now)
 	in.Seed = n.round*0x9e3779b97f4a7c15 + n.cfg.Salt
 	n.round++
-	in.Shards = slices.Sorted(maps.Keys(shards))
-	var carry []uint64
-	if len(in.Shards) > n.cfg.MaxShardsPerRound {
-		carry = in.Shards[n.cfg.MaxShardsPerRound:]
-		in.Shards = in.Shards[:n.cfg.MaxShardsPerRound]
+	for id := range shards {
+		n.backlog.ReplaceOrInsert(id)
+	}
+	take := min(n.backlog.Len(), n.cfg.MaxShardsPerRound)
+	in.Shards = make([]uint64, 0, take)
+	for range take {
+		id, _ := n.backlog.DeleteMin()
+		in.Shards = append(in.Shards, id)
 	}
 	in.Hosts = slices.Sorted(maps.Keys(hosts))
-	if in.Shards == nil {
-		in.Shards = []uint64{}
-	}
 	if in.Hosts == nil {
 		in.Hosts = []string{}
 	}
 	if len(in.Shards) == 0 && len(in.Hosts) == 0 {
-		n.again = carry
 		n.maybePrune(st, now)
 		return Ready{Epoch: n.epoch, Input: in}
 	}
@@ -233,7 +257,9 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		}
 	}
 	n.status.record(st, in.Shards, out.Shards)
-	n.again = append(out.Again, carry...)
+	for _, id := range out.Again {
+		n.backlog.ReplaceOrInsert(id)
+	}
 	n.maybePrune(st, now)
 	r := Ready{Epoch: n.epoch, Decisions: out.Decisions, Output: out, Input: in,
 		PlannedShards: len(in.Shards), PlannedHosts: len(in.Hosts)}
