@@ -250,11 +250,13 @@ func (p *planner) leaderHost(id string) bool {
 func (p *planner) balanceLeader(v *shardView) {
 	b := &p.bal
 	l := v.byID[v.leader]
-	if l == nil || !l.live() || v.plan != nil || b.budget <= 0 {
+	if l == nil || !l.live() || b.budget <= 0 {
 		return
 	}
+	// Leaders leave a host that may not lead first, before its replicas
+	// move (drain); otherwise one change at a time per shard.
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (!b.set.Leaders || p.cooling(v.sh.Id)) {
+	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id)) {
 		return
 	}
 	xl := float64(p.leading(l.rec.HostId)) - p.leaderShare(l.rec.HostId)
