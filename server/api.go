@@ -642,11 +642,14 @@ func (s *Server) ListHosts(ctx context.Context, req *drummerpb.ListHostsRequest)
 		var ids []string
 		for _, id := range sortedHosts(st, n) {
 			l, ok := n.HostLiveness(id)
-			if !ok {
+			switch {
+			case ok:
+			case st.Hosts[id] != nil:
+				l = planner.Up // not judged yet: a new leader gives the benefit of the doubt
+			case now.Sub(n.LastHeard(id)) < time.Duration(st.Config.SuspectTimeoutMs)*time.Millisecond:
+				l = planner.Up // reporting, registered by the next round
+			default:
 				l = planner.Dead
-				if st.Hosts[id] != nil {
-					l = planner.Up // not judged yet: a new leader gives the benefit of the doubt
-				}
 			}
 			if len(states) == 0 || states[l.String()] {
 				ids = append(ids, id)

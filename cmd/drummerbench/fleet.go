@@ -29,6 +29,7 @@ func fleetCmd(args []string) error {
 	scen := fs.String("scenario", "steady", "comma-separated, run in order after the launch: "+strings.Join(fleet.Scenarios, ", "))
 	fs.DurationVar(&c.SteadyFor, "duration", time.Minute, "length of the steady scenario")
 	fs.IntVar(&c.Kill, "kill", 10, "hosts the kill scenario crashes")
+	fs.IntVar(&c.Join, "join", 0, "empty hosts the join scenario starts (then waits until the replicas are balanced)")
 	fs.DurationVar(&c.ReportInterval, "report-interval", 5*time.Second, "report_interval set on the drummers")
 	fs.DurationVar(&c.SuspectTimeout, "suspect-timeout", 0, "suspect_timeout (default max(15s, 3 x report interval))")
 	fs.DurationVar(&c.DeadTimeout, "dead-timeout", 0, "dead_timeout (default max(30s, 2 x suspect timeout))")

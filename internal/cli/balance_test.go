@@ -61,7 +61,7 @@ HOST      ADDRESS        REPLICAS  TARGET  LEADERS  TARGET  MOVES IN/OUT  WHY
 	f.balance.Explanation = "balancing waits: 3 repairs in flight"
 	r = runAt(t, addr, "balance", "status")
 	r.wantCode(t, 0)
-	wantContains(t, "stdout", r.stdout, "Nothing moves:      balancing waits: 3 repairs in flight\n\nHOST")
+	wantContains(t, "stdout", r.stdout, "Why nothing moves:  balancing waits: 3 repairs in flight\n\nHOST")
 
 	r = runAt(t, addr, "balance", "status", "-o", "json")
 	r.wantCode(t, 0)

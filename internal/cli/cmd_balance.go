@@ -106,7 +106,7 @@ func (a *app) writeBalance(s *drummerpb.GetBalanceStatusResponse, hosts []*drumm
 		{"Leader transfers", fmt.Sprintf("%d recently", s.GetLeaderTransfersRecent())},
 	}
 	if e := s.GetExplanation(); e != "" {
-		kvs = append(kvs, [2]string{"Nothing moves", e})
+		kvs = append(kvs, [2]string{"Why nothing moves", e})
 	}
 	if err := writeKeyValues(a.stdout, kvs); err != nil {
 		return err

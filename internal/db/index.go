@@ -258,3 +258,42 @@ func (s *State) CheckIndexes() string {
 	}
 	return ""
 }
+
+// HostsFrom yields registered hosts in raft address order from addr
+// (inclusive), for paging; O(log hosts) to start.
+func (s *State) HostsFrom(addr string) iter.Seq[*dbpb.Host] {
+	return func(yield func(*dbpb.Host) bool) {
+		s.byAddr.AscendGreaterOrEqual(addrKey{addr: addr}, func(k addrKey) bool {
+			return yield(s.Hosts[k.id])
+		})
+	}
+}
+
+// LoadRange returns the smallest and largest member count of the
+// registered hosts; O(log hosts).
+func (s *State) LoadRange() (least, most int) {
+	if k, ok := s.byLoad.Min(); ok {
+		least = k.Load
+	}
+	if k, ok := s.byLoad.Max(); ok {
+		most = k.Load
+	}
+	return least, most
+}
+
+// MostLoaded yields registered hosts from the most loaded; O(log hosts)
+// to start.
+func (s *State) MostLoaded() iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		s.byLoad.Descend(func(k LoadKey) bool { return yield(k.ID, k.Load) })
+	}
+}
+
+// ShardsOnHostFrom is ShardsOnHost from shard ID from (inclusive).
+func (s *State) ShardsOnHostFrom(hostID string, from uint64) iter.Seq[uint64] {
+	return func(yield func(uint64) bool) {
+		s.hostShards.AscendGreaterOrEqual(hostShard{host: hostID, shard: from}, func(k hostShard) bool {
+			return k.host == hostID && yield(k.shard)
+		})
+	}
+}

@@ -38,8 +38,12 @@ const (
 	ScenarioLeaderKill = "leader-kill"
 )
 
+// ScenarioJoin starts Config.Join empty hosts and measures until the
+// replicas are balanced over all hosts.
+const ScenarioJoin = "join"
+
 // Scenarios are the known scenario names.
-var Scenarios = []string{ScenarioSteady, ScenarioLaunch, ScenarioKill, ScenarioLeaderKill}
+var Scenarios = []string{ScenarioSteady, ScenarioLaunch, ScenarioKill, ScenarioLeaderKill, ScenarioJoin}
 
 // Config configures a run.
 type Config struct {
@@ -53,6 +57,8 @@ type Config struct {
 	SteadyFor time.Duration
 	// Kill is the number of hosts the kill scenario crashes.
 	Kill int
+	// Join is the number of empty hosts the join scenario starts.
+	Join int
 	// Runtime configuration set on the drummers before the hosts start.
 	ReportInterval, SuspectTimeout, DeadTimeout time.Duration
 	// Settings are more runtime settings (drummercmd config set keys).
@@ -141,6 +147,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--scenario %q: want one or more of %s, comma-separated", s, strings.Join(Scenarios, ", ")))
 		}
 	}
+	if slices.Contains(c.Scenarios, ScenarioJoin) != (c.Join > 0) || c.Join < 0 || c.Join > 60000 {
+		errs = append(errs, fmt.Errorf("--join %d with --scenario %s: the join scenario needs --join 1 to 60000, and --join needs the join scenario", c.Join, strings.Join(c.Scenarios, ",")))
+	}
 	if slices.Contains(c.Scenarios, ScenarioKill) && (c.Kill < 1 || c.Kill > c.Hosts-c.ShardReplicas) {
 		errs = append(errs, fmt.Errorf("--kill %d: want 1 to %d (hosts minus replicas per shard)", c.Kill, c.Hosts-c.ShardReplicas))
 	}
@@ -211,6 +220,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 			err = r.kill(ctx)
 		case ScenarioLeaderKill:
 			err = r.leaderKill(ctx)
+		case ScenarioJoin:
+			err = r.join(ctx)
 		}
 		if err != nil {
 			return r.res, fmt.Errorf("%s: %w", s, err)
@@ -226,7 +237,7 @@ func machine() string {
 
 func (r *runner) setup(ctx context.Context) error {
 	cfg := &r.cfg
-	if err := raiseNoFile((cfg.Hosts + cfg.HostsPerConn - 1) / cfg.HostsPerConn); err != nil {
+	if err := raiseNoFile((cfg.Hosts + cfg.Join + cfg.HostsPerConn - 1) / cfg.HostsPerConn); err != nil {
 		return err
 	}
 	r.dir = cfg.Dir

@@ -34,8 +34,12 @@ type HostObs struct {
 	// LastHeard is when the last report arrived; zero if never.
 	LastHeard time.Time
 	// Replicas running on the host, by shard ID (dragonboat runs at most one
-	// replica of a shard per host).
+	// replica of a shard per host). Change it with SetReplica, DropReplica
+	// and SetReplicas, which keep Leading.
 	Replicas map[uint64]*drummerpb.ReplicaReport
+	// Leading counts the replicas in Replicas that say they lead their
+	// shard, for leader balancing.
+	Leading int
 	// Disk is the replica inventory of the host's LogDB, when known.
 	DiskKnown bool
 	DiskAt    time.Time
@@ -45,6 +49,40 @@ type HostObs struct {
 	// Starting is set while the host is still starting replicas (restoring
 	// after a restart, or working through start orders).
 	Starting bool
+}
+
+// leads tells whether a reported replica says it is its shard's leader.
+func leads(r *drummerpb.ReplicaReport) bool {
+	return r != nil && !r.Pending && r.LeaderId != 0 && r.LeaderId == r.ReplicaId
+}
+
+// SetReplica records a reported replica.
+func (h *HostObs) SetReplica(r *drummerpb.ReplicaReport) {
+	if leads(h.Replicas[r.ShardId]) {
+		h.Leading--
+	}
+	h.Replicas[r.ShardId] = r
+	if leads(r) {
+		h.Leading++
+	}
+}
+
+// DropReplica forgets the replica of a shard.
+func (h *HostObs) DropReplica(shardID uint64) {
+	if leads(h.Replicas[shardID]) {
+		h.Leading--
+	}
+	delete(h.Replicas, shardID)
+}
+
+// SetReplicas replaces every replica (a full report).
+func (h *HostObs) SetReplicas(m map[uint64]*drummerpb.ReplicaReport) {
+	h.Replicas, h.Leading = m, 0
+	for _, r := range m {
+		if leads(r) {
+			h.Leading++
+		}
+	}
 }
 
 // Observed is the soft state: the scheduler's view of the fleet.
@@ -156,15 +194,6 @@ func DefaultLimits() Limits {
 // O(N^2): a host restoring 10,000 replicas needs minutes).
 const StartGrace = 10 * time.Minute
 
-// Step deadlines: a repair step that does not finish in time is rolled back
-// and the repair re-planned elsewhere.
-var StepTimeouts = map[string]time.Duration{
-	"add_non_voting": 30 * time.Second,
-	"start":          60 * time.Second,
-	"catch_up":       5 * time.Minute,
-	"promote":        30 * time.Second,
-}
-
 // Input is everything one planning round depends on.
 type Input struct {
 	Now   time.Time
@@ -185,6 +214,15 @@ type Input struct {
 
 	ShardConfig *ShardConfig
 	Limits      Limits
+
+	// Down lists registered hosts the scheduler judges suspect or dead
+	// (balancing waits while any of them holds replicas).
+	Down []string
+	// LeaderMoves holds when each shard's leadership was last moved by
+	// balancing, at least over the cool-down; TransferBudget is how many
+	// leader transfers this round may start (max_leader_transfers).
+	LeaderMoves    map[uint64]time.Time
+	TransferBudget int
 }
 
 // HostOrder is an order addressed to a host.
@@ -208,6 +246,11 @@ type Output struct {
 	// Again lists shards held back by a per-round limit, to evaluate again
 	// next round.
 	Again []uint64
+	// Transfers lists the shards whose leadership this round moves for
+	// balance (or off a host that may not lead).
+	Transfers []uint64
+
+	balanceWhy string
 }
 
 // Liveness of a host or replica as the planner judges it.

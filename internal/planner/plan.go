@@ -38,6 +38,9 @@ type planner struct {
 	cleanups        int
 	// Hosts forgotten by a decision of this round.
 	forgotten map[string]bool
+	// Repairs held back by a limit this round (balancing waits for them).
+	deferred int
+	bal      balancer
 }
 
 // Plan runs one planning round. It does not modify its input.
@@ -45,6 +48,7 @@ func Plan(in Input) *Output {
 	p := newPlanner(in)
 	p.hosts()
 	p.shards()
+	p.out.balanceWhy = p.bal.why
 	return p.out
 }
 
@@ -78,9 +82,11 @@ func newPlanner(in Input) *planner {
 	if p.sc == nil {
 		p.sc = DefaultShardConfig()
 	}
+	p.initBalance()
 	// O(repairs in flight), not O(shards): the DB keeps the index.
 	for _, id := range p.st.RepairingShards() {
 		sh := p.st.Shards[id]
+		p.bal.countMove(sh.Repair)
 		if !p.stalled(sh) {
 			p.inFlight++
 			if sh.Repair.NewHostId != "" {
@@ -196,6 +202,9 @@ func (p *planner) hosts() {
 		o := p.obs.Hosts[id]
 		rep := &HostReport{HostID: id, Registered: h != nil}
 		rep.Liveness, _ = p.globalLiveness(id)
+		if h == nil && p.heard(id) {
+			rep.Liveness = Up // reporting; registered by this round
+		}
 		p.out.Hosts[id] = rep
 		// Only a current report registers (or re-registers) a host: the
 		// observations of a host that went silent, or was forgotten, must

@@ -138,7 +138,7 @@ func (f *fixture) run(shardID, replicaID uint64, hostID string, leader uint64, r
 	if ms != nil {
 		r.ConfigChangeId = ms.ConfigChangeId
 	}
-	f.obs.Hosts[hostID].Replicas[shardID] = r
+	f.obs.Hosts[hostID].SetReplica(r)
 }
 
 // membership records the shard's membership as every member host claims
@@ -167,7 +167,7 @@ func (f *fixture) membership(shardID, ccid uint64, voters, nonVoting map[uint64]
 
 // stop records that a host no longer runs its replica of a shard.
 func (f *fixture) stop(hostID string, shardID uint64) {
-	delete(f.obs.Hosts[hostID].Replicas, shardID)
+	f.obs.Hosts[hostID].DropReplica(shardID)
 	f.obs.LastRunning[ReplicaKey{ShardID: shardID}] = f.now
 }
 

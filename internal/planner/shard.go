@@ -12,34 +12,60 @@ import (
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
+// memberState is how the planner judges a recorded member now.
+type memberState int
+
+const (
+	// memberStarting: its host is up but does not run it (yet).
+	memberStarting memberState = iota
+	memberLive
+	memberSuspect
+	memberDead
+	// memberAway: not live while its host is in maintenance; not repaired.
+	memberAway
+)
+
+func (s memberState) String() string {
+	switch s {
+	case memberLive:
+		return "live"
+	case memberSuspect:
+		return "suspect"
+	case memberDead:
+		return "dead"
+	case memberAway:
+		return "away"
+	}
+	return "starting"
+}
+
 // member is one recorded member of a shard as the planner sees it now.
 type member struct {
 	rec   *dbpb.Replica
 	host  *dbpb.Host // nil if the host was removed
-	state string     // live | starting | suspect | dead | away
+	state memberState
 	since time.Duration
 	obs   *drummerpb.ReplicaReport
 }
 
-func (m *member) live() bool { return m.state == "live" }
+func (m *member) live() bool { return m.state == memberLive }
 
 // shardView gathers what the planner needs about one shard.
 type shardView struct {
-	sh               *dbpb.Shard
-	suspect, dead    uint64 // timeouts in ms
-	members          []*member
-	byID             map[uint64]*member
-	ms               *drummerpb.Membership // observed, may be nil
-	distrusted       bool                  // members claimed memberships, none believed
-	voters           []uint64              // membership voters (observed, else recorded)
-	liveVoters       int
-	leader, term     uint64
-	report           *ShardReport
-	explain          []string
-	orders           []HostOrder
-	priority         int // lower = more endangered
-	candidate        func() bool
-	candidateSummary string
+	sh            *dbpb.Shard
+	suspect, dead uint64 // timeouts in ms
+	members       []*member
+	byID          map[uint64]*member
+	ms            *drummerpb.Membership // observed, may be nil
+	distrusted    bool                  // members claimed memberships, none believed
+	voters        []uint64              // membership voters (observed, else recorded)
+	liveVoters    int
+	leader, term  uint64
+	report        *ShardReport
+	explain       []string
+	orders        []HostOrder
+	priority      int // lower = more endangered
+	plan          *repairPlan
 }
 
 func (v *shardView) say(format string, args ...any) {
@@ -57,17 +83,17 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 	away := p.inMaintenance(m.host)
 	switch {
 	case m.host == nil || m.host.Admin == dbpb.HostAdmin_HOST_ADMIN_REPLACED:
-		m.state, m.since = "dead", silence
+		m.state, m.since = memberDead, silence
 	case hl == Dead:
-		m.state, m.since = "dead", silence
+		m.state, m.since = memberDead, silence
 	case hl == Suspect:
-		m.state, m.since = "suspect", silence
+		m.state, m.since = memberSuspect, silence
 	case m.obs != nil && !m.obs.Pending:
-		m.state = "live"
+		m.state = memberLive
 	case p.startRejected(v.sh.Id, rec):
 		// The host refused to start it for good (e.g. its data was
 		// removed there): no point waiting.
-		m.state = "dead"
+		m.state = memberDead
 	default:
 		// The host is up but does not run the replica.
 		since := p.in.ObsSince
@@ -86,17 +112,17 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		switch {
 		case starting && gap < StartGrace:
 			// Still working through its starts: not dead yet.
-			m.state = "starting"
+			m.state = memberStarting
 		case gap >= p.ms(v.dead):
-			m.state = "dead"
+			m.state = memberDead
 		case gap >= p.ms(v.suspect):
-			m.state = "suspect"
+			m.state = memberSuspect
 		default:
-			m.state = "starting"
+			m.state = memberStarting
 		}
 	}
 	if away && !m.live() {
-		m.state = "away"
+		m.state = memberAway
 	}
 	return m
 }
@@ -188,7 +214,7 @@ func (p *planner) shards() {
 		}
 		v := p.newShardView(sh)
 		p.evaluate(v)
-		if v.candidate != nil {
+		if v.plan != nil {
 			candidates = append(candidates, v)
 		} else {
 			p.finish(v)
@@ -200,12 +226,25 @@ func (p *planner) shards() {
 		return cmp.Or(cmp.Compare(a.priority, b.priority), cmp.Compare(a.sh.Id, b.sh.Id))
 	})
 	for _, v := range candidates {
-		if p.inFlight >= int(p.cfg.MaxConcurrentRepairs) {
-			v.say("waiting: %d repairs in flight, the limit (max_concurrent_repairs)", p.inFlight)
-		} else if p.newRepairs >= p.lim.MaxNewRepairs {
-			v.say("waiting: repair queued for the next round")
-			p.out.Again = append(p.out.Again, v.sh.Id)
-		} else if v.candidate() {
+		balance := v.plan.kind == dbpb.RepairKind_REPAIR_KIND_BALANCE
+		switch {
+		case p.inFlight >= int(p.cfg.MaxConcurrentRepairs):
+			if !balance {
+				p.deferred++
+				v.say("waiting: %d repairs in flight, the limit (max_concurrent_repairs)", p.inFlight)
+			}
+		case p.newRepairs >= p.lim.MaxNewRepairs:
+			if !balance {
+				p.deferred++
+				v.say("waiting: repair queued for the next round")
+				p.out.Again = append(p.out.Again, v.sh.Id)
+			}
+		case balance:
+			if p.startBalance(v, v.plan) {
+				p.newRepairs++
+				p.inFlight++
+			}
+		case p.startPlan(v, v.plan):
 			p.newRepairs++
 			p.inFlight++
 		}
@@ -231,8 +270,8 @@ func (p *planner) evaluate(v *shardView) {
 		if m.rec.Role == dbpb.Role_ROLE_NON_VOTING {
 			role = "non_voting"
 		}
-		state := m.state
-		if sh.Repair != nil && sh.Repair.NewReplicaId == m.rec.ReplicaId && sh.Repair.Step != dbpb.RepairStep_REPAIR_STEP_ROLLBACK && m.state != "dead" {
+		state := m.state.String()
+		if sh.Repair != nil && sh.Repair.NewReplicaId == m.rec.ReplicaId && sh.Repair.Step != dbpb.RepairStep_REPAIR_STEP_ROLLBACK && m.state != memberDead {
 			state = "joining"
 		}
 		if sh.Repair != nil && sh.Repair.OldReplicaId == m.rec.ReplicaId && sh.Repair.Step == dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD {
@@ -266,10 +305,10 @@ func (p *planner) evaluate(v *shardView) {
 			v.say("starting: %d of %d initial replicas running, no leader elected yet", started, len(v.members))
 			dead := 0
 			for _, m := range v.members {
-				if m.state == "dead" || m.state == "suspect" {
+				if m.state == memberDead || m.state == memberSuspect {
 					v.say("replica %d on %s is %s (%s)", m.rec.ReplicaId, p.addr(m.rec.HostId), m.state, m.since.Round(time.Second))
 				}
-				if m.state == "dead" {
+				if m.state == memberDead {
 					dead++
 				}
 			}
@@ -298,18 +337,18 @@ func (p *planner) evaluate(v *shardView) {
 	}
 	for _, m := range v.members {
 		switch m.state {
-		case "dead":
+		case memberDead:
 			if m.host == nil {
 				v.say("replica %d: its host %s was removed", m.rec.ReplicaId, m.rec.HostId)
 			} else {
 				v.say("replica %d on %s dead for %s", m.rec.ReplicaId, p.addr(m.rec.HostId), m.since.Round(time.Second))
 			}
-		case "suspect":
+		case memberSuspect:
 			v.say("replica %d on %s silent for %s; %s until dead", m.rec.ReplicaId, p.addr(m.rec.HostId),
 				m.since.Round(time.Second), (p.ms(v.dead) - m.since).Round(time.Second))
-		case "away":
+		case memberAway:
 			v.say("replica %d on %s is away (host in maintenance); not repaired", m.rec.ReplicaId, p.addr(m.rec.HostId))
-		case "starting":
+		case memberStarting:
 			v.say("replica %d on %s is starting", m.rec.ReplicaId, p.addr(m.rec.HostId))
 		}
 	}
@@ -335,11 +374,33 @@ func (p *planner) evaluate(v *shardView) {
 	if v.liveVoters < q {
 		return
 	}
-	p.planRepair(v)
+	v.plan = p.planRepair(v)
+	if v.plan == nil && v.report.Health == "healthy" {
+		v.plan = p.planBalance(v)
+		if v.plan == nil {
+			p.balanceLeader(v)
+		}
+	}
 }
 
 func (p *planner) healthy(v *shardView) bool {
 	sh := v.sh
+	if r := sh.Repair; r != nil && r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+		// A balancing move adds before it removes: while every member
+		// other than the one joining is a live voter, the shard has all
+		// its wanted voters live throughout.
+		live := 0
+		for _, m := range v.members {
+			switch {
+			case m.rec.ReplicaId == r.NewReplicaId:
+			case !m.live() || !v.isVoter(m.rec.ReplicaId):
+				return false
+			default:
+				live++
+			}
+		}
+		return live >= int(sh.Replicas)
+	}
 	if sh.Repair != nil || len(v.voters) != int(sh.Replicas) || len(v.members) != int(sh.Replicas) {
 		return false
 	}

@@ -25,6 +25,8 @@ type liveness struct {
 	// unreg lists reporting hosts the DB does not have: they are planned
 	// every second until registered (or forgotten).
 	unreg map[string]struct{}
+	// down holds the registered hosts judged suspect or dead.
+	down map[string]struct{}
 }
 
 func (l *liveness) reset() { *l = liveness{} }
@@ -34,6 +36,7 @@ func (l *liveness) ensure() {
 		l.state = map[string]planner.Liveness{}
 		l.armed = map[string]time.Time{}
 		l.unreg = map[string]struct{}{}
+		l.down = map[string]struct{}{}
 	}
 }
 
@@ -105,6 +108,7 @@ func (l *liveness) fire(st *db.State, o *planner.Observed, since, now time.Time)
 			if known {
 				l.counts[prev]--
 				delete(l.state, id)
+				delete(l.down, id)
 				changed = append(changed, change{id, true})
 			}
 			if ho := o.Hosts[id]; ho != nil && now.Sub(ho.LastHeard) < suspect {
@@ -139,6 +143,11 @@ func (l *liveness) fire(st *db.State, o *planner.Observed, since, now time.Time)
 		}
 		l.counts[cur]++
 		l.state[id] = cur
+		if cur == planner.Up {
+			delete(l.down, id)
+		} else {
+			l.down[id] = struct{}{}
+		}
 		changed = append(changed, change{id, known || cur != planner.Up})
 	}
 	return changed

@@ -110,6 +110,7 @@ type Node struct {
 
 	patrol    patrol
 	live      liveness
+	bal       balance
 	status    status
 	lastPrune time.Time
 	lastRep   time.Time // repairing shards last re-planned
@@ -155,6 +156,7 @@ func (n *Node) Become(epoch uint64) {
 	n.active, n.epoch = true, epoch
 	n.patrol.reset()
 	n.live.reset()
+	n.bal.reset()
 }
 
 // Demote stops the node planning; its observations stay warm.
@@ -163,6 +165,7 @@ func (n *Node) Demote() {
 	n.active, n.epoch = false, 0
 	n.patrol.reset()
 	n.live.reset()
+	n.bal.reset()
 	n.status.reset()
 }
 
@@ -226,8 +229,10 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	}
 	swept := map[uint64]struct{}{}
 	n.patrol.chunk(st, now, n.cfg, swept, hosts)
+	n.feedBalance(st, shards, now)
 
 	in := n.input(st, now)
+	n.balanceInput(&in, st, now)
 	in.Seed = n.round*0x9e3779b97f4a7c15 + n.cfg.Salt
 	n.round++
 	for id := range shards {
@@ -259,6 +264,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		return Ready{Epoch: n.epoch, Input: in}
 	}
 	out := planner.Plan(in)
+	n.balanceOutput(out, now)
 	for id, orders := range out.ShardOrders {
 		n.setShardOrders(id, orders)
 	}

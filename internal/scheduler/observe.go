@@ -140,17 +140,17 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 		for _, rr := range r.Replicas {
 			n.replica(h, rr, now)
 		}
-		h.Replicas = next
+		h.SetReplicas(next)
 	case inSequence:
 		for _, k := range r.Stopped {
 			if old := h.Replicas[k.ShardId]; old != nil && old.ReplicaId == k.ReplicaId {
 				n.stopped(old, now)
-				delete(h.Replicas, k.ShardId)
+				h.DropReplica(k.ShardId)
 			}
 		}
 		for _, rr := range r.Replicas {
 			n.replica(h, rr, now)
-			h.Replicas[rr.ShardId] = rr
+			h.SetReplica(rr)
 		}
 	}
 	if r.HasDiskInventory {
