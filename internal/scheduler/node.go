@@ -95,10 +95,18 @@ type Node struct {
 	round  uint64
 	// backlog holds the shards waiting to be planned, in ID order: what
 	// changed, what the planner asked to see again, and what did not fit
-	// in a round. A round takes the lowest MaxShardsPerRound, so its cost
-	// is that of what it takes and what was added, never of the whole
-	// backlog (a launch makes every shard dirty at once).
-	backlog *btree.BTreeG[uint64]
+	// in a round; sweep holds the patrol's, planned after them (a new
+	// shard does not wait behind a new leader's first pass). A round takes
+	// the lowest MaxShardsPerRound, so its cost is that of what it takes
+	// and what was added, never of the whole backlog (a launch makes every
+	// shard dirty at once).
+	backlog, sweep *btree.BTreeG[uint64]
+
+	// silentAfter is the gap between two reports after which a host's
+	// shards are re-planned when it reports again: two report intervals
+	// (at least 2 s). A fixed 2 s re-planned every shard of every host on
+	// every report once report_interval was 5 s.
+	silentAfter time.Duration
 
 	patrol    patrol
 	live      liveness
@@ -123,6 +131,8 @@ func New(cfg Config) *Node {
 		resultAt: map[string]map[string]time.Time{},
 		dirtyS:   map[uint64]struct{}{},
 		dirtyH:   map[string]struct{}{},
+
+		silentAfter: 2 * time.Second,
 	}
 	n.status.init()
 	n.resetOrders()
@@ -135,6 +145,7 @@ func (n *Node) resetOrders() {
 	n.byHost = map[string]map[uint64][]*drummerpb.Order{}
 	n.changed = map[string]struct{}{}
 	n.backlog = btree.NewOrderedG[uint64](32)
+	n.sweep = btree.NewOrderedG[uint64](32)
 }
 
 // Become makes the node the scheduler under epoch: it forgets the orders
@@ -197,10 +208,12 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	hosts := n.dirtyH
 	n.dirtyS = map[uint64]struct{}{}
 	n.dirtyH = map[string]struct{}{}
-	for _, h := range n.live.fire(st, n.obs, n.cfg.Started, now) {
-		hosts[h] = struct{}{}
-		for sid := range n.patrol.hostShards[h] {
-			shards[sid] = struct{}{}
+	for _, c := range n.live.fire(st, n.obs, n.cfg.Started, now) {
+		hosts[c.host] = struct{}{}
+		if c.shards {
+			for sid := range n.patrol.hostShards[c.host] {
+				shards[sid] = struct{}{}
+			}
 		}
 	}
 	// Repairs in flight have step deadlines: re-plan them every second
@@ -214,7 +227,8 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 			hosts[id] = struct{}{}
 		}
 	}
-	n.patrol.chunk(st, now, n.cfg, shards, hosts)
+	swept := map[uint64]struct{}{}
+	n.patrol.chunk(st, now, n.cfg, swept, hosts)
 	n.feedBalance(st, shards, now)
 
 	in := n.input(st, now)
@@ -223,13 +237,24 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	n.round++
 	for id := range shards {
 		n.backlog.ReplaceOrInsert(id)
+		n.sweep.Delete(id)
 	}
-	take := min(n.backlog.Len(), n.cfg.MaxShardsPerRound)
-	in.Shards = make([]uint64, 0, take)
-	for range take {
-		id, _ := n.backlog.DeleteMin()
-		in.Shards = append(in.Shards, id)
+	for id := range swept {
+		if !n.backlog.Has(id) {
+			n.sweep.ReplaceOrInsert(id)
+		}
 	}
+	in.Shards = make([]uint64, 0, min(n.backlog.Len()+n.sweep.Len(), n.cfg.MaxShardsPerRound))
+	for _, q := range []*btree.BTreeG[uint64]{n.backlog, n.sweep} {
+		for len(in.Shards) < n.cfg.MaxShardsPerRound {
+			id, ok := q.DeleteMin()
+			if !ok {
+				break
+			}
+			in.Shards = append(in.Shards, id)
+		}
+	}
+	slices.Sort(in.Shards)
 	in.Hosts = slices.Sorted(maps.Keys(hosts))
 	if in.Hosts == nil {
 		in.Hosts = []string{}
@@ -281,6 +306,7 @@ func (n *Node) Absorb(st *db.State, dirty db.Dirty, now time.Time) {
 	if !n.active {
 		return
 	}
+	n.silentAfter = max(2*time.Second, 2*time.Duration(st.Config.ReportIntervalMs)*time.Millisecond)
 	for id := range dirty.Shards {
 		n.dirtyS[id] = struct{}{}
 	}
