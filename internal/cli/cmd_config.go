@@ -19,7 +19,7 @@ func configKeysHelp() string {
 		if k.PerShard {
 			per = "; per shard too"
 		}
-		fmt.Fprintf(&b, "  %-24s %s (%s%s)\n", k.Key, k.Help, k.Kind, per)
+		fmt.Fprintf(&b, "  %-24s %s (%s%s)\n", k.Key, k.Help, k.Range(), per)
 	}
 	return b.String()
 }

@@ -207,6 +207,18 @@ func (s Setting) Allowed() string {
 	return ""
 }
 
+// Range is the kind and the allowed values in short, for help texts:
+// "duration 100ms-1m", "integer 1-64", "percent 1-100", "on|off".
+func (s Setting) Range() string {
+	switch s.Kind {
+	case Duration:
+		return fmt.Sprintf("duration %s-%s", FormatMillis(s.Min), FormatMillis(s.Max))
+	case Count, Percent:
+		return fmt.Sprintf("%s %d-%d", s.Kind, s.Min, s.Max)
+	}
+	return s.Kind.String()
+}
+
 // Parse parses and range-checks a value of the setting. The error names
 // the key and says what is allowed.
 func (s Setting) Parse(value string) (uint64, error) {
