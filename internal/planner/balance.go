@@ -287,7 +287,7 @@ func (p *planner) balanceLeader(v *shardView) {
 		why = fmt.Sprintf("%s leads %d shards, %.1f above its share; %s leads %d, %.1f from its share",
 			p.addr(l.rec.HostId), p.leading(l.rec.HostId), xl, p.addr(to.rec.HostId), p.leading(to.rec.HostId), xt)
 	}
-	o := p.newOrder(fmt.Sprintf("%d/transfer/%d/%d/%d", p.in.Epoch, v.sh.Id, v.leader, to.rec.ReplicaId))
+	o := p.newOrder(transferOrderID(p.in.Epoch, v.sh.Id, v.leader, to.rec.ReplicaId))
 	o.Kind = &drummerpb.Order_TransferLeader{TransferLeader: &drummerpb.TransferLeaderOrder{ShardId: v.sh.Id, ToReplicaId: to.rec.ReplicaId}}
 	v.orders = append(v.orders, HostOrder{HostID: l.rec.HostId, Order: o})
 	v.say("moving leadership from replica %d to %d: %s", v.leader, to.rec.ReplicaId, why)

@@ -217,3 +217,24 @@ func TestDrainMovesLeadersOffFirst(t *testing.T) {
 		t.Errorf("%d of 30 leaderships moved off the draining host", len(out.Transfers))
 	}
 }
+
+func TestOrderIDs(t *testing.T) {
+	for _, c := range []struct {
+		id   string
+		kind OrderKind
+	}{
+		{startOrderID(3, 7, 9), OrderStart},
+		{stopOrderID(3, 7, 9), OrderStop},
+		{ccOrderID(3, 7, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_PROMOTE, 9, 12), OrderConfigChange},
+		{transferOrderID(3, 7, 1, 2), OrderTransfer},
+		{"3/bogus/7", OrderUnknown},
+		{"", OrderUnknown},
+	} {
+		if got := OrderKindOf(c.id); got != c.kind {
+			t.Errorf("OrderKindOf(%q) = %s, want %s", c.id, got, c.kind)
+		}
+	}
+	if id := stopOrderID(3, 7, 9); id != "3/stop/7/9" {
+		t.Errorf("stop order ID %q, want 3/stop/7/9 (agents and the sim read it)", id)
+	}
+}

@@ -134,7 +134,7 @@ func (p *planner) startRejected(shardID uint64, rec *dbpb.Replica) bool {
 	if o == nil {
 		return false
 	}
-	r := o.Results[fmt.Sprintf("%d/start/%d/%d", p.in.Epoch, shardID, rec.ReplicaId)]
+	r := o.Results[startOrderID(p.in.Epoch, shardID, rec.ReplicaId)]
 	return r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED
 }
 
@@ -468,7 +468,7 @@ func (p *planner) startOrders(v *shardView) {
 		} else {
 			so.Join = true
 		}
-		o := p.newOrder(fmt.Sprintf("%d/start/%d/%d", p.in.Epoch, sh.Id, m.rec.ReplicaId))
+		o := p.newOrder(startOrderID(p.in.Epoch, sh.Id, m.rec.ReplicaId))
 		o.Kind = &drummerpb.Order_Start{Start: so}
 		v.orders = append(v.orders, HostOrder{HostID: m.rec.HostId, Order: o})
 	}
@@ -503,10 +503,4 @@ func (p *planner) configChange(v *shardView, typ drummerpb.ConfigChangeType, rep
 	o.Kind = &drummerpb.Order_ConfigChange{ConfigChange: cc}
 	v.orders = append(v.orders, HostOrder{HostID: ex.rec.HostId, Order: o})
 	return true
-}
-
-// ccOrderID names a membership change order: one per change and
-// ConfigChangeID, so a repeat is recognised and a stale one is new.
-func ccOrderID(epoch, shardID uint64, typ drummerpb.ConfigChangeType, replicaID, ccid uint64) string {
-	return fmt.Sprintf("%d/cc/%d/%d/%d/%d", epoch, shardID, typ, replicaID, ccid)
 }
