@@ -112,8 +112,9 @@ func (p *planner) movable(v *shardView, m *member) bool {
 	if l, _ := p.globalLiveness(m.rec.HostId); l != Up {
 		return false
 	}
-	// A replica that moved (or was added) recently stays put.
-	return !p.now.Before(p.unixMs(m.rec.AddedUnixMs).Add(p.bal.set.Cooldown))
+	// A replica that a move or repair added recently stays put (the
+	// initial replicas of a shard did not move: they may go at once).
+	return m.rec.Initial || !p.now.Before(p.unixMs(m.rec.AddedUnixMs).Add(p.bal.set.Cooldown))
 }
 
 // planBalance returns a balancing move for a healthy shard, or nil. The

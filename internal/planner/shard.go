@@ -387,12 +387,17 @@ func (p *planner) healthy(v *shardView) bool {
 	sh := v.sh
 	if r := sh.Repair; r != nil && r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
 		// A balancing move adds before it removes: while every member
-		// other than the one joining is a live voter, the shard has all
-		// its wanted voters live throughout.
+		// other than the one joining (and the one leaving, once out of
+		// the membership) is a live voter, the shard has all its wanted
+		// voters live throughout.
 		live := 0
 		for _, m := range v.members {
 			switch {
 			case m.rec.ReplicaId == r.NewReplicaId:
+				if v.isVoter(m.rec.ReplicaId) && m.live() {
+					live++
+				}
+			case m.rec.ReplicaId == r.OldReplicaId && r.Step == dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD && !v.isVoter(m.rec.ReplicaId):
 			case !m.live() || !v.isVoter(m.rec.ReplicaId):
 				return false
 			default:
