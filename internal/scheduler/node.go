@@ -111,6 +111,9 @@ type Node struct {
 	patrol    patrol
 	live      liveness
 	bal       balance
+	// Hosts taking part in repairs in flight (attention.go).
+	attention        map[string]struct{}
+	attentionChanged bool
 	status    status
 	lastPrune time.Time
 	lastRep   time.Time // repairing shards last re-planned
@@ -157,6 +160,7 @@ func (n *Node) Become(epoch uint64) {
 	n.patrol.reset()
 	n.live.reset()
 	n.bal.reset()
+	n.attention, n.attentionChanged = nil, true
 }
 
 // Demote stops the node planning; its observations stay warm.
@@ -166,6 +170,7 @@ func (n *Node) Demote() {
 	n.patrol.reset()
 	n.live.reset()
 	n.bal.reset()
+	n.attention, n.attentionChanged = nil, true
 	n.status.reset()
 }
 
@@ -223,6 +228,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		for _, id := range st.RepairingShards() {
 			shards[id] = struct{}{}
 		}
+		n.updateAttention(st)
 		for id := range n.live.unreg {
 			hosts[id] = struct{}{}
 		}
