@@ -108,15 +108,15 @@ type Node struct {
 	// every report once report_interval was 5 s.
 	silentAfter time.Duration
 
-	patrol    patrol
-	live      liveness
-	bal       balance
+	patrol patrol
+	live   liveness
+	bal    balance
 	// Hosts taking part in repairs in flight (attention.go).
 	attention        map[string]struct{}
 	attentionChanged bool
-	status    status
-	lastPrune time.Time
-	lastRep   time.Time // repairing shards last re-planned
+	status           status
+	lastPrune        time.Time
+	lastRep          time.Time // repairing shards last re-planned
 
 	// Orders in force: per shard (repairs, starts) and per host (cleanups).
 	shardOrders map[uint64][]planner.HostOrder
