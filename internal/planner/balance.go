@@ -167,7 +167,19 @@ func (p *planner) minLoad() int {
 
 // startBalance starts a planned balancing move if it still improves the
 // balance by more than the tolerance with the loads of this round so far.
+// When none starts, the shard's leadership is judged instead (it is judged
+// only for shards without a plan, and a plan that cannot start, e.g. for
+// lack of an eligible target, would otherwise hold it back for ever).
 func (p *planner) startBalance(v *shardView, r *repairPlan) bool {
+	if p.tryBalance(v, r) {
+		return true
+	}
+	v.plan = nil
+	p.balanceLeader(v)
+	return false
+}
+
+func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 	b := &p.bal
 	src := r.old
 	switch {
@@ -254,7 +266,9 @@ func (p *planner) balanceLeader(v *shardView) {
 		return
 	}
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (!b.set.Leaders || p.cooling(v.sh.Id)) {
+	if !off && (!b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0) {
+		// Leaders are not balanced while a host holding replicas is
+		// suspect or dead: they would move again when it returns.
 		return
 	}
 	xl := float64(p.leading(l.rec.HostId)) - p.leaderShare(l.rec.HostId)

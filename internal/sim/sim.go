@@ -83,11 +83,14 @@ type Faults struct {
 	// A hostile host (in half of the seeds) that forges membership claims
 	// among its reports.
 	Hostile bool
+	// Operator host changes: new empty hosts join, and hosts leave (drained,
+	// then stopped and removed).
+	HostChurn bool
 }
 
 // AllFaults turns every fault kind on.
 func AllFaults() Faults {
-	return Faults{true, true, true, true, true, true, true, true, true, true, true}
+	return Faults{true, true, true, true, true, true, true, true, true, true, true, true}
 }
 
 // Config describes one simulation run. Zero fields get defaults from the
@@ -187,6 +190,14 @@ type Stats struct {
 	StaleEpochRejected                                                                       int
 	Unrepairable                                                                             int
 	ForgedReports, ForgedClaims                                                              int
+	// Balancing (balance.go): hosts that joined and left, balancing moves
+	// started, done and failed (rolled back), leader transfers ordered for
+	// balance and off hosts that may not lead, and what the convergence
+	// judgement checked in the runs that settled.
+	HostsJoined, HostsLeft                                       int
+	BalanceMoves, BalanceDone, BalanceFailed                     int
+	BalanceTransfers, OffTransfers                               int
+	BalanceChecked, BalanceStrict, BalanceExcused, LeaderChecked int
 }
 
 // Add accumulates o into s.
@@ -230,6 +241,17 @@ func (s *Stats) Add(o Stats) {
 	s.Unrepairable += o.Unrepairable
 	s.ForgedReports += o.ForgedReports
 	s.ForgedClaims += o.ForgedClaims
+	s.HostsJoined += o.HostsJoined
+	s.HostsLeft += o.HostsLeft
+	s.BalanceMoves += o.BalanceMoves
+	s.BalanceDone += o.BalanceDone
+	s.BalanceFailed += o.BalanceFailed
+	s.BalanceTransfers += o.BalanceTransfers
+	s.OffTransfers += o.OffTransfers
+	s.BalanceChecked += o.BalanceChecked
+	s.BalanceStrict += o.BalanceStrict
+	s.BalanceExcused += o.BalanceExcused
+	s.LeaderChecked += o.LeaderChecked
 	for k, v := range o.DecisionCodes {
 		if s.DecisionCodes == nil {
 			s.DecisionCodes = map[string]int{}
@@ -252,6 +274,10 @@ func (s Stats) String() string {
 	fmt.Fprintf(&b, "excused_quorum_changes=%d stale_epoch_batches_rejected=%d lost_proposals=%d unrepairable_shards=%d\n",
 		s.ExcusedQuorumChanges, s.StaleEpochRejected, s.LostProposals, s.Unrepairable)
 	fmt.Fprintf(&b, "hostile: forged_reports=%d forged_claims=%d\n", s.ForgedReports, s.ForgedClaims)
+	fmt.Fprintf(&b, "balance: hosts_joined=%d hosts_left=%d moves=%d done=%d failed=%d transfers=%d off_host_transfers=%d\n",
+		s.HostsJoined, s.HostsLeft, s.BalanceMoves, s.BalanceDone, s.BalanceFailed, s.BalanceTransfers, s.OffTransfers)
+	fmt.Fprintf(&b, "balance convergence: replicas_checked=%d strict=%d excused=%d leaders_checked=%d\n",
+		s.BalanceChecked, s.BalanceStrict, s.BalanceExcused, s.LeaderChecked)
 	if len(s.DecisionCodes) > 0 {
 		keys := make([]string, 0, len(s.DecisionCodes))
 		for k := range s.DecisionCodes {
@@ -317,6 +343,7 @@ type World struct {
 	nextSweep   time.Time
 	gcSince     map[string]time.Time // hosts eligible for GC, since when
 	hostDeadAt  map[string]time.Time // identity → when it died for good (truth)
+	bal         balTrack             // balancing bookkeeping (balance.go)
 
 	violations []string
 	trace      []string
@@ -360,6 +387,7 @@ func newWorld(cfg Config) *World {
 		dbMembers:   map[uint64]map[uint64]bool{},
 		dbGone:      map[uint64]map[uint64]bool{},
 		hostDeadAt:  map[string]time.Time{},
+		bal:         newBalTrack(),
 		nextShardID: 1,
 	}
 	w.stats.DecisionCodes = map[string]int{}
@@ -477,11 +505,8 @@ func (w *World) randomDBConfig() *dbpb.Config {
 		MaxConcurrentRepairs: uint32([]int{1, 2, 4, 64}[w.rng.IntN(4)]),
 		MaxRepairsPerHost:    uint32(1 + w.rng.IntN(8)),
 		HostGcAfterMs:        dead + uint64(10000+1000*w.rng.IntN(40)),
-		// Balancing has its own invariants and convergence bounds
-		// (balance.go); until they are in, the seeds run without it.
-		BalanceReplicasOff: true,
-		BalanceLeadersOff:  true,
 	}
+	w.randomBalance(c)
 	return c
 }
 
@@ -576,6 +601,9 @@ func (w *World) step() {
 		}
 	}
 	w.lifecycle()
+	if w.now.UnixMilli()%1000 == 0 {
+		w.hostChurnTick()
+	}
 	w.execOrders()
 	w.truthTick()
 	w.reports()
@@ -616,8 +644,10 @@ func shortCmd(c *dbpb.Command) string {
 	switch o := c.Op.(type) {
 	case *dbpb.Command_SetConfig:
 		cf := o.SetConfig.Config
-		return fmt.Sprintf("set_config(suspect=%d dead=%d repairs=%d/host=%d gc=%d overrides=%d)", cf.SuspectTimeoutMs, cf.DeadTimeoutMs,
-			cf.MaxConcurrentRepairs, cf.MaxRepairsPerHost, cf.HostGcAfterMs, len(cf.ShardOverrides))
+		b := db.BalanceOf(cf)
+		return fmt.Sprintf("set_config(suspect=%d dead=%d repairs=%d/host=%d gc=%d overrides=%d balance replicas=%v leaders=%v threshold=%d%% min_excess=%d moves=%d transfers=%d/s cooldown=%s)",
+			cf.SuspectTimeoutMs, cf.DeadTimeoutMs, cf.MaxConcurrentRepairs, cf.MaxRepairsPerHost, cf.HostGcAfterMs, len(cf.ShardOverrides),
+			b.Replicas, b.Leaders, b.ThresholdPct, b.MinExcess, b.MaxMoves, b.MaxLeaderTransfers, b.Cooldown)
 	case *dbpb.Command_CreateShards:
 		var ids []string
 		for _, s := range o.CreateShards.Shards {
