@@ -29,6 +29,11 @@ import (
 // balancePriority sorts balancing moves after every repair and drain.
 const balancePriority = 1_000_000
 
+// transferSettle is how many report intervals leader balancing waits after
+// a leader transfer: the order reaches the leader's host with its next
+// report, and the new counts come with the next reports of both hosts.
+const transferSettle = 3
+
 // balancer is the per-round state of balancing.
 type balancer struct {
 	set db.BalanceSettings
@@ -42,7 +47,10 @@ type balancer struct {
 	downN    int
 	leadMove map[string]int // leadership moved this round, per host
 	budget   int            // leader transfers still allowed this round
-	why      string         // why a wanted move was held back this round
+	// settling: a leader transfer was ordered so recently that the
+	// reported leader counts may not show it yet.
+	settling bool
+	why      string // why a wanted move was held back this round
 }
 
 func (p *planner) initBalance() {
@@ -51,6 +59,13 @@ func (p *planner) initBalance() {
 	b.movingOut = map[string]int{}
 	b.leadMove = map[string]int{}
 	b.budget = p.in.TransferBudget
+	settle := transferSettle * p.ms(p.cfg.ReportIntervalMs)
+	for _, t := range p.in.LeaderMoves {
+		if p.now.Sub(t) < settle {
+			b.settling = true
+			break
+		}
+	}
 	for _, id := range p.in.Down {
 		h := p.st.Hosts[id]
 		if h == nil || p.st.HostMembers(id) == 0 || p.inMaintenance(h) {
@@ -266,9 +281,12 @@ func (p *planner) balanceLeader(v *shardView) {
 		return
 	}
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (!b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0) {
+	if !off && (!b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling) {
 		// Leaders are not balanced while a host holding replicas is
-		// suspect or dead: they would move again when it returns.
+		// suspect or dead (they would move again when it returns), nor
+		// until the reports show the last transfers (judged on stale
+		// counts, the rounds in between would all move leadership off the
+		// same hosts, overshoot, and swing back after the cool-down).
 		return
 	}
 	xl := float64(p.leading(l.rec.HostId)) - p.leaderShare(l.rec.HostId)

@@ -198,6 +198,9 @@ type Stats struct {
 	BalanceMoves, BalanceDone, BalanceFailed                     int
 	BalanceTransfers, OffTransfers                               int
 	BalanceChecked, BalanceStrict, BalanceExcused, LeaderChecked int
+	// Balancing moves back to a host an earlier (not the last) balancing
+	// move of the shard left within the cool-down.
+	BackMovesEarlier int
 }
 
 // Add accumulates o into s.
@@ -252,6 +255,7 @@ func (s *Stats) Add(o Stats) {
 	s.BalanceStrict += o.BalanceStrict
 	s.BalanceExcused += o.BalanceExcused
 	s.LeaderChecked += o.LeaderChecked
+	s.BackMovesEarlier += o.BackMovesEarlier
 	for k, v := range o.DecisionCodes {
 		if s.DecisionCodes == nil {
 			s.DecisionCodes = map[string]int{}
@@ -276,8 +280,8 @@ func (s Stats) String() string {
 	fmt.Fprintf(&b, "hostile: forged_reports=%d forged_claims=%d\n", s.ForgedReports, s.ForgedClaims)
 	fmt.Fprintf(&b, "balance: hosts_joined=%d hosts_left=%d moves=%d done=%d failed=%d transfers=%d off_host_transfers=%d\n",
 		s.HostsJoined, s.HostsLeft, s.BalanceMoves, s.BalanceDone, s.BalanceFailed, s.BalanceTransfers, s.OffTransfers)
-	fmt.Fprintf(&b, "balance convergence: replicas_checked=%d strict=%d excused=%d leaders_checked=%d\n",
-		s.BalanceChecked, s.BalanceStrict, s.BalanceExcused, s.LeaderChecked)
+	fmt.Fprintf(&b, "balance convergence: replicas_checked=%d strict=%d excused=%d leaders_checked=%d; back_moves_to_earlier_source=%d\n",
+		s.BalanceChecked, s.BalanceStrict, s.BalanceExcused, s.LeaderChecked, s.BackMovesEarlier)
 	if len(s.DecisionCodes) > 0 {
 		keys := make([]string, 0, len(s.DecisionCodes))
 		for k := range s.DecisionCodes {
