@@ -707,7 +707,7 @@ func (w *World) judgeBalance() judgement {
 		j.replicas = true
 		j.work += w.movesNeeded(set)
 		for _, sid := range st.SortedShardIDs() {
-			if healthy(sid) {
+			if healthy(sid) && !pendingPlan(w.lastOut.Shards[sid]) {
 				w.judgeShardMove(v, set, st.Shards[sid], &j, wait)
 			}
 		}
@@ -1000,9 +1000,10 @@ func (w *World) balanceContext() []string {
 
 // pendingPlan tells whether a healthy shard's report explains a repair
 // plan that could not start (a drain that has no eligible host, say): the
-// planner judges leadership only for shards without one, so a leader
-// stays even on a draining host while its drain is stuck (a known
-// limitation, reported; balancing's own explanations do not count).
+// planner balances only shards without one, so neither its replicas nor
+// its leadership move, a leader staying even on a draining host while the
+// drain is stuck (a known limitation, reported; balancing's own
+// explanations do not count).
 func pendingPlan(r *planner.ShardReport) bool {
 	for _, e := range r.Explanation {
 		if !strings.HasPrefix(e, "balance:") {
