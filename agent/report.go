@@ -27,9 +27,9 @@ type reporters struct {
 
 	mu      sync.Mutex
 	learned []string
-	// nudged is closed (and replaced) to make every reporter send now
-	// instead of at its next interval: an order finished, so the scheduler
-	// can take the next step without waiting a whole period.
+	// nudged is closed (and replaced) to make the leader's reporter send
+	// now instead of at its next interval: an order finished, so the
+	// scheduler can take the next step without waiting a whole period.
 	nudged chan struct{}
 	last   time.Time
 }
@@ -129,11 +129,13 @@ func (r *reporters) report(ctx context.Context, ep string) {
 	dc := drummerpb.NewDrummerClient(cc)
 	st := &endpoint{Endpoint: reportproto.NewEndpoint()}
 	for {
-		// Report faster while orders flow (see reportproto.Interval).
-		interval := reportproto.Interval(time.Duration(r.interval.Load()), a.exec.working())
-		nudged := r.nudgeCh()
+		// Report faster to the leader while orders flow (see
+		// reportproto.Endpoint.Interval).
+		base := time.Duration(r.interval.Load())
+		interval := st.Interval(base, a.exec.working())
+		nudged := st.Nudge(r.nudgeCh())
 		rep := r.build(st)
-		rctx, cancel := context.WithTimeout(ctx, reportproto.Timeout(interval))
+		rctx, cancel := context.WithTimeout(ctx, reportproto.Timeout(base))
 		var p peer.Peer
 		resp, err := dc.Report(rctx, rep.Req, grpc.Peer(&p))
 		cancel()

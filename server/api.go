@@ -22,6 +22,7 @@ import (
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/planner"
 	"github.com/drummerhq/drummer/internal/scheduler"
+	"github.com/drummerhq/drummer/internal/settings"
 )
 
 // ---------------------------------------------------------------------------
@@ -641,11 +642,14 @@ func (s *Server) ListHosts(ctx context.Context, req *drummerpb.ListHostsRequest)
 		var ids []string
 		for _, id := range sortedHosts(st, n) {
 			l, ok := n.HostLiveness(id)
-			if !ok {
+			switch {
+			case ok:
+			case st.Hosts[id] != nil:
+				l = planner.Up // not judged yet: a new leader gives the benefit of the doubt
+			case now.Sub(n.LastHeard(id)) < time.Duration(st.Config.SuspectTimeoutMs)*time.Millisecond:
+				l = planner.Up // reporting, registered by the next round
+			default:
 				l = planner.Dead
-				if st.Hosts[id] != nil {
-					l = planner.Up // not judged yet: a new leader gives the benefit of the doubt
-				}
 			}
 			if len(states) == 0 || states[l.String()] {
 				ids = append(ids, id)
@@ -804,31 +808,14 @@ func (s *Server) ListRepairs(ctx context.Context, _ *drummerpb.ListRepairsReques
 	return resp, nil
 }
 
-func runtimeConfig(c *dbpb.Config) *drummerpb.RuntimeConfig {
-	out := &drummerpb.RuntimeConfig{
-		ReportIntervalMs:     c.ReportIntervalMs,
-		SuspectTimeoutMs:     c.SuspectTimeoutMs,
-		DeadTimeoutMs:        c.DeadTimeoutMs,
-		MaxConcurrentRepairs: c.MaxConcurrentRepairs,
-		MaxRepairsPerHost:    c.MaxRepairsPerHost,
-		HostGcAfterMs:        c.HostGcAfterMs,
-	}
-	if len(c.ShardOverrides) > 0 {
-		out.ShardOverrides = map[uint64]*drummerpb.ShardTimeouts{}
-		for id, o := range c.ShardOverrides {
-			out.ShardOverrides[id] = &drummerpb.ShardTimeouts{SuspectTimeoutMs: o.SuspectTimeoutMs, DeadTimeoutMs: o.DeadTimeoutMs}
-		}
-	}
-	return out
-}
-
-// GetConfig returns the runtime configuration.
+// GetConfig returns the runtime configuration in force (defaults
+// resolved).
 func (s *Server) GetConfig(ctx context.Context, _ *drummerpb.GetConfigRequest) (*drummerpb.RuntimeConfig, error) {
 	st, err := s.requireLeader(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return runtimeConfig(st.Config), nil
+	return settings.RuntimeConfig(st.Config), nil
 }
 
 // SetConfig changes runtime configuration values.
@@ -837,7 +824,7 @@ func (s *Server) SetConfig(ctx context.Context, req *drummerpb.SetConfigRequest)
 	if err != nil {
 		return nil, err
 	}
-	c, err := ApplyConfigValues(st.Config, req.Values, req.ShardId)
+	c, err := settings.Apply(st.Config, req.Values, req.ShardId)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -849,7 +836,7 @@ func (s *Server) SetConfig(ctx context.Context, req *drummerpb.SetConfigRequest)
 	if _, err := s.write(ctx, "set config", &dbpb.Command{Op: &dbpb.Command_SetConfig{SetConfig: &dbpb.SetConfig{Config: c}}}); err != nil {
 		return nil, err
 	}
-	return runtimeConfig(c), nil
+	return settings.RuntimeConfig(c), nil
 }
 
 // ---------------------------------------------------------------------------

@@ -3,9 +3,6 @@ package server
 import (
 	"strings"
 	"testing"
-
-	"github.com/drummerhq/drummer/internal/db"
-	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
 func TestParseMembers(t *testing.T) {
@@ -65,37 +62,3 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
-
-func TestApplyConfigValues(t *testing.T) {
-	base := defaultConfigForTest()
-	c, err := ApplyConfigValues(base, map[string]string{"dead_timeout": "45s", "max_repairs_per_host": "3"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.DeadTimeoutMs != 45000 || c.MaxRepairsPerHost != 3 || base.DeadTimeoutMs == 45000 {
-		t.Fatalf("got %v (base changed: %v)", c, base.DeadTimeoutMs == 45000)
-	}
-	c, err = ApplyConfigValues(c, map[string]string{"dead_timeout": "2m"}, 7)
-	if err != nil || c.ShardOverrides[7].GetDeadTimeoutMs() != 120000 {
-		t.Fatalf("override: %v %v", c, err)
-	}
-	c, err = ApplyConfigValues(c, map[string]string{"dead_timeout": "default"}, 7)
-	if err != nil || c.ShardOverrides[7] != nil {
-		t.Fatalf("override not removed: %v %v", c.ShardOverrides, err)
-	}
-	for _, bad := range []map[string]string{
-		{"dead_timeout": "1s"},          // not longer than suspect_timeout
-		{"nosuch": "1"},                 // unknown key
-		{"max_concurrent_repairs": "0"}, // not positive
-		{"report_interval": "soon"},     // not a duration
-	} {
-		if _, err := ApplyConfigValues(base, bad, 0); err == nil {
-			t.Errorf("%v accepted", bad)
-		}
-	}
-	if _, err := ApplyConfigValues(base, map[string]string{"report_interval": "2s"}, 7); err == nil {
-		t.Error("deployment-wide key accepted per shard")
-	}
-}
-
-func defaultConfigForTest() *dbpb.Config { return db.DefaultConfig() }

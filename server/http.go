@@ -76,13 +76,14 @@ func (s *Server) NewLocalConn() *LocalConn {
 // forwarded are the calls a follower forwards to the leader (their rule
 // admits the server role).
 var forwarded = map[string]bool{
-	drummerpb.Drummer_GetClusterInfo_FullMethodName: true,
-	drummerpb.Drummer_ListShards_FullMethodName:     true,
-	drummerpb.Drummer_GetShard_FullMethodName:       true,
-	drummerpb.Drummer_ListHosts_FullMethodName:      true,
-	drummerpb.Drummer_ListRepairs_FullMethodName:    true,
-	drummerpb.Drummer_GetConfig_FullMethodName:      true,
-	drummerpb.Drummer_ListMembers_FullMethodName:    true,
+	drummerpb.Drummer_GetClusterInfo_FullMethodName:   true,
+	drummerpb.Drummer_ListShards_FullMethodName:       true,
+	drummerpb.Drummer_GetShard_FullMethodName:         true,
+	drummerpb.Drummer_ListHosts_FullMethodName:        true,
+	drummerpb.Drummer_ListRepairs_FullMethodName:      true,
+	drummerpb.Drummer_GetConfig_FullMethodName:        true,
+	drummerpb.Drummer_GetBalanceStatus_FullMethodName: true,
+	drummerpb.Drummer_ListMembers_FullMethodName:      true,
 }
 
 // Invoke implements grpc.ClientConnInterface.

@@ -47,8 +47,14 @@ type reportIn struct {
 }
 
 // reportQueue bounds the reports waiting for the loop; a full queue makes
-// report handlers wait (backpressure) rather than drop reports.
-const reportQueue = 8192
+// report handlers wait (backpressure) rather than drop reports. It holds
+// what 10,000 hosts send while a long round runs: at 8,192, reports at
+// 10,000 hosts waited for rounds (seconds) instead of being answered.
+const reportQueue = 32768
+
+// drainBatch bounds the reports applied at once, so status calls and rounds
+// get their turn.
+const drainBatch = 8192
 
 func newLoop(s *Server) *loop {
 	return &loop{
@@ -139,7 +145,7 @@ func (l *loop) run(ctx context.Context) {
 
 // drain applies the queued reports (a bounded number per call).
 func (l *loop) drain() {
-	for range reportQueue {
+	for range drainBatch {
 		select {
 		case in := <-l.reports:
 			l.node.Step(in.r, in.at, in.inSequence)

@@ -2,16 +2,12 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
@@ -146,90 +142,4 @@ func (s *Server) RemoveMember(ctx context.Context, req *drummerpb.RemoveMemberRe
 		}
 	}
 	return resp, nil
-}
-
-// ApplyConfigValues returns a copy of c with the given "key"="value"
-// settings applied and validated. With shardID != 0 only the liveness
-// timeouts may be set, as an override for that shard; an empty value
-// removes the override.
-func ApplyConfigValues(c *dbpb.Config, values map[string]string, shardID uint64) (*dbpb.Config, error) {
-	if len(values) == 0 {
-		return nil, fmt.Errorf("no settings given; e.g. dead_timeout=45s")
-	}
-	out := proto.CloneOf(c)
-	var ov *dbpb.ShardTimeouts
-	if shardID != 0 {
-		if out.ShardOverrides == nil {
-			out.ShardOverrides = map[uint64]*dbpb.ShardTimeouts{}
-		}
-		ov = proto.CloneOf(out.ShardOverrides[shardID])
-		if ov == nil {
-			ov = &dbpb.ShardTimeouts{}
-		}
-	}
-	dur := func(k, v string) (uint64, error) {
-		if ov != nil && (v == "" || v == "default") {
-			return 0, nil // back to the deployment-wide value
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return 0, fmt.Errorf("%s=%q: want a positive duration such as 30s or 5m", k, v)
-		}
-		return uint64(d.Milliseconds()), nil
-	}
-	num := func(k, v string) (uint32, error) {
-		n, err := strconv.ParseUint(v, 10, 32)
-		if err != nil || n == 0 {
-			return 0, fmt.Errorf("%s=%q: want a positive integer", k, v)
-		}
-		return uint32(n), nil
-	}
-	for _, k := range slices.Sorted(maps.Keys(values)) {
-		v := strings.TrimSpace(values[k])
-		var err error
-		switch k {
-		case "suspect_timeout":
-			if ov != nil {
-				ov.SuspectTimeoutMs, err = dur(k, v)
-			} else {
-				out.SuspectTimeoutMs, err = dur(k, v)
-			}
-		case "dead_timeout":
-			if ov != nil {
-				ov.DeadTimeoutMs, err = dur(k, v)
-			} else {
-				out.DeadTimeoutMs, err = dur(k, v)
-			}
-		case "report_interval", "host_gc_after", "max_concurrent_repairs", "max_repairs_per_host":
-			if ov != nil {
-				return nil, fmt.Errorf("%s is deployment-wide; only suspect_timeout and dead_timeout can be set per shard", k)
-			}
-			switch k {
-			case "report_interval":
-				out.ReportIntervalMs, err = dur(k, v)
-			case "host_gc_after":
-				out.HostGcAfterMs, err = dur(k, v)
-			case "max_concurrent_repairs":
-				out.MaxConcurrentRepairs, err = num(k, v)
-			case "max_repairs_per_host":
-				out.MaxRepairsPerHost, err = num(k, v)
-			}
-		default:
-			return nil, fmt.Errorf("unknown setting %q; known: report_interval, suspect_timeout, dead_timeout, max_concurrent_repairs, max_repairs_per_host, host_gc_after", k)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if ov != nil {
-		if ov.SuspectTimeoutMs == 0 && ov.DeadTimeoutMs == 0 {
-			delete(out.ShardOverrides, shardID)
-		} else {
-			out.ShardOverrides[shardID] = ov
-		}
-	}
-	if err := db.ValidateConfig(out); err != nil {
-		return nil, err
-	}
-	return out, nil
 }

@@ -70,6 +70,13 @@ func (s *Server) grpcServerOptions() []grpc.ServerOption {
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.ConnectionTimeout(10 * time.Second),
+		// Every nodehost holds a connection to every server: gRPC's
+		// default 32 KiB read and write buffers per connection were 110 MB
+		// of a leader's 590 MB live heap at 3,000 hosts. Reports are small;
+		// write buffers are shared between flushes.
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+		grpc.SharedWriteBuffer(true),
 	}
 	limits := []grpc.UnaryServerInterceptor{s.apiLimits().UnaryInterceptor()}
 	if s.cfg.Metrics != nil {

@@ -52,6 +52,7 @@ func (s *Server) Stats() metrics.DrummerStats {
 			}
 			out.Hosts[metrics.HostKey{Liveness: l.String(), Admin: adminState(h.Admin.String(), h.MaintenanceUntilUnixMs)}]++
 		}
+		out.LeaderTransfers = n.LeaderTransfers()
 		judged := 0
 		for h, c := range n.Counts() {
 			out.Shards[h] = c

@@ -3208,7 +3208,7 @@ type Repair struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	ShardId uint64                 `protobuf:"varint,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	// repair | add | remove | move | rollback
+	// replace | add | remove | move | balance
 	Kind         string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	NewReplicaId uint64 `protobuf:"varint,4,opt,name=new_replica_id,json=newReplicaId,proto3" json:"new_replica_id,omitempty"`
 	NewHostId    string `protobuf:"bytes,5,opt,name=new_host_id,json=newHostId,proto3" json:"new_host_id,omitempty"`
@@ -3462,8 +3462,17 @@ type RuntimeConfig struct {
 	HostGcAfterMs uint64 `protobuf:"varint,6,opt,name=host_gc_after_ms,json=hostGcAfterMs,proto3" json:"host_gc_after_ms,omitempty"`
 	// Per-shard overrides of the liveness timeouts.
 	ShardOverrides map[uint64]*ShardTimeouts `protobuf:"bytes,7,rep,name=shard_overrides,json=shardOverrides,proto3" json:"shard_overrides,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Balancing, as in force (defaults resolved); see BalanceSettings.
+	BalanceReplicas     bool   `protobuf:"varint,8,opt,name=balance_replicas,json=balanceReplicas,proto3" json:"balance_replicas,omitempty"`
+	BalanceLeaders      bool   `protobuf:"varint,9,opt,name=balance_leaders,json=balanceLeaders,proto3" json:"balance_leaders,omitempty"`
+	BalanceThresholdPct uint32 `protobuf:"varint,10,opt,name=balance_threshold_pct,json=balanceThresholdPct,proto3" json:"balance_threshold_pct,omitempty"`
+	BalanceMinExcess    uint32 `protobuf:"varint,11,opt,name=balance_min_excess,json=balanceMinExcess,proto3" json:"balance_min_excess,omitempty"`
+	MaxBalanceMoves     uint32 `protobuf:"varint,12,opt,name=max_balance_moves,json=maxBalanceMoves,proto3" json:"max_balance_moves,omitempty"`
+	// Leader transfers started per second.
+	MaxLeaderTransfers uint32 `protobuf:"varint,13,opt,name=max_leader_transfers,json=maxLeaderTransfers,proto3" json:"max_leader_transfers,omitempty"`
+	BalanceCooldownMs  uint64 `protobuf:"varint,14,opt,name=balance_cooldown_ms,json=balanceCooldownMs,proto3" json:"balance_cooldown_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RuntimeConfig) Reset() {
@@ -3543,6 +3552,55 @@ func (x *RuntimeConfig) GetShardOverrides() map[uint64]*ShardTimeouts {
 		return x.ShardOverrides
 	}
 	return nil
+}
+
+func (x *RuntimeConfig) GetBalanceReplicas() bool {
+	if x != nil {
+		return x.BalanceReplicas
+	}
+	return false
+}
+
+func (x *RuntimeConfig) GetBalanceLeaders() bool {
+	if x != nil {
+		return x.BalanceLeaders
+	}
+	return false
+}
+
+func (x *RuntimeConfig) GetBalanceThresholdPct() uint32 {
+	if x != nil {
+		return x.BalanceThresholdPct
+	}
+	return 0
+}
+
+func (x *RuntimeConfig) GetBalanceMinExcess() uint32 {
+	if x != nil {
+		return x.BalanceMinExcess
+	}
+	return 0
+}
+
+func (x *RuntimeConfig) GetMaxBalanceMoves() uint32 {
+	if x != nil {
+		return x.MaxBalanceMoves
+	}
+	return 0
+}
+
+func (x *RuntimeConfig) GetMaxLeaderTransfers() uint32 {
+	if x != nil {
+		return x.MaxLeaderTransfers
+	}
+	return 0
+}
+
+func (x *RuntimeConfig) GetBalanceCooldownMs() uint64 {
+	if x != nil {
+		return x.BalanceCooldownMs
+	}
+	return 0
 }
 
 type ShardTimeouts struct {
@@ -3687,6 +3745,363 @@ func (x *SetConfigRequest) GetShardId() uint64 {
 	return 0
 }
 
+// The balancing settings in force (drummercmd config set balance_...).
+type BalanceSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replica balancing (balance_replicas) and leader balancing
+	// (balance_leaders) are on.
+	Replicas bool `protobuf:"varint,1,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Leaders  bool `protobuf:"varint,2,opt,name=leaders,proto3" json:"leaders,omitempty"`
+	// A host is out of balance when its count strays from its fair share by
+	// more than max(share x threshold_pct / 100, min_excess).
+	ThresholdPct uint32 `protobuf:"varint,3,opt,name=threshold_pct,json=thresholdPct,proto3" json:"threshold_pct,omitempty"`
+	MinExcess    uint32 `protobuf:"varint,4,opt,name=min_excess,json=minExcess,proto3" json:"min_excess,omitempty"`
+	// Balancing moves in flight in the whole deployment.
+	MaxMoves uint32 `protobuf:"varint,5,opt,name=max_moves,json=maxMoves,proto3" json:"max_moves,omitempty"`
+	// Leader transfers started per second.
+	MaxLeaderTransfers uint32 `protobuf:"varint,6,opt,name=max_leader_transfers,json=maxLeaderTransfers,proto3" json:"max_leader_transfers,omitempty"`
+	// A replica or leader that moved is not moved again for this long.
+	CooldownMs    uint64 `protobuf:"varint,7,opt,name=cooldown_ms,json=cooldownMs,proto3" json:"cooldown_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BalanceSettings) Reset() {
+	*x = BalanceSettings{}
+	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BalanceSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BalanceSettings) ProtoMessage() {}
+
+func (x *BalanceSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BalanceSettings.ProtoReflect.Descriptor instead.
+func (*BalanceSettings) Descriptor() ([]byte, []int) {
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *BalanceSettings) GetReplicas() bool {
+	if x != nil {
+		return x.Replicas
+	}
+	return false
+}
+
+func (x *BalanceSettings) GetLeaders() bool {
+	if x != nil {
+		return x.Leaders
+	}
+	return false
+}
+
+func (x *BalanceSettings) GetThresholdPct() uint32 {
+	if x != nil {
+		return x.ThresholdPct
+	}
+	return 0
+}
+
+func (x *BalanceSettings) GetMinExcess() uint32 {
+	if x != nil {
+		return x.MinExcess
+	}
+	return 0
+}
+
+func (x *BalanceSettings) GetMaxMoves() uint32 {
+	if x != nil {
+		return x.MaxMoves
+	}
+	return 0
+}
+
+func (x *BalanceSettings) GetMaxLeaderTransfers() uint32 {
+	if x != nil {
+		return x.MaxLeaderTransfers
+	}
+	return 0
+}
+
+func (x *BalanceSettings) GetCooldownMs() uint64 {
+	if x != nil {
+		return x.CooldownMs
+	}
+	return 0
+}
+
+type GetBalanceStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hosts per page: default 500, at most 5000.
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The previous page's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBalanceStatusRequest) Reset() {
+	*x = GetBalanceStatusRequest{}
+	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBalanceStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBalanceStatusRequest) ProtoMessage() {}
+
+func (x *GetBalanceStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBalanceStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetBalanceStatusRequest) Descriptor() ([]byte, []int) {
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetBalanceStatusRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetBalanceStatusRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// One host's load against its fair share.
+type BalanceHost struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	HostId      string                 `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	Replicas    uint64                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// The host's fair share of replicas (the mean of the hosts eligible for
+	// the same shards).
+	ReplicaTarget float64 `protobuf:"fixed64,4,opt,name=replica_target,json=replicaTarget,proto3" json:"replica_target,omitempty"`
+	Leaders       uint64  `protobuf:"varint,5,opt,name=leaders,proto3" json:"leaders,omitempty"`
+	// Its fair share of leaders, of the shards it holds.
+	LeaderTarget float64 `protobuf:"fixed64,6,opt,name=leader_target,json=leaderTarget,proto3" json:"leader_target,omitempty"`
+	// Balancing moves in flight onto and off this host.
+	MovesIn  uint32 `protobuf:"varint,7,opt,name=moves_in,json=movesIn,proto3" json:"moves_in,omitempty"`
+	MovesOut uint32 `protobuf:"varint,8,opt,name=moves_out,json=movesOut,proto3" json:"moves_out,omitempty"`
+	// Why this host is not balanced further, when it is out of balance.
+	Explanation   string `protobuf:"bytes,9,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BalanceHost) Reset() {
+	*x = BalanceHost{}
+	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BalanceHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BalanceHost) ProtoMessage() {}
+
+func (x *BalanceHost) ProtoReflect() protoreflect.Message {
+	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BalanceHost.ProtoReflect.Descriptor instead.
+func (*BalanceHost) Descriptor() ([]byte, []int) {
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *BalanceHost) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *BalanceHost) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *BalanceHost) GetReplicas() uint64 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *BalanceHost) GetReplicaTarget() float64 {
+	if x != nil {
+		return x.ReplicaTarget
+	}
+	return 0
+}
+
+func (x *BalanceHost) GetLeaders() uint64 {
+	if x != nil {
+		return x.Leaders
+	}
+	return 0
+}
+
+func (x *BalanceHost) GetLeaderTarget() float64 {
+	if x != nil {
+		return x.LeaderTarget
+	}
+	return 0
+}
+
+func (x *BalanceHost) GetMovesIn() uint32 {
+	if x != nil {
+		return x.MovesIn
+	}
+	return 0
+}
+
+func (x *BalanceHost) GetMovesOut() uint32 {
+	if x != nil {
+		return x.MovesOut
+	}
+	return 0
+}
+
+func (x *BalanceHost) GetExplanation() string {
+	if x != nil {
+		return x.Explanation
+	}
+	return ""
+}
+
+type GetBalanceStatusResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Settings *BalanceSettings       `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Balancing moves (repairs of kind "balance") in flight.
+	MovesInFlight uint32 `protobuf:"varint,2,opt,name=moves_in_flight,json=movesInFlight,proto3" json:"moves_in_flight,omitempty"`
+	// Leader transfers for balancing started recently.
+	LeaderTransfersRecent uint32 `protobuf:"varint,3,opt,name=leader_transfers_recent,json=leaderTransfersRecent,proto3" json:"leader_transfers_recent,omitempty"`
+	// Why nothing moves, for the whole deployment (empty while balancing
+	// proceeds or when everything is in balance and says so per host).
+	Explanation string         `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	Hosts       []*BalanceHost `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Token of the next page; empty when this is the last one.
+	NextPageToken string `protobuf:"bytes,6,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBalanceStatusResponse) Reset() {
+	*x = GetBalanceStatusResponse{}
+	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBalanceStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBalanceStatusResponse) ProtoMessage() {}
+
+func (x *GetBalanceStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBalanceStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetBalanceStatusResponse) Descriptor() ([]byte, []int) {
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GetBalanceStatusResponse) GetSettings() *BalanceSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GetBalanceStatusResponse) GetMovesInFlight() uint32 {
+	if x != nil {
+		return x.MovesInFlight
+	}
+	return 0
+}
+
+func (x *GetBalanceStatusResponse) GetLeaderTransfersRecent() uint32 {
+	if x != nil {
+		return x.LeaderTransfersRecent
+	}
+	return 0
+}
+
+func (x *GetBalanceStatusResponse) GetExplanation() string {
+	if x != nil {
+		return x.Explanation
+	}
+	return ""
+}
+
+func (x *GetBalanceStatusResponse) GetHosts() []*BalanceHost {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *GetBalanceStatusResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type Member struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ReplicaId   uint64                 `protobuf:"varint,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
@@ -3701,7 +4116,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +4128,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[46]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +4141,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{46}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Member) GetReplicaId() uint64 {
@@ -3772,7 +4187,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3784,7 +4199,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[47]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3797,7 +4212,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{47}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{51}
 }
 
 type ListMembersResponse struct {
@@ -3810,7 +4225,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3822,7 +4237,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[48]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3835,7 +4250,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{48}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3863,7 +4278,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3875,7 +4290,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[49]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3888,7 +4303,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{49}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AddMemberRequest) GetReplicaId() uint64 {
@@ -3921,7 +4336,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3933,7 +4348,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[50]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3946,7 +4361,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{50}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -3965,7 +4380,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3977,7 +4392,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[51]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3990,7 +4405,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{51}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RemoveMemberRequest) GetReplicaId() uint64 {
@@ -4009,7 +4424,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4436,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[52]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4449,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{52}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -4056,7 +4471,7 @@ type KV struct {
 
 func (x *KV) Reset() {
 	*x = KV{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4483,7 @@ func (x *KV) String() string {
 func (*KV) ProtoMessage() {}
 
 func (x *KV) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[53]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4496,7 @@ func (x *KV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KV.ProtoReflect.Descriptor instead.
 func (*KV) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{53}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *KV) GetKey() string {
@@ -4121,7 +4536,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4133,7 +4548,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[54]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4146,7 +4561,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{54}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *KVGetRequest) GetKey() string {
@@ -4166,7 +4581,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4178,7 +4593,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[55]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4191,7 +4606,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{55}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *KVGetResponse) GetFound() bool {
@@ -4223,7 +4638,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[56]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4235,7 +4650,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[56]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4248,7 +4663,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{56}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *KVPutRequest) GetKey() string {
@@ -4295,7 +4710,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_drummer_v1_drummer_proto_msgTypes[57]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4722,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_drummer_v1_drummer_proto_msgTypes[57]
+	mi := &file_drummer_v1_drummer_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4735,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{57}
+	return file_drummer_v1_drummer_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *KVPutResponse) GetResult() KVResult {
@@ -4638,7 +5053,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x12ListRepairsRequest\"r\n" +
 	"\x13ListRepairsResponse\x12/\n" +
 	"\tin_flight\x18\x01 \x03(\v2\x12.drummer.v1.RepairR\binFlight\x12*\n" +
-	"\x06recent\x18\x02 \x03(\v2\x12.drummer.v1.RepairR\x06recent\"\xd9\x03\n" +
+	"\x06recent\x18\x02 \x03(\v2\x12.drummer.v1.RepairR\x06recent\"\x9d\x06\n" +
 	"\rRuntimeConfig\x12,\n" +
 	"\x12report_interval_ms\x18\x01 \x01(\x04R\x10reportIntervalMs\x12,\n" +
 	"\x12suspect_timeout_ms\x18\x02 \x01(\x04R\x10suspectTimeoutMs\x12&\n" +
@@ -4646,7 +5061,15 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x16max_concurrent_repairs\x18\x04 \x01(\rR\x14maxConcurrentRepairs\x12/\n" +
 	"\x14max_repairs_per_host\x18\x05 \x01(\rR\x11maxRepairsPerHost\x12'\n" +
 	"\x10host_gc_after_ms\x18\x06 \x01(\x04R\rhostGcAfterMs\x12V\n" +
-	"\x0fshard_overrides\x18\a \x03(\v2-.drummer.v1.RuntimeConfig.ShardOverridesEntryR\x0eshardOverrides\x1a\\\n" +
+	"\x0fshard_overrides\x18\a \x03(\v2-.drummer.v1.RuntimeConfig.ShardOverridesEntryR\x0eshardOverrides\x12)\n" +
+	"\x10balance_replicas\x18\b \x01(\bR\x0fbalanceReplicas\x12'\n" +
+	"\x0fbalance_leaders\x18\t \x01(\bR\x0ebalanceLeaders\x122\n" +
+	"\x15balance_threshold_pct\x18\n" +
+	" \x01(\rR\x13balanceThresholdPct\x12,\n" +
+	"\x12balance_min_excess\x18\v \x01(\rR\x10balanceMinExcess\x12*\n" +
+	"\x11max_balance_moves\x18\f \x01(\rR\x0fmaxBalanceMoves\x120\n" +
+	"\x14max_leader_transfers\x18\r \x01(\rR\x12maxLeaderTransfers\x12.\n" +
+	"\x13balance_cooldown_ms\x18\x0e \x01(\x04R\x11balanceCooldownMs\x1a\\\n" +
 	"\x13ShardOverridesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.drummer.v1.ShardTimeoutsR\x05value:\x028\x01\"e\n" +
@@ -4659,7 +5082,38 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\bshard_id\x18\x02 \x01(\x04R\ashardId\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfb\x01\n" +
+	"\x0fBalanceSettings\x12\x1a\n" +
+	"\breplicas\x18\x01 \x01(\bR\breplicas\x12\x18\n" +
+	"\aleaders\x18\x02 \x01(\bR\aleaders\x12#\n" +
+	"\rthreshold_pct\x18\x03 \x01(\rR\fthresholdPct\x12\x1d\n" +
+	"\n" +
+	"min_excess\x18\x04 \x01(\rR\tminExcess\x12\x1b\n" +
+	"\tmax_moves\x18\x05 \x01(\rR\bmaxMoves\x120\n" +
+	"\x14max_leader_transfers\x18\x06 \x01(\rR\x12maxLeaderTransfers\x12\x1f\n" +
+	"\vcooldown_ms\x18\a \x01(\x04R\n" +
+	"cooldownMs\"U\n" +
+	"\x17GetBalanceStatusRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\xa5\x02\n" +
+	"\vBalanceHost\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1a\n" +
+	"\breplicas\x18\x03 \x01(\x04R\breplicas\x12%\n" +
+	"\x0ereplica_target\x18\x04 \x01(\x01R\rreplicaTarget\x12\x18\n" +
+	"\aleaders\x18\x05 \x01(\x04R\aleaders\x12#\n" +
+	"\rleader_target\x18\x06 \x01(\x01R\fleaderTarget\x12\x19\n" +
+	"\bmoves_in\x18\a \x01(\rR\amovesIn\x12\x1b\n" +
+	"\tmoves_out\x18\b \x01(\rR\bmovesOut\x12 \n" +
+	"\vexplanation\x18\t \x01(\tR\vexplanation\"\xac\x02\n" +
+	"\x18GetBalanceStatusResponse\x127\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1b.drummer.v1.BalanceSettingsR\bsettings\x12&\n" +
+	"\x0fmoves_in_flight\x18\x02 \x01(\rR\rmovesInFlight\x126\n" +
+	"\x17leader_transfers_recent\x18\x03 \x01(\rR\x15leaderTransfersRecent\x12 \n" +
+	"\vexplanation\x18\x04 \x01(\tR\vexplanation\x12-\n" +
+	"\x05hosts\x18\x05 \x03(\v2\x17.drummer.v1.BalanceHostR\x05hosts\x12&\n" +
+	"\x0fnext_page_token\x18\x06 \x01(\tR\rnextPageToken\"\x9e\x01\n" +
 	"\x06Member\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12!\n" +
@@ -4729,7 +5183,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x15KV_RESULT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KV_RESULT_UPDATED\x10\x01\x12\x17\n" +
 	"\x13KV_RESULT_FINALIZED\x10\x02\x12\x16\n" +
-	"\x12KV_RESULT_REJECTED\x10\x032\xae\f\n" +
+	"\x12KV_RESULT_REJECTED\x10\x032\x8d\r\n" +
 	"\aDrummer\x12?\n" +
 	"\x06Report\x12\x19.drummer.v1.ReportRequest\x1a\x1a.drummer.v1.ReportResponse\x12L\n" +
 	"\x0eGetClusterInfo\x12!.drummer.v1.GetClusterInfoRequest\x1a\x17.drummer.v1.ClusterInfo\x12O\n" +
@@ -4749,7 +5203,8 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"RemoveHost\x12\x1d.drummer.v1.RemoveHostRequest\x1a\x1e.drummer.v1.RemoveHostResponse\x12N\n" +
 	"\vListRepairs\x12\x1e.drummer.v1.ListRepairsRequest\x1a\x1f.drummer.v1.ListRepairsResponse\x12D\n" +
 	"\tGetConfig\x12\x1c.drummer.v1.GetConfigRequest\x1a\x19.drummer.v1.RuntimeConfig\x12D\n" +
-	"\tSetConfig\x12\x1c.drummer.v1.SetConfigRequest\x1a\x19.drummer.v1.RuntimeConfig\x12N\n" +
+	"\tSetConfig\x12\x1c.drummer.v1.SetConfigRequest\x1a\x19.drummer.v1.RuntimeConfig\x12]\n" +
+	"\x10GetBalanceStatus\x12#.drummer.v1.GetBalanceStatusRequest\x1a$.drummer.v1.GetBalanceStatusResponse\x12N\n" +
 	"\vListMembers\x12\x1e.drummer.v1.ListMembersRequest\x1a\x1f.drummer.v1.ListMembersResponse\x12H\n" +
 	"\tAddMember\x12\x1c.drummer.v1.AddMemberRequest\x1a\x1d.drummer.v1.AddMemberResponse\x12Q\n" +
 	"\fRemoveMember\x12\x1f.drummer.v1.RemoveMemberRequest\x1a .drummer.v1.RemoveMemberResponse\x12<\n" +
@@ -4769,99 +5224,103 @@ func file_drummer_v1_drummer_proto_rawDescGZIP() []byte {
 }
 
 var file_drummer_v1_drummer_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_drummer_v1_drummer_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_drummer_v1_drummer_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_drummer_v1_drummer_proto_goTypes = []any{
-	(ReplicaRole)(0),               // 0: drummer.v1.ReplicaRole
-	(ConfigChangeType)(0),          // 1: drummer.v1.ConfigChangeType
-	(OrderOutcome)(0),              // 2: drummer.v1.OrderOutcome
-	(HostAdminAction)(0),           // 3: drummer.v1.HostAdminAction
-	(KVResult)(0),                  // 4: drummer.v1.KVResult
-	(*ReplicaKey)(nil),             // 5: drummer.v1.ReplicaKey
-	(*Membership)(nil),             // 6: drummer.v1.Membership
-	(*ReplicaReport)(nil),          // 7: drummer.v1.ReplicaReport
-	(*ReportRequest)(nil),          // 8: drummer.v1.ReportRequest
-	(*ReportResponse)(nil),         // 9: drummer.v1.ReportResponse
-	(*ShardConfig)(nil),            // 10: drummer.v1.ShardConfig
-	(*StartReplicaOrder)(nil),      // 11: drummer.v1.StartReplicaOrder
-	(*StopReplicaOrder)(nil),       // 12: drummer.v1.StopReplicaOrder
-	(*ConfigChangeOrder)(nil),      // 13: drummer.v1.ConfigChangeOrder
-	(*TransferLeaderOrder)(nil),    // 14: drummer.v1.TransferLeaderOrder
-	(*Order)(nil),                  // 15: drummer.v1.Order
-	(*OrderResult)(nil),            // 16: drummer.v1.OrderResult
-	(*GetClusterInfoRequest)(nil),  // 17: drummer.v1.GetClusterInfoRequest
-	(*ClusterInfo)(nil),            // 18: drummer.v1.ClusterInfo
-	(*GetServerStatusRequest)(nil), // 19: drummer.v1.GetServerStatusRequest
-	(*ServerStatus)(nil),           // 20: drummer.v1.ServerStatus
-	(*SetRegionsRequest)(nil),      // 21: drummer.v1.SetRegionsRequest
-	(*SetRegionsResponse)(nil),     // 22: drummer.v1.SetRegionsResponse
-	(*LaunchRequest)(nil),          // 23: drummer.v1.LaunchRequest
-	(*LaunchResponse)(nil),         // 24: drummer.v1.LaunchResponse
-	(*CreateShardsRequest)(nil),    // 25: drummer.v1.CreateShardsRequest
-	(*CreateShardsResponse)(nil),   // 26: drummer.v1.CreateShardsResponse
-	(*DeleteShardsRequest)(nil),    // 27: drummer.v1.DeleteShardsRequest
-	(*DeleteShardsResponse)(nil),   // 28: drummer.v1.DeleteShardsResponse
-	(*ListShardsRequest)(nil),      // 29: drummer.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),     // 30: drummer.v1.ListShardsResponse
-	(*GetShardRequest)(nil),        // 31: drummer.v1.GetShardRequest
-	(*MemberStatus)(nil),           // 32: drummer.v1.MemberStatus
-	(*ShardStatus)(nil),            // 33: drummer.v1.ShardStatus
-	(*LocateShardsRequest)(nil),    // 34: drummer.v1.LocateShardsRequest
-	(*ShardLocation)(nil),          // 35: drummer.v1.ShardLocation
-	(*LocateShardsResponse)(nil),   // 36: drummer.v1.LocateShardsResponse
-	(*ListHostsRequest)(nil),       // 37: drummer.v1.ListHostsRequest
-	(*HostStatus)(nil),             // 38: drummer.v1.HostStatus
-	(*ListHostsResponse)(nil),      // 39: drummer.v1.ListHostsResponse
-	(*SetHostStateRequest)(nil),    // 40: drummer.v1.SetHostStateRequest
-	(*SetHostStateResponse)(nil),   // 41: drummer.v1.SetHostStateResponse
-	(*RemoveHostRequest)(nil),      // 42: drummer.v1.RemoveHostRequest
-	(*RemoveHostResponse)(nil),     // 43: drummer.v1.RemoveHostResponse
-	(*Repair)(nil),                 // 44: drummer.v1.Repair
-	(*ListRepairsRequest)(nil),     // 45: drummer.v1.ListRepairsRequest
-	(*ListRepairsResponse)(nil),    // 46: drummer.v1.ListRepairsResponse
-	(*RuntimeConfig)(nil),          // 47: drummer.v1.RuntimeConfig
-	(*ShardTimeouts)(nil),          // 48: drummer.v1.ShardTimeouts
-	(*GetConfigRequest)(nil),       // 49: drummer.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),       // 50: drummer.v1.SetConfigRequest
-	(*Member)(nil),                 // 51: drummer.v1.Member
-	(*ListMembersRequest)(nil),     // 52: drummer.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),    // 53: drummer.v1.ListMembersResponse
-	(*AddMemberRequest)(nil),       // 54: drummer.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),      // 55: drummer.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),    // 56: drummer.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),   // 57: drummer.v1.RemoveMemberResponse
-	(*KV)(nil),                     // 58: drummer.v1.KV
-	(*KVGetRequest)(nil),           // 59: drummer.v1.KVGetRequest
-	(*KVGetResponse)(nil),          // 60: drummer.v1.KVGetResponse
-	(*KVPutRequest)(nil),           // 61: drummer.v1.KVPutRequest
-	(*KVPutResponse)(nil),          // 62: drummer.v1.KVPutResponse
-	nil,                            // 63: drummer.v1.Membership.VotersEntry
-	nil,                            // 64: drummer.v1.Membership.NonVotingEntry
-	nil,                            // 65: drummer.v1.Membership.WitnessesEntry
-	nil,                            // 66: drummer.v1.ReportRequest.LabelsEntry
-	nil,                            // 67: drummer.v1.StartReplicaOrder.InitialMembersEntry
-	nil,                            // 68: drummer.v1.ClusterInfo.RegionsEntry
-	nil,                            // 69: drummer.v1.ClusterInfo.HealthEntry
-	nil,                            // 70: drummer.v1.ClusterInfo.HostsByStateEntry
-	nil,                            // 71: drummer.v1.SetRegionsRequest.RegionsEntry
-	nil,                            // 72: drummer.v1.CreateShardsRequest.RegionsEntry
-	nil,                            // 73: drummer.v1.ShardStatus.RegionsEntry
-	nil,                            // 74: drummer.v1.HostStatus.LabelsEntry
-	nil,                            // 75: drummer.v1.RuntimeConfig.ShardOverridesEntry
-	nil,                            // 76: drummer.v1.SetConfigRequest.ValuesEntry
+	(ReplicaRole)(0),                 // 0: drummer.v1.ReplicaRole
+	(ConfigChangeType)(0),            // 1: drummer.v1.ConfigChangeType
+	(OrderOutcome)(0),                // 2: drummer.v1.OrderOutcome
+	(HostAdminAction)(0),             // 3: drummer.v1.HostAdminAction
+	(KVResult)(0),                    // 4: drummer.v1.KVResult
+	(*ReplicaKey)(nil),               // 5: drummer.v1.ReplicaKey
+	(*Membership)(nil),               // 6: drummer.v1.Membership
+	(*ReplicaReport)(nil),            // 7: drummer.v1.ReplicaReport
+	(*ReportRequest)(nil),            // 8: drummer.v1.ReportRequest
+	(*ReportResponse)(nil),           // 9: drummer.v1.ReportResponse
+	(*ShardConfig)(nil),              // 10: drummer.v1.ShardConfig
+	(*StartReplicaOrder)(nil),        // 11: drummer.v1.StartReplicaOrder
+	(*StopReplicaOrder)(nil),         // 12: drummer.v1.StopReplicaOrder
+	(*ConfigChangeOrder)(nil),        // 13: drummer.v1.ConfigChangeOrder
+	(*TransferLeaderOrder)(nil),      // 14: drummer.v1.TransferLeaderOrder
+	(*Order)(nil),                    // 15: drummer.v1.Order
+	(*OrderResult)(nil),              // 16: drummer.v1.OrderResult
+	(*GetClusterInfoRequest)(nil),    // 17: drummer.v1.GetClusterInfoRequest
+	(*ClusterInfo)(nil),              // 18: drummer.v1.ClusterInfo
+	(*GetServerStatusRequest)(nil),   // 19: drummer.v1.GetServerStatusRequest
+	(*ServerStatus)(nil),             // 20: drummer.v1.ServerStatus
+	(*SetRegionsRequest)(nil),        // 21: drummer.v1.SetRegionsRequest
+	(*SetRegionsResponse)(nil),       // 22: drummer.v1.SetRegionsResponse
+	(*LaunchRequest)(nil),            // 23: drummer.v1.LaunchRequest
+	(*LaunchResponse)(nil),           // 24: drummer.v1.LaunchResponse
+	(*CreateShardsRequest)(nil),      // 25: drummer.v1.CreateShardsRequest
+	(*CreateShardsResponse)(nil),     // 26: drummer.v1.CreateShardsResponse
+	(*DeleteShardsRequest)(nil),      // 27: drummer.v1.DeleteShardsRequest
+	(*DeleteShardsResponse)(nil),     // 28: drummer.v1.DeleteShardsResponse
+	(*ListShardsRequest)(nil),        // 29: drummer.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),       // 30: drummer.v1.ListShardsResponse
+	(*GetShardRequest)(nil),          // 31: drummer.v1.GetShardRequest
+	(*MemberStatus)(nil),             // 32: drummer.v1.MemberStatus
+	(*ShardStatus)(nil),              // 33: drummer.v1.ShardStatus
+	(*LocateShardsRequest)(nil),      // 34: drummer.v1.LocateShardsRequest
+	(*ShardLocation)(nil),            // 35: drummer.v1.ShardLocation
+	(*LocateShardsResponse)(nil),     // 36: drummer.v1.LocateShardsResponse
+	(*ListHostsRequest)(nil),         // 37: drummer.v1.ListHostsRequest
+	(*HostStatus)(nil),               // 38: drummer.v1.HostStatus
+	(*ListHostsResponse)(nil),        // 39: drummer.v1.ListHostsResponse
+	(*SetHostStateRequest)(nil),      // 40: drummer.v1.SetHostStateRequest
+	(*SetHostStateResponse)(nil),     // 41: drummer.v1.SetHostStateResponse
+	(*RemoveHostRequest)(nil),        // 42: drummer.v1.RemoveHostRequest
+	(*RemoveHostResponse)(nil),       // 43: drummer.v1.RemoveHostResponse
+	(*Repair)(nil),                   // 44: drummer.v1.Repair
+	(*ListRepairsRequest)(nil),       // 45: drummer.v1.ListRepairsRequest
+	(*ListRepairsResponse)(nil),      // 46: drummer.v1.ListRepairsResponse
+	(*RuntimeConfig)(nil),            // 47: drummer.v1.RuntimeConfig
+	(*ShardTimeouts)(nil),            // 48: drummer.v1.ShardTimeouts
+	(*GetConfigRequest)(nil),         // 49: drummer.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),         // 50: drummer.v1.SetConfigRequest
+	(*BalanceSettings)(nil),          // 51: drummer.v1.BalanceSettings
+	(*GetBalanceStatusRequest)(nil),  // 52: drummer.v1.GetBalanceStatusRequest
+	(*BalanceHost)(nil),              // 53: drummer.v1.BalanceHost
+	(*GetBalanceStatusResponse)(nil), // 54: drummer.v1.GetBalanceStatusResponse
+	(*Member)(nil),                   // 55: drummer.v1.Member
+	(*ListMembersRequest)(nil),       // 56: drummer.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 57: drummer.v1.ListMembersResponse
+	(*AddMemberRequest)(nil),         // 58: drummer.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 59: drummer.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 60: drummer.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 61: drummer.v1.RemoveMemberResponse
+	(*KV)(nil),                       // 62: drummer.v1.KV
+	(*KVGetRequest)(nil),             // 63: drummer.v1.KVGetRequest
+	(*KVGetResponse)(nil),            // 64: drummer.v1.KVGetResponse
+	(*KVPutRequest)(nil),             // 65: drummer.v1.KVPutRequest
+	(*KVPutResponse)(nil),            // 66: drummer.v1.KVPutResponse
+	nil,                              // 67: drummer.v1.Membership.VotersEntry
+	nil,                              // 68: drummer.v1.Membership.NonVotingEntry
+	nil,                              // 69: drummer.v1.Membership.WitnessesEntry
+	nil,                              // 70: drummer.v1.ReportRequest.LabelsEntry
+	nil,                              // 71: drummer.v1.StartReplicaOrder.InitialMembersEntry
+	nil,                              // 72: drummer.v1.ClusterInfo.RegionsEntry
+	nil,                              // 73: drummer.v1.ClusterInfo.HealthEntry
+	nil,                              // 74: drummer.v1.ClusterInfo.HostsByStateEntry
+	nil,                              // 75: drummer.v1.SetRegionsRequest.RegionsEntry
+	nil,                              // 76: drummer.v1.CreateShardsRequest.RegionsEntry
+	nil,                              // 77: drummer.v1.ShardStatus.RegionsEntry
+	nil,                              // 78: drummer.v1.HostStatus.LabelsEntry
+	nil,                              // 79: drummer.v1.RuntimeConfig.ShardOverridesEntry
+	nil,                              // 80: drummer.v1.SetConfigRequest.ValuesEntry
 }
 var file_drummer_v1_drummer_proto_depIdxs = []int32{
-	63, // 0: drummer.v1.Membership.voters:type_name -> drummer.v1.Membership.VotersEntry
-	64, // 1: drummer.v1.Membership.non_voting:type_name -> drummer.v1.Membership.NonVotingEntry
-	65, // 2: drummer.v1.Membership.witnesses:type_name -> drummer.v1.Membership.WitnessesEntry
+	67, // 0: drummer.v1.Membership.voters:type_name -> drummer.v1.Membership.VotersEntry
+	68, // 1: drummer.v1.Membership.non_voting:type_name -> drummer.v1.Membership.NonVotingEntry
+	69, // 2: drummer.v1.Membership.witnesses:type_name -> drummer.v1.Membership.WitnessesEntry
 	0,  // 3: drummer.v1.ReplicaReport.role:type_name -> drummer.v1.ReplicaRole
 	6,  // 4: drummer.v1.ReplicaReport.membership:type_name -> drummer.v1.Membership
-	66, // 5: drummer.v1.ReportRequest.labels:type_name -> drummer.v1.ReportRequest.LabelsEntry
+	70, // 5: drummer.v1.ReportRequest.labels:type_name -> drummer.v1.ReportRequest.LabelsEntry
 	7,  // 6: drummer.v1.ReportRequest.replicas:type_name -> drummer.v1.ReplicaReport
 	5,  // 7: drummer.v1.ReportRequest.stopped:type_name -> drummer.v1.ReplicaKey
 	5,  // 8: drummer.v1.ReportRequest.disk:type_name -> drummer.v1.ReplicaKey
 	16, // 9: drummer.v1.ReportRequest.results:type_name -> drummer.v1.OrderResult
 	15, // 10: drummer.v1.ReportResponse.orders:type_name -> drummer.v1.Order
-	67, // 11: drummer.v1.StartReplicaOrder.initial_members:type_name -> drummer.v1.StartReplicaOrder.InitialMembersEntry
+	71, // 11: drummer.v1.StartReplicaOrder.initial_members:type_name -> drummer.v1.StartReplicaOrder.InitialMembersEntry
 	10, // 12: drummer.v1.StartReplicaOrder.config:type_name -> drummer.v1.ShardConfig
 	1,  // 13: drummer.v1.ConfigChangeOrder.type:type_name -> drummer.v1.ConfigChangeType
 	11, // 14: drummer.v1.Order.start:type_name -> drummer.v1.StartReplicaOrder
@@ -4870,78 +5329,82 @@ var file_drummer_v1_drummer_proto_depIdxs = []int32{
 	14, // 17: drummer.v1.Order.transfer_leader:type_name -> drummer.v1.TransferLeaderOrder
 	2,  // 18: drummer.v1.OrderResult.outcome:type_name -> drummer.v1.OrderOutcome
 	6,  // 19: drummer.v1.OrderResult.membership:type_name -> drummer.v1.Membership
-	68, // 20: drummer.v1.ClusterInfo.regions:type_name -> drummer.v1.ClusterInfo.RegionsEntry
-	69, // 21: drummer.v1.ClusterInfo.health:type_name -> drummer.v1.ClusterInfo.HealthEntry
-	70, // 22: drummer.v1.ClusterInfo.hosts_by_state:type_name -> drummer.v1.ClusterInfo.HostsByStateEntry
-	71, // 23: drummer.v1.SetRegionsRequest.regions:type_name -> drummer.v1.SetRegionsRequest.RegionsEntry
-	72, // 24: drummer.v1.CreateShardsRequest.regions:type_name -> drummer.v1.CreateShardsRequest.RegionsEntry
+	72, // 20: drummer.v1.ClusterInfo.regions:type_name -> drummer.v1.ClusterInfo.RegionsEntry
+	73, // 21: drummer.v1.ClusterInfo.health:type_name -> drummer.v1.ClusterInfo.HealthEntry
+	74, // 22: drummer.v1.ClusterInfo.hosts_by_state:type_name -> drummer.v1.ClusterInfo.HostsByStateEntry
+	75, // 23: drummer.v1.SetRegionsRequest.regions:type_name -> drummer.v1.SetRegionsRequest.RegionsEntry
+	76, // 24: drummer.v1.CreateShardsRequest.regions:type_name -> drummer.v1.CreateShardsRequest.RegionsEntry
 	33, // 25: drummer.v1.ListShardsResponse.shards:type_name -> drummer.v1.ShardStatus
-	73, // 26: drummer.v1.ShardStatus.regions:type_name -> drummer.v1.ShardStatus.RegionsEntry
+	77, // 26: drummer.v1.ShardStatus.regions:type_name -> drummer.v1.ShardStatus.RegionsEntry
 	32, // 27: drummer.v1.ShardStatus.members:type_name -> drummer.v1.MemberStatus
 	44, // 28: drummer.v1.ShardStatus.repair:type_name -> drummer.v1.Repair
 	32, // 29: drummer.v1.ShardLocation.members:type_name -> drummer.v1.MemberStatus
 	35, // 30: drummer.v1.LocateShardsResponse.shards:type_name -> drummer.v1.ShardLocation
-	74, // 31: drummer.v1.HostStatus.labels:type_name -> drummer.v1.HostStatus.LabelsEntry
+	78, // 31: drummer.v1.HostStatus.labels:type_name -> drummer.v1.HostStatus.LabelsEntry
 	38, // 32: drummer.v1.ListHostsResponse.hosts:type_name -> drummer.v1.HostStatus
 	3,  // 33: drummer.v1.SetHostStateRequest.action:type_name -> drummer.v1.HostAdminAction
 	38, // 34: drummer.v1.SetHostStateResponse.host:type_name -> drummer.v1.HostStatus
 	44, // 35: drummer.v1.ListRepairsResponse.in_flight:type_name -> drummer.v1.Repair
 	44, // 36: drummer.v1.ListRepairsResponse.recent:type_name -> drummer.v1.Repair
-	75, // 37: drummer.v1.RuntimeConfig.shard_overrides:type_name -> drummer.v1.RuntimeConfig.ShardOverridesEntry
-	76, // 38: drummer.v1.SetConfigRequest.values:type_name -> drummer.v1.SetConfigRequest.ValuesEntry
-	51, // 39: drummer.v1.ListMembersResponse.members:type_name -> drummer.v1.Member
-	51, // 40: drummer.v1.AddMemberResponse.members:type_name -> drummer.v1.Member
-	51, // 41: drummer.v1.RemoveMemberResponse.members:type_name -> drummer.v1.Member
-	58, // 42: drummer.v1.KVGetResponse.kv:type_name -> drummer.v1.KV
-	4,  // 43: drummer.v1.KVPutResponse.result:type_name -> drummer.v1.KVResult
-	48, // 44: drummer.v1.RuntimeConfig.ShardOverridesEntry.value:type_name -> drummer.v1.ShardTimeouts
-	8,  // 45: drummer.v1.Drummer.Report:input_type -> drummer.v1.ReportRequest
-	17, // 46: drummer.v1.Drummer.GetClusterInfo:input_type -> drummer.v1.GetClusterInfoRequest
-	19, // 47: drummer.v1.Drummer.GetServerStatus:input_type -> drummer.v1.GetServerStatusRequest
-	21, // 48: drummer.v1.Drummer.SetRegions:input_type -> drummer.v1.SetRegionsRequest
-	23, // 49: drummer.v1.Drummer.Launch:input_type -> drummer.v1.LaunchRequest
-	25, // 50: drummer.v1.Drummer.CreateShards:input_type -> drummer.v1.CreateShardsRequest
-	27, // 51: drummer.v1.Drummer.DeleteShards:input_type -> drummer.v1.DeleteShardsRequest
-	29, // 52: drummer.v1.Drummer.ListShards:input_type -> drummer.v1.ListShardsRequest
-	31, // 53: drummer.v1.Drummer.GetShard:input_type -> drummer.v1.GetShardRequest
-	34, // 54: drummer.v1.Drummer.LocateShards:input_type -> drummer.v1.LocateShardsRequest
-	37, // 55: drummer.v1.Drummer.ListHosts:input_type -> drummer.v1.ListHostsRequest
-	40, // 56: drummer.v1.Drummer.SetHostState:input_type -> drummer.v1.SetHostStateRequest
-	42, // 57: drummer.v1.Drummer.RemoveHost:input_type -> drummer.v1.RemoveHostRequest
-	45, // 58: drummer.v1.Drummer.ListRepairs:input_type -> drummer.v1.ListRepairsRequest
-	49, // 59: drummer.v1.Drummer.GetConfig:input_type -> drummer.v1.GetConfigRequest
-	50, // 60: drummer.v1.Drummer.SetConfig:input_type -> drummer.v1.SetConfigRequest
-	52, // 61: drummer.v1.Drummer.ListMembers:input_type -> drummer.v1.ListMembersRequest
-	54, // 62: drummer.v1.Drummer.AddMember:input_type -> drummer.v1.AddMemberRequest
-	56, // 63: drummer.v1.Drummer.RemoveMember:input_type -> drummer.v1.RemoveMemberRequest
-	59, // 64: drummer.v1.Drummer.KVGet:input_type -> drummer.v1.KVGetRequest
-	61, // 65: drummer.v1.Drummer.KVPut:input_type -> drummer.v1.KVPutRequest
-	9,  // 66: drummer.v1.Drummer.Report:output_type -> drummer.v1.ReportResponse
-	18, // 67: drummer.v1.Drummer.GetClusterInfo:output_type -> drummer.v1.ClusterInfo
-	20, // 68: drummer.v1.Drummer.GetServerStatus:output_type -> drummer.v1.ServerStatus
-	22, // 69: drummer.v1.Drummer.SetRegions:output_type -> drummer.v1.SetRegionsResponse
-	24, // 70: drummer.v1.Drummer.Launch:output_type -> drummer.v1.LaunchResponse
-	26, // 71: drummer.v1.Drummer.CreateShards:output_type -> drummer.v1.CreateShardsResponse
-	28, // 72: drummer.v1.Drummer.DeleteShards:output_type -> drummer.v1.DeleteShardsResponse
-	30, // 73: drummer.v1.Drummer.ListShards:output_type -> drummer.v1.ListShardsResponse
-	33, // 74: drummer.v1.Drummer.GetShard:output_type -> drummer.v1.ShardStatus
-	36, // 75: drummer.v1.Drummer.LocateShards:output_type -> drummer.v1.LocateShardsResponse
-	39, // 76: drummer.v1.Drummer.ListHosts:output_type -> drummer.v1.ListHostsResponse
-	41, // 77: drummer.v1.Drummer.SetHostState:output_type -> drummer.v1.SetHostStateResponse
-	43, // 78: drummer.v1.Drummer.RemoveHost:output_type -> drummer.v1.RemoveHostResponse
-	46, // 79: drummer.v1.Drummer.ListRepairs:output_type -> drummer.v1.ListRepairsResponse
-	47, // 80: drummer.v1.Drummer.GetConfig:output_type -> drummer.v1.RuntimeConfig
-	47, // 81: drummer.v1.Drummer.SetConfig:output_type -> drummer.v1.RuntimeConfig
-	53, // 82: drummer.v1.Drummer.ListMembers:output_type -> drummer.v1.ListMembersResponse
-	55, // 83: drummer.v1.Drummer.AddMember:output_type -> drummer.v1.AddMemberResponse
-	57, // 84: drummer.v1.Drummer.RemoveMember:output_type -> drummer.v1.RemoveMemberResponse
-	60, // 85: drummer.v1.Drummer.KVGet:output_type -> drummer.v1.KVGetResponse
-	62, // 86: drummer.v1.Drummer.KVPut:output_type -> drummer.v1.KVPutResponse
-	66, // [66:87] is the sub-list for method output_type
-	45, // [45:66] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	79, // 37: drummer.v1.RuntimeConfig.shard_overrides:type_name -> drummer.v1.RuntimeConfig.ShardOverridesEntry
+	80, // 38: drummer.v1.SetConfigRequest.values:type_name -> drummer.v1.SetConfigRequest.ValuesEntry
+	51, // 39: drummer.v1.GetBalanceStatusResponse.settings:type_name -> drummer.v1.BalanceSettings
+	53, // 40: drummer.v1.GetBalanceStatusResponse.hosts:type_name -> drummer.v1.BalanceHost
+	55, // 41: drummer.v1.ListMembersResponse.members:type_name -> drummer.v1.Member
+	55, // 42: drummer.v1.AddMemberResponse.members:type_name -> drummer.v1.Member
+	55, // 43: drummer.v1.RemoveMemberResponse.members:type_name -> drummer.v1.Member
+	62, // 44: drummer.v1.KVGetResponse.kv:type_name -> drummer.v1.KV
+	4,  // 45: drummer.v1.KVPutResponse.result:type_name -> drummer.v1.KVResult
+	48, // 46: drummer.v1.RuntimeConfig.ShardOverridesEntry.value:type_name -> drummer.v1.ShardTimeouts
+	8,  // 47: drummer.v1.Drummer.Report:input_type -> drummer.v1.ReportRequest
+	17, // 48: drummer.v1.Drummer.GetClusterInfo:input_type -> drummer.v1.GetClusterInfoRequest
+	19, // 49: drummer.v1.Drummer.GetServerStatus:input_type -> drummer.v1.GetServerStatusRequest
+	21, // 50: drummer.v1.Drummer.SetRegions:input_type -> drummer.v1.SetRegionsRequest
+	23, // 51: drummer.v1.Drummer.Launch:input_type -> drummer.v1.LaunchRequest
+	25, // 52: drummer.v1.Drummer.CreateShards:input_type -> drummer.v1.CreateShardsRequest
+	27, // 53: drummer.v1.Drummer.DeleteShards:input_type -> drummer.v1.DeleteShardsRequest
+	29, // 54: drummer.v1.Drummer.ListShards:input_type -> drummer.v1.ListShardsRequest
+	31, // 55: drummer.v1.Drummer.GetShard:input_type -> drummer.v1.GetShardRequest
+	34, // 56: drummer.v1.Drummer.LocateShards:input_type -> drummer.v1.LocateShardsRequest
+	37, // 57: drummer.v1.Drummer.ListHosts:input_type -> drummer.v1.ListHostsRequest
+	40, // 58: drummer.v1.Drummer.SetHostState:input_type -> drummer.v1.SetHostStateRequest
+	42, // 59: drummer.v1.Drummer.RemoveHost:input_type -> drummer.v1.RemoveHostRequest
+	45, // 60: drummer.v1.Drummer.ListRepairs:input_type -> drummer.v1.ListRepairsRequest
+	49, // 61: drummer.v1.Drummer.GetConfig:input_type -> drummer.v1.GetConfigRequest
+	50, // 62: drummer.v1.Drummer.SetConfig:input_type -> drummer.v1.SetConfigRequest
+	52, // 63: drummer.v1.Drummer.GetBalanceStatus:input_type -> drummer.v1.GetBalanceStatusRequest
+	56, // 64: drummer.v1.Drummer.ListMembers:input_type -> drummer.v1.ListMembersRequest
+	58, // 65: drummer.v1.Drummer.AddMember:input_type -> drummer.v1.AddMemberRequest
+	60, // 66: drummer.v1.Drummer.RemoveMember:input_type -> drummer.v1.RemoveMemberRequest
+	63, // 67: drummer.v1.Drummer.KVGet:input_type -> drummer.v1.KVGetRequest
+	65, // 68: drummer.v1.Drummer.KVPut:input_type -> drummer.v1.KVPutRequest
+	9,  // 69: drummer.v1.Drummer.Report:output_type -> drummer.v1.ReportResponse
+	18, // 70: drummer.v1.Drummer.GetClusterInfo:output_type -> drummer.v1.ClusterInfo
+	20, // 71: drummer.v1.Drummer.GetServerStatus:output_type -> drummer.v1.ServerStatus
+	22, // 72: drummer.v1.Drummer.SetRegions:output_type -> drummer.v1.SetRegionsResponse
+	24, // 73: drummer.v1.Drummer.Launch:output_type -> drummer.v1.LaunchResponse
+	26, // 74: drummer.v1.Drummer.CreateShards:output_type -> drummer.v1.CreateShardsResponse
+	28, // 75: drummer.v1.Drummer.DeleteShards:output_type -> drummer.v1.DeleteShardsResponse
+	30, // 76: drummer.v1.Drummer.ListShards:output_type -> drummer.v1.ListShardsResponse
+	33, // 77: drummer.v1.Drummer.GetShard:output_type -> drummer.v1.ShardStatus
+	36, // 78: drummer.v1.Drummer.LocateShards:output_type -> drummer.v1.LocateShardsResponse
+	39, // 79: drummer.v1.Drummer.ListHosts:output_type -> drummer.v1.ListHostsResponse
+	41, // 80: drummer.v1.Drummer.SetHostState:output_type -> drummer.v1.SetHostStateResponse
+	43, // 81: drummer.v1.Drummer.RemoveHost:output_type -> drummer.v1.RemoveHostResponse
+	46, // 82: drummer.v1.Drummer.ListRepairs:output_type -> drummer.v1.ListRepairsResponse
+	47, // 83: drummer.v1.Drummer.GetConfig:output_type -> drummer.v1.RuntimeConfig
+	47, // 84: drummer.v1.Drummer.SetConfig:output_type -> drummer.v1.RuntimeConfig
+	54, // 85: drummer.v1.Drummer.GetBalanceStatus:output_type -> drummer.v1.GetBalanceStatusResponse
+	57, // 86: drummer.v1.Drummer.ListMembers:output_type -> drummer.v1.ListMembersResponse
+	59, // 87: drummer.v1.Drummer.AddMember:output_type -> drummer.v1.AddMemberResponse
+	61, // 88: drummer.v1.Drummer.RemoveMember:output_type -> drummer.v1.RemoveMemberResponse
+	64, // 89: drummer.v1.Drummer.KVGet:output_type -> drummer.v1.KVGetResponse
+	66, // 90: drummer.v1.Drummer.KVPut:output_type -> drummer.v1.KVPutResponse
+	69, // [69:91] is the sub-list for method output_type
+	47, // [47:69] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_drummer_v1_drummer_proto_init() }
@@ -4961,7 +5424,7 @@ func file_drummer_v1_drummer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_drummer_v1_drummer_proto_rawDesc), len(file_drummer_v1_drummer_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   72,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

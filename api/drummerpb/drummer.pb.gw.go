@@ -488,6 +488,41 @@ func local_request_Drummer_SetConfig_0(ctx context.Context, marshaler runtime.Ma
 	return msg, metadata, err
 }
 
+var filter_Drummer_GetBalanceStatus_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
+
+func request_Drummer_GetBalanceStatus_0(ctx context.Context, marshaler runtime.Marshaler, client DrummerClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq GetBalanceStatusRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_Drummer_GetBalanceStatus_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.GetBalanceStatus(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_Drummer_GetBalanceStatus_0(ctx context.Context, marshaler runtime.Marshaler, server DrummerServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq GetBalanceStatusRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_Drummer_GetBalanceStatus_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.GetBalanceStatus(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 func request_Drummer_ListMembers_0(ctx context.Context, marshaler runtime.Marshaler, client DrummerClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq ListMembersRequest
@@ -965,6 +1000,26 @@ func RegisterDrummerHandlerServer(ctx context.Context, mux *runtime.ServeMux, se
 		}
 		forward_Drummer_SetConfig_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_Drummer_GetBalanceStatus_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/drummer.v1.Drummer/GetBalanceStatus", runtime.WithHTTPPathPattern("/api/v1/balance"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_Drummer_GetBalanceStatus_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_Drummer_GetBalanceStatus_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodGet, pattern_Drummer_ListMembers_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1360,6 +1415,23 @@ func RegisterDrummerHandlerClient(ctx context.Context, mux *runtime.ServeMux, cl
 		}
 		forward_Drummer_SetConfig_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_Drummer_GetBalanceStatus_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/drummer.v1.Drummer/GetBalanceStatus", runtime.WithHTTPPathPattern("/api/v1/balance"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_Drummer_GetBalanceStatus_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_Drummer_GetBalanceStatus_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodGet, pattern_Drummer_ListMembers_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1449,47 +1521,49 @@ func RegisterDrummerHandlerClient(ctx context.Context, mux *runtime.ServeMux, cl
 }
 
 var (
-	pattern_Drummer_GetClusterInfo_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "cluster"}, ""))
-	pattern_Drummer_GetServerStatus_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "status"}, ""))
-	pattern_Drummer_SetRegions_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "regions"}, ""))
-	pattern_Drummer_Launch_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "launch"}, ""))
-	pattern_Drummer_CreateShards_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, ""))
-	pattern_Drummer_DeleteShards_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, "delete"))
-	pattern_Drummer_ListShards_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, ""))
-	pattern_Drummer_GetShard_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "shards", "shard_id"}, ""))
-	pattern_Drummer_LocateShards_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, "locate"))
-	pattern_Drummer_ListHosts_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "hosts"}, ""))
-	pattern_Drummer_SetHostState_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "hosts", "host_id"}, "setState"))
-	pattern_Drummer_RemoveHost_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "hosts", "host_id"}, ""))
-	pattern_Drummer_ListRepairs_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "repairs"}, ""))
-	pattern_Drummer_GetConfig_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "config"}, ""))
-	pattern_Drummer_SetConfig_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "config"}, ""))
-	pattern_Drummer_ListMembers_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "members"}, ""))
-	pattern_Drummer_AddMember_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "members"}, ""))
-	pattern_Drummer_RemoveMember_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "members", "replica_id"}, ""))
-	pattern_Drummer_KVGet_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "kv", "key"}, ""))
-	pattern_Drummer_KVPut_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "kv", "key"}, ""))
+	pattern_Drummer_GetClusterInfo_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "cluster"}, ""))
+	pattern_Drummer_GetServerStatus_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "status"}, ""))
+	pattern_Drummer_SetRegions_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "regions"}, ""))
+	pattern_Drummer_Launch_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "launch"}, ""))
+	pattern_Drummer_CreateShards_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, ""))
+	pattern_Drummer_DeleteShards_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, "delete"))
+	pattern_Drummer_ListShards_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, ""))
+	pattern_Drummer_GetShard_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "shards", "shard_id"}, ""))
+	pattern_Drummer_LocateShards_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "shards"}, "locate"))
+	pattern_Drummer_ListHosts_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "hosts"}, ""))
+	pattern_Drummer_SetHostState_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "hosts", "host_id"}, "setState"))
+	pattern_Drummer_RemoveHost_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "hosts", "host_id"}, ""))
+	pattern_Drummer_ListRepairs_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "repairs"}, ""))
+	pattern_Drummer_GetConfig_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "config"}, ""))
+	pattern_Drummer_SetConfig_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "config"}, ""))
+	pattern_Drummer_GetBalanceStatus_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "balance"}, ""))
+	pattern_Drummer_ListMembers_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "members"}, ""))
+	pattern_Drummer_AddMember_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"api", "v1", "members"}, ""))
+	pattern_Drummer_RemoveMember_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "members", "replica_id"}, ""))
+	pattern_Drummer_KVGet_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "kv", "key"}, ""))
+	pattern_Drummer_KVPut_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"api", "v1", "kv", "key"}, ""))
 )
 
 var (
-	forward_Drummer_GetClusterInfo_0  = runtime.ForwardResponseMessage
-	forward_Drummer_GetServerStatus_0 = runtime.ForwardResponseMessage
-	forward_Drummer_SetRegions_0      = runtime.ForwardResponseMessage
-	forward_Drummer_Launch_0          = runtime.ForwardResponseMessage
-	forward_Drummer_CreateShards_0    = runtime.ForwardResponseMessage
-	forward_Drummer_DeleteShards_0    = runtime.ForwardResponseMessage
-	forward_Drummer_ListShards_0      = runtime.ForwardResponseMessage
-	forward_Drummer_GetShard_0        = runtime.ForwardResponseMessage
-	forward_Drummer_LocateShards_0    = runtime.ForwardResponseMessage
-	forward_Drummer_ListHosts_0       = runtime.ForwardResponseMessage
-	forward_Drummer_SetHostState_0    = runtime.ForwardResponseMessage
-	forward_Drummer_RemoveHost_0      = runtime.ForwardResponseMessage
-	forward_Drummer_ListRepairs_0     = runtime.ForwardResponseMessage
-	forward_Drummer_GetConfig_0       = runtime.ForwardResponseMessage
-	forward_Drummer_SetConfig_0       = runtime.ForwardResponseMessage
-	forward_Drummer_ListMembers_0     = runtime.ForwardResponseMessage
-	forward_Drummer_AddMember_0       = runtime.ForwardResponseMessage
-	forward_Drummer_RemoveMember_0    = runtime.ForwardResponseMessage
-	forward_Drummer_KVGet_0           = runtime.ForwardResponseMessage
-	forward_Drummer_KVPut_0           = runtime.ForwardResponseMessage
+	forward_Drummer_GetClusterInfo_0   = runtime.ForwardResponseMessage
+	forward_Drummer_GetServerStatus_0  = runtime.ForwardResponseMessage
+	forward_Drummer_SetRegions_0       = runtime.ForwardResponseMessage
+	forward_Drummer_Launch_0           = runtime.ForwardResponseMessage
+	forward_Drummer_CreateShards_0     = runtime.ForwardResponseMessage
+	forward_Drummer_DeleteShards_0     = runtime.ForwardResponseMessage
+	forward_Drummer_ListShards_0       = runtime.ForwardResponseMessage
+	forward_Drummer_GetShard_0         = runtime.ForwardResponseMessage
+	forward_Drummer_LocateShards_0     = runtime.ForwardResponseMessage
+	forward_Drummer_ListHosts_0        = runtime.ForwardResponseMessage
+	forward_Drummer_SetHostState_0     = runtime.ForwardResponseMessage
+	forward_Drummer_RemoveHost_0       = runtime.ForwardResponseMessage
+	forward_Drummer_ListRepairs_0      = runtime.ForwardResponseMessage
+	forward_Drummer_GetConfig_0        = runtime.ForwardResponseMessage
+	forward_Drummer_SetConfig_0        = runtime.ForwardResponseMessage
+	forward_Drummer_GetBalanceStatus_0 = runtime.ForwardResponseMessage
+	forward_Drummer_ListMembers_0      = runtime.ForwardResponseMessage
+	forward_Drummer_AddMember_0        = runtime.ForwardResponseMessage
+	forward_Drummer_RemoveMember_0     = runtime.ForwardResponseMessage
+	forward_Drummer_KVGet_0            = runtime.ForwardResponseMessage
+	forward_Drummer_KVPut_0            = runtime.ForwardResponseMessage
 )

@@ -31,27 +31,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Drummer_Report_FullMethodName          = "/drummer.v1.Drummer/Report"
-	Drummer_GetClusterInfo_FullMethodName  = "/drummer.v1.Drummer/GetClusterInfo"
-	Drummer_GetServerStatus_FullMethodName = "/drummer.v1.Drummer/GetServerStatus"
-	Drummer_SetRegions_FullMethodName      = "/drummer.v1.Drummer/SetRegions"
-	Drummer_Launch_FullMethodName          = "/drummer.v1.Drummer/Launch"
-	Drummer_CreateShards_FullMethodName    = "/drummer.v1.Drummer/CreateShards"
-	Drummer_DeleteShards_FullMethodName    = "/drummer.v1.Drummer/DeleteShards"
-	Drummer_ListShards_FullMethodName      = "/drummer.v1.Drummer/ListShards"
-	Drummer_GetShard_FullMethodName        = "/drummer.v1.Drummer/GetShard"
-	Drummer_LocateShards_FullMethodName    = "/drummer.v1.Drummer/LocateShards"
-	Drummer_ListHosts_FullMethodName       = "/drummer.v1.Drummer/ListHosts"
-	Drummer_SetHostState_FullMethodName    = "/drummer.v1.Drummer/SetHostState"
-	Drummer_RemoveHost_FullMethodName      = "/drummer.v1.Drummer/RemoveHost"
-	Drummer_ListRepairs_FullMethodName     = "/drummer.v1.Drummer/ListRepairs"
-	Drummer_GetConfig_FullMethodName       = "/drummer.v1.Drummer/GetConfig"
-	Drummer_SetConfig_FullMethodName       = "/drummer.v1.Drummer/SetConfig"
-	Drummer_ListMembers_FullMethodName     = "/drummer.v1.Drummer/ListMembers"
-	Drummer_AddMember_FullMethodName       = "/drummer.v1.Drummer/AddMember"
-	Drummer_RemoveMember_FullMethodName    = "/drummer.v1.Drummer/RemoveMember"
-	Drummer_KVGet_FullMethodName           = "/drummer.v1.Drummer/KVGet"
-	Drummer_KVPut_FullMethodName           = "/drummer.v1.Drummer/KVPut"
+	Drummer_Report_FullMethodName           = "/drummer.v1.Drummer/Report"
+	Drummer_GetClusterInfo_FullMethodName   = "/drummer.v1.Drummer/GetClusterInfo"
+	Drummer_GetServerStatus_FullMethodName  = "/drummer.v1.Drummer/GetServerStatus"
+	Drummer_SetRegions_FullMethodName       = "/drummer.v1.Drummer/SetRegions"
+	Drummer_Launch_FullMethodName           = "/drummer.v1.Drummer/Launch"
+	Drummer_CreateShards_FullMethodName     = "/drummer.v1.Drummer/CreateShards"
+	Drummer_DeleteShards_FullMethodName     = "/drummer.v1.Drummer/DeleteShards"
+	Drummer_ListShards_FullMethodName       = "/drummer.v1.Drummer/ListShards"
+	Drummer_GetShard_FullMethodName         = "/drummer.v1.Drummer/GetShard"
+	Drummer_LocateShards_FullMethodName     = "/drummer.v1.Drummer/LocateShards"
+	Drummer_ListHosts_FullMethodName        = "/drummer.v1.Drummer/ListHosts"
+	Drummer_SetHostState_FullMethodName     = "/drummer.v1.Drummer/SetHostState"
+	Drummer_RemoveHost_FullMethodName       = "/drummer.v1.Drummer/RemoveHost"
+	Drummer_ListRepairs_FullMethodName      = "/drummer.v1.Drummer/ListRepairs"
+	Drummer_GetConfig_FullMethodName        = "/drummer.v1.Drummer/GetConfig"
+	Drummer_SetConfig_FullMethodName        = "/drummer.v1.Drummer/SetConfig"
+	Drummer_GetBalanceStatus_FullMethodName = "/drummer.v1.Drummer/GetBalanceStatus"
+	Drummer_ListMembers_FullMethodName      = "/drummer.v1.Drummer/ListMembers"
+	Drummer_AddMember_FullMethodName        = "/drummer.v1.Drummer/AddMember"
+	Drummer_RemoveMember_FullMethodName     = "/drummer.v1.Drummer/RemoveMember"
+	Drummer_KVGet_FullMethodName            = "/drummer.v1.Drummer/KVGet"
+	Drummer_KVPut_FullMethodName            = "/drummer.v1.Drummer/KVPut"
 )
 
 // DrummerClient is the client API for Drummer service.
@@ -82,6 +83,11 @@ type DrummerClient interface {
 	ListRepairs(ctx context.Context, in *ListRepairsRequest, opts ...grpc.CallOption) (*ListRepairsResponse, error)
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*RuntimeConfig, error)
 	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*RuntimeConfig, error)
+	// Balancing: the settings in force, each host's replica and leader
+	// counts against its fair share, the moves in flight, and why nothing
+	// moves when nothing does. Hosts come a page at a time (in the order the
+	// scheduler keeps them; follow next_page_token).
+	GetBalanceStatus(ctx context.Context, in *GetBalanceStatusRequest, opts ...grpc.CallOption) (*GetBalanceStatusResponse, error)
 	// The drummer servers themselves (the DB shard's membership).
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
@@ -260,6 +266,16 @@ func (c *drummerClient) SetConfig(ctx context.Context, in *SetConfigRequest, opt
 	return out, nil
 }
 
+func (c *drummerClient) GetBalanceStatus(ctx context.Context, in *GetBalanceStatusRequest, opts ...grpc.CallOption) (*GetBalanceStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBalanceStatusResponse)
+	err := c.cc.Invoke(ctx, Drummer_GetBalanceStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *drummerClient) ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListMembersResponse)
@@ -338,6 +354,11 @@ type DrummerServer interface {
 	ListRepairs(context.Context, *ListRepairsRequest) (*ListRepairsResponse, error)
 	GetConfig(context.Context, *GetConfigRequest) (*RuntimeConfig, error)
 	SetConfig(context.Context, *SetConfigRequest) (*RuntimeConfig, error)
+	// Balancing: the settings in force, each host's replica and leader
+	// counts against its fair share, the moves in flight, and why nothing
+	// moves when nothing does. Hosts come a page at a time (in the order the
+	// scheduler keeps them; follow next_page_token).
+	GetBalanceStatus(context.Context, *GetBalanceStatusRequest) (*GetBalanceStatusResponse, error)
 	// The drummer servers themselves (the DB shard's membership).
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
@@ -403,6 +424,9 @@ func (UnimplementedDrummerServer) GetConfig(context.Context, *GetConfigRequest) 
 }
 func (UnimplementedDrummerServer) SetConfig(context.Context, *SetConfigRequest) (*RuntimeConfig, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetConfig not implemented")
+}
+func (UnimplementedDrummerServer) GetBalanceStatus(context.Context, *GetBalanceStatusRequest) (*GetBalanceStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBalanceStatus not implemented")
 }
 func (UnimplementedDrummerServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
@@ -728,6 +752,24 @@ func _Drummer_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Drummer_GetBalanceStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBalanceStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DrummerServer).GetBalanceStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Drummer_GetBalanceStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DrummerServer).GetBalanceStatus(ctx, req.(*GetBalanceStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Drummer_ListMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListMembersRequest)
 	if err := dec(in); err != nil {
@@ -888,6 +930,10 @@ var Drummer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetConfig",
 			Handler:    _Drummer_SetConfig_Handler,
+		},
+		{
+			MethodName: "GetBalanceStatus",
+			Handler:    _Drummer_GetBalanceStatus_Handler,
 		},
 		{
 			MethodName: "ListMembers",

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -28,12 +29,14 @@ func fleetCmd(args []string) error {
 	scen := fs.String("scenario", "steady", "comma-separated, run in order after the launch: "+strings.Join(fleet.Scenarios, ", "))
 	fs.DurationVar(&c.SteadyFor, "duration", time.Minute, "length of the steady scenario")
 	fs.IntVar(&c.Kill, "kill", 10, "hosts the kill scenario crashes")
+	fs.IntVar(&c.Join, "join", 0, "empty hosts the join scenario starts (then waits until the replicas are balanced)")
 	fs.DurationVar(&c.ReportInterval, "report-interval", 5*time.Second, "report_interval set on the drummers")
 	fs.DurationVar(&c.SuspectTimeout, "suspect-timeout", 0, "suspect_timeout (default max(15s, 3 x report interval))")
 	fs.DurationVar(&c.DeadTimeout, "dead-timeout", 0, "dead_timeout (default max(30s, 2 x suspect timeout))")
 	settings := fs.String("config", "", "more runtime settings, key=value,... (as drummercmd config set)")
 	fs.DurationVar(&c.ElectionDelay, "election-delay", time.Second, "simulated Raft election time of a shard")
 	fs.BoolVar(&c.Insecure, "insecure", false, "run the drummers with --insecure (no per-host certificates)")
+	fs.IntVar(&c.HostsPerConn, "hosts-per-conn", 1, "hosts sharing one connection to each server (needs --insecure; for open-file limits below 3 per host)")
 	fs.StringVar(&c.Dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the work directory (drummer logs and data)")
 	fs.StringVar(&c.DrummerBinary, "drummer-binary", "", "a built cmd/drummer (default: built into the work directory)")
@@ -43,6 +46,7 @@ func fleetCmd(args []string) error {
 	restart := fs.Bool("restart-killed-drummer", true, "restart the killed leader after leader-kill")
 	out := fs.String("o", "table", "output: table (Markdown) or json")
 	from := fs.String("table-from", "", "print the table of a saved -o json result and exit")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench itself (the simulated hosts) to this file")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -90,6 +94,17 @@ func fleetCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := fleet.Run(ctx, c)
 	if res != nil {
 		res.Command = "drummerbench fleet " + strings.Join(args, " ")

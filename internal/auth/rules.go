@@ -107,6 +107,7 @@ var methodTable = []MethodRule{
 	{drummerpb.Drummer_ListRepairs_FullMethodName, reads, "repairs in flight and recent"},
 	{drummerpb.Drummer_GetConfig_FullMethodName, reads, "runtime configuration"},
 	{drummerpb.Drummer_SetConfig_FullMethodName, admin, "change runtime configuration"},
+	{drummerpb.Drummer_GetBalanceStatus_FullMethodName, reads, "balancing: per host load against its fair share, moves in flight"},
 	{drummerpb.Drummer_ListMembers_FullMethodName, reads, "list drummer servers"},
 	{drummerpb.Drummer_AddMember_FullMethodName, admin, "add a drummer server"},
 	{drummerpb.Drummer_RemoveMember_FullMethodName, admin, "remove a drummer server"},

@@ -209,6 +209,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newEndpointCmd(a),
 		newConfigCmd(a),
 		newRepairCmd(a),
+		newBalanceCmd(a),
 		newWaitCmd(a),
 		newVersionCmd(a),
 		newKVCmd(a),

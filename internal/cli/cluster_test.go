@@ -166,10 +166,12 @@ func TestConfig(t *testing.T) {
 	f.cfg = &drummerpb.RuntimeConfig{
 		ReportIntervalMs: 1000, SuspectTimeoutMs: 10_000, DeadTimeoutMs: 90_000,
 		MaxConcurrentRepairs: 16, MaxRepairsPerHost: 2, HostGcAfterMs: 24 * 3600_000,
+		BalanceReplicas: true, BalanceLeaders: false, BalanceThresholdPct: 5, BalanceMinExcess: 2,
+		MaxBalanceMoves: 64, MaxLeaderTransfers: 50, BalanceCooldownMs: 60_000,
 		ShardOverrides: map[uint64]*drummerpb.ShardTimeouts{9: {SuspectTimeoutMs: 5000}, 3: {SuspectTimeoutMs: 4000, DeadTimeoutMs: 30_000}},
 	}
 	addr := serve(t, f)
-	r := runAt(t, addr, "config", "show")
+	r := runAt(t, addr, "config", "get")
 	r.wantCode(t, 0)
 	want := `KEY                     VALUE
 report_interval         1s
@@ -178,6 +180,13 @@ dead_timeout            1m30s
 max_concurrent_repairs  16
 max_repairs_per_host    2
 host_gc_after           24h
+balance_replicas        on
+balance_leaders         off
+balance_threshold       5%
+balance_min_excess      2
+max_balance_moves       64
+max_leader_transfers    50
+balance_cooldown        1m
 
 Per-shard overrides:
 SHARD  SUSPECT TIMEOUT  DEAD TIMEOUT
@@ -185,9 +194,12 @@ SHARD  SUSPECT TIMEOUT  DEAD TIMEOUT
 9      5s               (default)
 `
 	if r.stdout != want {
-		t.Errorf("config show:\n%s\nwant:\n%s", r.stdout, want)
+		t.Errorf("config get:\n%s\nwant:\n%s", r.stdout, want)
 	}
-	r = runAt(t, addr, "config", "show", "-o", "json")
+	if r2 := runAt(t, addr, "config", "show"); r2.stdout != want {
+		t.Errorf("config show (alias of get):\n%s", r2.stdout)
+	}
+	r = runAt(t, addr, "config", "get", "-o", "json")
 	r.wantCode(t, 0)
 	var got configJSON
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
@@ -198,11 +210,22 @@ SHARD  SUSPECT TIMEOUT  DEAD TIMEOUT
 		t.Errorf("json %+v", got)
 	}
 	wantContains(t, "json", r.stdout, `"report_interval_ms": 1000`, `"suspect_timeout_ms": 10000`, `"max_concurrent_repairs": 16`,
-		`"max_repairs_per_host": 2`, `"host_gc_after_ms": 86400000`, `"shard_overrides": [`, `"shard_id": 3`)
+		`"max_repairs_per_host": 2`, `"host_gc_after_ms": 86400000`, `"shard_overrides": [`, `"shard_id": 3`,
+		`"balance_replicas": true`, `"balance_leaders": false`, `"balance_threshold_pct": 5`, `"balance_min_excess": 2`,
+		`"max_balance_moves": 64`, `"max_leader_transfers": 50`, `"balance_cooldown_ms": 60000`)
+
+	r = runAt(t, addr, "config", "set", "balance_replicas=off", "balance-leaders=true", "balance_threshold=10%",
+		"balance_min_excess=3", "max_balance_moves=8", "max_leader_transfers=5", "balance_cooldown=5m")
+	r.wantCode(t, 0)
+	req := f.lastReq("SetConfig").(*drummerpb.SetConfigRequest)
+	if !maps.Equal(req.Values, map[string]string{"balance_replicas": "off", "balance_leaders": "true", "balance_threshold": "10%",
+		"balance_min_excess": "3", "max_balance_moves": "8", "max_leader_transfers": "5", "balance_cooldown": "5m"}) {
+		t.Errorf("sent %v", req)
+	}
 
 	r = runAt(t, addr, "config", "set", "dead_timeout=2m", "Max-Concurrent-Repairs=8", "report_interval=500ms")
 	r.wantCode(t, 0)
-	req := f.lastReq("SetConfig").(*drummerpb.SetConfigRequest)
+	req = f.lastReq("SetConfig").(*drummerpb.SetConfigRequest)
 	if req.ShardId != 0 || !maps.Equal(req.Values, map[string]string{"dead_timeout": "2m", "max_concurrent_repairs": "8", "report_interval": "500ms"}) {
 		t.Errorf("sent %v", req)
 	}
@@ -224,7 +247,13 @@ SHARD  SUSPECT TIMEOUT  DEAD TIMEOUT
 		{[]string{"dead_timeout"}, "is not key=value"},
 		{[]string{"dead_timeout=45"}, "dead_timeout: duration \"45\" has no unit; write e.g. 45s"},
 		{[]string{"bogus=1"}, `unknown setting "bogus"`},
-		{[]string{"max_repairs_per_host=0"}, "must be a positive integer"},
+		{[]string{"max_repairs_per_host=0"}, `max_repairs_per_host="0": out of range; want an integer between 1 and 10000`},
+		{[]string{"balance_replicas=maybe"}, `balance_replicas="maybe": not a switch; want on or off (or true or false)`},
+		{[]string{"balance_threshold=0%"}, `balance_threshold="0%": out of range; want a percentage between 1% and 100%`},
+		{[]string{"balance_threshold=150"}, "balance_threshold"},
+		{[]string{"max_leader_transfers=lots"}, `max_leader_transfers="lots": not a whole number`},
+		{[]string{"balance_cooldown=60"}, `balance_cooldown: duration "60" has no unit`},
+		{[]string{"--shard-id", "7", "balance_leaders=off"}, "balance_leaders is deployment-wide and cannot be set per shard"},
 		{[]string{"--shard-id", "7", "max_concurrent_repairs=3"}, "cannot be set per shard"},
 		{[]string{"--shard-id", "0", "dead_timeout=1m"}, "--shard-id 0 is not a shard"},
 		{[]string{"--shard-id", "7", "dead_timeout=0"}, "dead_timeout: duration \"0\" must be positive"},

@@ -9,20 +9,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/settings"
 )
 
 func configKeysHelp() string {
 	var b strings.Builder
-	for _, k := range configKeys {
-		kind := "duration"
-		if k.kind == configCount {
-			kind = "integer"
-		}
+	for _, k := range settings.All() {
 		per := ""
-		if k.perShard {
+		if k.PerShard {
 			per = "; per shard too"
 		}
-		fmt.Fprintf(&b, "  %-24s %s (%s%s)\n", k.key, k.help, kind, per)
+		fmt.Fprintf(&b, "  %-24s %s (%s%s)\n", k.Key, k.Help, k.Range(), per)
 	}
 	return b.String()
 }
@@ -31,9 +28,12 @@ func newConfigCmd(a *app) *cobra.Command {
 	c := newGroupCmd("config", "Show or change runtime settings",
 		"Runtime settings are stored in Drummer's DB and apply to the whole deployment.\n\nSettings:\n"+configKeysHelp())
 	show := &cobra.Command{
-		Use:   "show",
-		Short: "Show the runtime settings and per-shard overrides",
-		Args:  args(cobra.NoArgs, "no arguments"),
+		Use:     "get",
+		Aliases: []string{"show"},
+		Short:   "Show the runtime settings in force and per-shard overrides",
+		Long: `Show every runtime setting with the value in force (a setting never
+changed shows its default), then the per-shard overrides.`,
+		Args: args(cobra.NoArgs, "no arguments"),
 		RunE: a.action(func(cmd *cobra.Command, _ []string) error {
 			d, err := a.drummer()
 			if err != nil {
@@ -53,8 +53,10 @@ func newConfigCmd(a *app) *cobra.Command {
 		Use:   "set [--shard-id N] KEY=VALUE...",
 		Short: "Change runtime settings",
 		Long: `Change runtime settings. Durations take a unit (500ms, 45s, 2m, 1h);
-counts are positive integers. The server checks the values together (e.g.
-dead_timeout must be longer than suspect_timeout) and applies all or none.
+counts are positive integers; percentages are 1-100, with or without "%";
+switches are on or off (or true or false). The server checks the values
+together (e.g. dead_timeout must be longer than suspect_timeout) and
+applies all or none. The settings apply to the whole deployment.
 
 With --shard-id N, suspect_timeout and dead_timeout are set for shard N
 only; the value "default" removes that override (a shard's overrides go
@@ -62,8 +64,10 @@ away when the shard is deleted).
 
 Settings:
 ` + configKeysHelp(),
-		Example: "  drummercmd config set dead_timeout=2m max_concurrent_repairs=8\n  drummercmd config set --shard-id 7 suspect_timeout=5s dead_timeout=30s",
-		Args:    cobra.ArbitraryArgs,
+		Example: "  drummercmd config set dead_timeout=2m max_concurrent_repairs=8\n" +
+			"  drummercmd config set balance_leaders=off balance_threshold=10% balance_cooldown=5m\n" +
+			"  drummercmd config set --shard-id 7 suspect_timeout=5s dead_timeout=30s",
+		Args: cobra.ArbitraryArgs,
 		RunE: a.action(func(cmd *cobra.Command, args []string) error {
 			perShard := cmd.Flags().Changed("shard-id")
 			if perShard && shardID == 0 {
@@ -107,12 +111,9 @@ func (a *app) printConfig(cfg *drummerpb.RuntimeConfig) error {
 		return a.printJSON(toConfigJSON(cfg))
 	}
 	t := newTable("key", "value")
-	t.add("report_interval", fmtMillis(cfg.GetReportIntervalMs()))
-	t.add("suspect_timeout", fmtMillis(cfg.GetSuspectTimeoutMs()))
-	t.add("dead_timeout", fmtMillis(cfg.GetDeadTimeoutMs()))
-	t.add("max_concurrent_repairs", fmt.Sprint(cfg.GetMaxConcurrentRepairs()))
-	t.add("max_repairs_per_host", fmt.Sprint(cfg.GetMaxRepairsPerHost()))
-	t.add("host_gc_after", fmtMillis(cfg.GetHostGcAfterMs()))
+	for _, k := range settings.All() {
+		t.add(k.Key, k.Format(k.FromAPI(cfg)))
+	}
 	if err := t.write(a.stdout); err != nil {
 		return err
 	}

@@ -12,13 +12,15 @@ func newRepairCmd(a *app) *cobra.Command {
 	c := newGroupCmd("repair", "Follow Drummer's repairs",
 		`Repairs are the membership changes Drummer makes to keep shards healthy:
 replacing dead replicas, moving replicas off draining hosts, adding or
-removing replicas.`)
+removing replicas; balancing moves (kind balance) are listed with them.`)
 	c.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List repairs in flight and recently finished ones",
 		Long: `List repairs in flight (with their current step and its deadline) and
 recently finished ones (with their outcome: done, failed, rolled_back or
-cancelled, and the reason).`,
+cancelled, and the reason). KIND is replace (a dead replica), add, remove,
+move (off a draining host) or balance (from a host above its fair share to
+one below it; drummercmd balance status).`,
 		Args: args(cobra.NoArgs, "no arguments"),
 		RunE: a.action(func(cmd *cobra.Command, _ []string) error {
 			d, err := a.drummer()

@@ -45,6 +45,9 @@ type fakeDrummer struct {
 	info    *drummerpb.ClusterInfo
 	flight  []*drummerpb.Repair
 	recent  []*drummerpb.Repair
+	// balance is GetBalanceStatus's answer; its hosts are paged by the
+	// request (page_token: the first host ID of the page).
+	balance *drummerpb.GetBalanceStatusResponse
 	// launched is returned as already_launched.
 	launched bool
 
@@ -119,7 +122,7 @@ func (f *fakeDrummer) mutations() []string {
 	var out []string
 	for _, c := range f.calls {
 		switch c {
-		case "ListHosts", "ListShards", "GetShard", "GetClusterInfo", "ListRepairs", "GetConfig", "ListMembers":
+		case "ListHosts", "ListShards", "GetShard", "GetClusterInfo", "ListRepairs", "GetConfig", "ListMembers", "GetBalanceStatus":
 		default:
 			out = append(out, c)
 		}
@@ -267,6 +270,31 @@ func (f *fakeDrummer) SetConfig(context.Context, *drummerpb.SetConfigRequest) (*
 		return &drummerpb.RuntimeConfig{}, nil
 	}
 	return f.cfg, nil
+}
+
+func (f *fakeDrummer) GetBalanceStatus(_ context.Context, r *drummerpb.GetBalanceStatusRequest) (*drummerpb.GetBalanceStatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.balance == nil {
+		return &drummerpb.GetBalanceStatusResponse{}, nil
+	}
+	out := proto.CloneOf(f.balance)
+	size := int(r.GetPageSize())
+	if size == 0 {
+		size = 500
+	}
+	out.Hosts = nil
+	for _, h := range f.balance.GetHosts() {
+		if h.GetHostId() < r.GetPageToken() {
+			continue
+		}
+		if len(out.Hosts) == size {
+			out.NextPageToken = h.GetHostId()
+			break
+		}
+		out.Hosts = append(out.Hosts, h)
+	}
+	return out, nil
 }
 
 func (f *fakeDrummer) ListMembers(context.Context, *drummerpb.ListMembersRequest) (*drummerpb.ListMembersResponse, error) {

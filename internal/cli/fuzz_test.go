@@ -126,7 +126,7 @@ func FuzzCommandLine(f *testing.F) {
 		"host list -o json", "host cordon h1", "host maintenance h1 --for 10m", "host maintenance h1 --for 1000000h",
 		"config set dead_timeout=45s", "config set --shard-id 2 dead_timeout=default", "config get", "cluster info",
 		"regions set r1:1,r2:1,r3:1", "members list", "shard create --replicas 0", "--bogus", "", "help", "shard",
-		"kv put --shard-id 1 k v", "repairs list",
+		"kv put --shard-id 1 k v", "repairs list", "balance status --limit 2 -o json", "config set balance_threshold=5% balance_replicas=off",
 	} {
 		f.Add(s)
 	}

@@ -118,6 +118,13 @@ type configJSON struct {
 	MaxConcurrentRepairs uint32              `json:"max_concurrent_repairs"`
 	MaxRepairsPerHost    uint32              `json:"max_repairs_per_host"`
 	HostGCAfterMs        uint64              `json:"host_gc_after_ms"`
+	BalanceReplicas      bool                `json:"balance_replicas"`
+	BalanceLeaders       bool                `json:"balance_leaders"`
+	BalanceThresholdPct  uint32              `json:"balance_threshold_pct"`
+	BalanceMinExcess     uint32              `json:"balance_min_excess"`
+	MaxBalanceMoves      uint32              `json:"max_balance_moves"`
+	MaxLeaderTransfers   uint32              `json:"max_leader_transfers"` // per second
+	BalanceCooldownMs    uint64              `json:"balance_cooldown_ms"`
 	ShardOverrides       []shardOverrideJSON `json:"shard_overrides"`
 }
 
@@ -249,6 +256,13 @@ func toConfigJSON(c *drummerpb.RuntimeConfig) configJSON {
 		MaxConcurrentRepairs: c.GetMaxConcurrentRepairs(),
 		MaxRepairsPerHost:    c.GetMaxRepairsPerHost(),
 		HostGCAfterMs:        c.GetHostGcAfterMs(),
+		BalanceReplicas:      c.GetBalanceReplicas(),
+		BalanceLeaders:       c.GetBalanceLeaders(),
+		BalanceThresholdPct:  c.GetBalanceThresholdPct(),
+		BalanceMinExcess:     c.GetBalanceMinExcess(),
+		MaxBalanceMoves:      c.GetMaxBalanceMoves(),
+		MaxLeaderTransfers:   c.GetMaxLeaderTransfers(),
+		BalanceCooldownMs:    c.GetBalanceCooldownMs(),
 		ShardOverrides:       []shardOverrideJSON{},
 	}
 	for _, id := range slices.Sorted(maps.Keys(c.GetShardOverrides())) {

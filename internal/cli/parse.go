@@ -7,9 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/settings"
 )
 
 // The server's limits (internal/db), checked here too so that bad input
@@ -93,49 +93,13 @@ func sumRegions(m map[string]uint32) uint32 {
 	return t
 }
 
-// parseDuration parses a Go duration ("45s", "2m", "1h30m") for the setting
-// or flag called name. It must be positive and a whole number of
-// milliseconds (the API's resolution).
-func parseDuration(name, s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
-			return 0, fmt.Errorf("%s: duration %q has no unit; write e.g. %ss or %sms", name, s, s, s)
-		}
-		return 0, fmt.Errorf("%s: invalid duration %q; use a number with a unit, e.g. 500ms, 45s, 2m, 1h30m", name, s)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%s: duration %q must be positive", name, s)
-	}
-	if d%time.Millisecond != 0 {
-		return 0, fmt.Errorf("%s: duration %q is finer than a millisecond; round it to whole milliseconds", name, s)
-	}
-	return d, nil
-}
-
-// fmtDuration prints a duration without the noise of time.Duration.String
-// ("1h" rather than "1h0m0s").
-func fmtDuration(d time.Duration) string {
-	if d == 0 {
-		return "0s"
-	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
-func fmtMillis(ms uint64) string {
-	if ms > math.MaxInt64/uint64(time.Millisecond) {
-		return strconv.FormatUint(ms, 10) + "ms"
-	}
-	return fmtDuration(time.Duration(ms) * time.Millisecond)
-}
+// Durations are parsed and printed as the runtime settings are
+// (internal/settings), flags and settings alike.
+var (
+	parseDuration = settings.ParseDuration
+	fmtDuration   = settings.FormatDuration
+	fmtMillis     = settings.FormatMillis
+)
 
 // parseShardID parses one shard ID (a positive integer).
 func parseShardID(s string) (uint64, error) {
@@ -294,65 +258,11 @@ func parseKeyValues(args []string) ([]keyValue, error) {
 	return out, nil
 }
 
-// Runtime configuration keys accepted by "config set".
-type configKind int
-
-const (
-	configDuration configKind = iota
-	configCount
-)
-
-var configKeys = []struct {
-	key      string
-	kind     configKind
-	perShard bool
-	help     string
-}{
-	{"report_interval", configDuration, false, "how often agents report (100ms-60s)"},
-	{"suspect_timeout", configDuration, true, "silence after which a host is suspect (>= 2x report_interval)"},
-	{"dead_timeout", configDuration, true, "silence after which a host is dead and its replicas are repaired (> suspect_timeout)"},
-	{"max_concurrent_repairs", configCount, false, "repairs in flight in the whole deployment"},
-	{"max_repairs_per_host", configCount, false, "repairs in flight touching one host"},
-	{"host_gc_after", configDuration, false, "dead hosts with no replicas are forgotten after this long (>= dead_timeout)"},
-}
-
-func configKeyNames(perShard bool) []string {
-	var out []string
-	for _, k := range configKeys {
-		if !perShard || k.perShard {
-			out = append(out, k.key)
-		}
-	}
-	return out
-}
-
-// validateConfigSetting checks the syntax of one "config set" value. With
-// perShard, only the liveness timeouts are allowed.
+// validateConfigSetting checks the syntax and range of one "config set"
+// value with the server's own table (internal/settings). With perShard,
+// only the liveness timeouts are allowed.
 func validateConfigSetting(key, value string, perShard bool) error {
-	for _, k := range configKeys {
-		if k.key != key {
-			continue
-		}
-		if perShard && !k.perShard {
-			return fmt.Errorf("%s cannot be set per shard; with --shard-id only %s are allowed",
-				key, strings.Join(configKeyNames(true), ", "))
-		}
-		switch k.kind {
-		case configDuration:
-			if perShard && value == "default" {
-				return nil // removes the shard's override
-			}
-			_, err := parseDuration(key, value)
-			return err
-		case configCount:
-			n, err := strconv.ParseUint(value, 10, 32)
-			if err != nil || n == 0 {
-				return fmt.Errorf("%s: %q must be a positive integer", key, value)
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown setting %q; known settings: %s", key, strings.Join(configKeyNames(perShard), ", "))
+	return settings.Check(key, value, perShard)
 }
 
 // validateAddress checks a host:port address.

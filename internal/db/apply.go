@@ -107,7 +107,7 @@ func (s *State) registerDrummer(r *dbpb.RegisterDrummer) dbpb.Code {
 	if old, ok := s.Drummers[r.ReplicaId]; ok && proto.Equal(old, r) {
 		return dbpb.Code_CODE_NOOP
 	}
-	s.Drummers[r.ReplicaId] = &dbpb.Drummer{ReplicaId: r.ReplicaId, RaftAddress: r.RaftAddress, GrpcAddress: r.GrpcAddress}
+	s.putDrummer(&dbpb.Drummer{ReplicaId: r.ReplicaId, RaftAddress: r.RaftAddress, GrpcAddress: r.GrpcAddress})
 	return dbpb.Code_CODE_OK
 }
 
@@ -118,7 +118,7 @@ func (s *State) unregisterDrummer(r *dbpb.UnregisterDrummer) dbpb.Code {
 	if _, ok := s.Drummers[r.ReplicaId]; !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
-	delete(s.Drummers, r.ReplicaId)
+	s.dropDrummer(r.ReplicaId)
 	return dbpb.Code_CODE_OK
 }
 
@@ -136,14 +136,14 @@ func (s *State) kvPut(p *dbpb.KVPut) dbpb.Code {
 		if len(s.KV) >= MaxKVEntries {
 			return dbpb.Code_CODE_CONFLICT
 		}
-		s.KV[p.Key] = rec
+		s.putKV(rec)
 		return dbpb.Code_CODE_OK
 	}
 	if old.Finalized {
 		return dbpb.Code_CODE_KV_FINALIZED
 	}
 	if old.InstanceId == p.InstanceId || (p.OldInstanceId != 0 && old.InstanceId == p.OldInstanceId) {
-		s.KV[p.Key] = rec
+		s.putKV(rec)
 		return dbpb.Code_CODE_OK
 	}
 	return dbpb.Code_CODE_KV_REJECTED

@@ -99,6 +99,7 @@ func (s *State) addPool(h *dbpb.Host, hosts, members int) {
 func (s *State) putHost(h *dbpb.Host) {
 	if old := s.Hosts[h.Id]; old != nil {
 		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
+		s.sums.hosts -= recordHash(tagHost, old)
 		if placeable(old) {
 			s.addPool(old, -1, -s.hostMembers[h.Id])
 		}
@@ -107,6 +108,7 @@ func (s *State) putHost(h *dbpb.Host) {
 		s.addPool(h, 1, s.hostMembers[h.Id])
 	}
 	s.Hosts[h.Id] = h
+	s.sums.hosts += recordHash(tagHost, h)
 	s.byAddr.ReplaceOrInsert(addrKey{h.RaftAddress, h.Id})
 	s.byLoad.ReplaceOrInsert(LoadKey{s.hostMembers[h.Id], h.Id})
 }
@@ -116,6 +118,7 @@ func (s *State) dropHost(id string) {
 	if old := s.Hosts[id]; old != nil {
 		s.byAddr.Delete(addrKey{old.RaftAddress, old.Id})
 		s.byLoad.Delete(LoadKey{s.hostMembers[id], id})
+		s.sums.hosts -= recordHash(tagHost, old)
 		if placeable(old) {
 			s.addPool(old, -1, -s.hostMembers[id])
 		}
@@ -125,11 +128,18 @@ func (s *State) dropHost(id string) {
 
 func (s *State) putCleanup(c *dbpb.Cleanup) {
 	k := CleanupKey{HostID: c.HostId, ShardID: c.ShardId, ReplicaID: c.ReplicaId}
+	if old := s.Cleanups[k]; old != nil {
+		s.sums.cleanups -= recordHash(tagCleanup, old)
+	}
 	s.Cleanups[k] = c
+	s.sums.cleanups += recordHash(tagCleanup, c)
 	s.cleanupIdx.ReplaceOrInsert(k)
 }
 
 func (s *State) dropCleanup(k CleanupKey) {
+	if old := s.Cleanups[k]; old != nil {
+		s.sums.cleanups -= recordHash(tagCleanup, old)
+	}
 	delete(s.Cleanups, k)
 	s.cleanupIdx.Delete(k)
 }
@@ -242,6 +252,9 @@ func (s *State) CheckIndexes() string {
 		if !s.byAddr.Has(addrKey{h.RaftAddress, id}) {
 			return "address index misses " + id
 		}
+	}
+	if s.computeSums() != s.sums {
+		return "record hash sums differ from the records"
 	}
 	return ""
 }

@@ -25,7 +25,11 @@ type StateMachine struct {
 	applied uint64
 	// view caches the last View: records are immutable, so a view stays
 	// valid until the next applied batch or snapshot recovery replaces it.
-	view *State
+	// It is made under viewMu and the read lock (so that report handlers'
+	// Read calls are not held up by a copy of the maps), and dropped under
+	// the write lock. viewMu serializes every Clone of the live state.
+	viewMu sync.Mutex
+	view   *State
 	// hash caches the state's hash until the next change.
 	hash     uint64
 	hashIdx  uint64
@@ -97,11 +101,15 @@ func (m *StateMachine) Lookup(q interface{}) (interface{}, error) {
 // every caller until the next one, so reading the DB costs nothing while it
 // does not change. Callers must not modify a view.
 func (m *StateMachine) View() (*State, uint64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	return m.viewLocked(), m.applied
 }
 
+// viewLocked returns the cached view, made if needed; the caller holds
+// viewMu and at least the read lock.
 func (m *StateMachine) viewLocked() *State {
 	if m.view == nil {
 		m.view = m.st.Clone()
@@ -128,9 +136,16 @@ func (m *StateMachine) Read(f func(*State)) {
 
 // ViewIfChanged returns a view and what changed since the previous call.
 func (m *StateMachine) ViewIfChanged() (*State, Dirty, uint64) {
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
+	// TakeDirty changes the state's change record: the write lock, but
+	// only for that; the copy is made under the read lock.
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.viewLocked(), m.st.TakeDirty(), m.applied
+	d := m.st.TakeDirty()
+	m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.viewLocked(), d, m.applied
 }
 
 // Changed returns a channel closed when the next batch is applied.
@@ -150,6 +165,11 @@ func (m *StateMachine) Applied() uint64 {
 // PrepareSnapshot captures the state to write; Update may run while the
 // capture is being written.
 func (m *StateMachine) PrepareSnapshot() (interface{}, error) {
+	// Cloning the B-tree indexes writes to the original (their
+	// copy-on-write context), so clones of the live state are serialized
+	// by viewMu; apply is excluded by the read lock.
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.st.Clone(), nil

@@ -2,8 +2,6 @@ package db
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -55,20 +53,6 @@ func (s *State) MarshalSnapshot() ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(s.ToSnapshot())
 }
 
-// Hash returns a digest of the state (the first 8 bytes of the SHA-256 of
-// its deterministic encoding), equal across replicas that applied the same
-// commands.
-func (s *State) Hash() uint64 {
-	b, err := s.MarshalSnapshot()
-	if err != nil {
-		// Marshalling our own well-formed messages cannot fail; make any
-		// such bug visible as a hash no healthy replica produces.
-		return 0
-	}
-	sum := sha256.Sum256(b)
-	return binary.LittleEndian.Uint64(sum[:8])
-}
-
 // FromSnapshot decodes a snapshot written by MarshalSnapshot.
 func FromSnapshot(b []byte) (*State, error) {
 	var snap dbpb.Snapshot
@@ -101,10 +85,10 @@ func FromSnapshot(b []byte) (*State, error) {
 		s.putCleanup(c)
 	}
 	for _, d := range snap.Drummers {
-		s.Drummers[d.ReplicaId] = d
+		s.putDrummer(d)
 	}
 	for _, kv := range snap.Kv {
-		s.KV[kv.Key] = kv
+		s.putKV(kv)
 	}
 	s.Recent = snap.RecentRepairs
 	s.dirty.All = true

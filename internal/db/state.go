@@ -15,8 +15,10 @@
 package db
 
 import (
-	"github.com/google/btree"
 	"slices"
+
+	"github.com/google/btree"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
@@ -87,6 +89,10 @@ type State struct {
 	cleanupIdx *btree.BTreeG[CleanupKey]
 	byLoad     *btree.BTreeG[LoadKey]
 	byAddr     *btree.BTreeG[addrKey]
+
+	// sums hash every table's records, for Hash (hash.go); kept by the
+	// put and drop functions, not replicated.
+	sums recordSums
 
 	// Not replicated: which records changed since the last TakeDirty, so the
 	// scheduler re-plans only what changed.
@@ -167,16 +173,23 @@ func (s *State) Clone() *State {
 
 // putShard stores a shard record and keeps the derived indexes.
 func (s *State) putShard(sh *dbpb.Shard) {
-	if old := s.Shards[sh.Id]; old != nil {
-		s.unindex(old)
+	old := s.Shards[sh.Id]
+	// Most updates (bootstrap marks, repair steps, failures) leave the
+	// members as they are: their index entries stay, which halves what
+	// apply costs on every replica during a launch.
+	same := old != nil && sameMembers(old.Members, sh.Members)
+	if old != nil {
+		if same {
+			s.unindexRepair(old)
+		} else {
+			s.unindex(old)
+		}
+		s.sums.shards -= recordHash(tagShard, old)
 	}
 	s.Shards[sh.Id] = sh
-	if len(sh.Members) > 0 {
-		s.membered++
-	}
-	for _, m := range sh.Members {
-		s.setMembers(m.HostId, s.hostMembers[m.HostId]+1)
-		s.hostShards.ReplaceOrInsert(hostShard{m.HostId, sh.Id})
+	s.sums.shards += recordHash(tagShard, sh)
+	if !same {
+		s.indexMembers(sh)
 	}
 	if r := sh.Repair; r != nil {
 		s.repairing[sh.Id] = true
@@ -190,8 +203,26 @@ func (s *State) putShard(sh *dbpb.Shard) {
 func (s *State) deleteShard(id uint64) {
 	if old := s.Shards[id]; old != nil {
 		s.unindex(old)
+		s.sums.shards -= recordHash(tagShard, old)
 		delete(s.Shards, id)
 	}
+}
+
+// indexMembers adds a stored shard's members to the member indexes.
+func (s *State) indexMembers(sh *dbpb.Shard) {
+	if len(sh.Members) > 0 {
+		s.membered++
+	}
+	for _, m := range sh.Members {
+		s.setMembers(m.HostId, s.hostMembers[m.HostId]+1)
+		s.hostShards.ReplaceOrInsert(hostShard{m.HostId, sh.Id})
+	}
+}
+
+// sameMembers reports whether two member lists are equal, record by record
+// (apply copies a shard with proto.CloneOf, so equal means equal values).
+func sameMembers(a, b []*dbpb.Replica) bool {
+	return slices.EqualFunc(a, b, func(x, y *dbpb.Replica) bool { return x == y || proto.Equal(x, y) })
 }
 
 func (s *State) unindex(sh *dbpb.Shard) {
@@ -202,6 +233,11 @@ func (s *State) unindex(sh *dbpb.Shard) {
 		s.setMembers(m.HostId, s.hostMembers[m.HostId]-1)
 		s.hostShards.Delete(hostShard{m.HostId, sh.Id})
 	}
+	s.unindexRepair(sh)
+}
+
+// unindexRepair removes a shard's repair from the repair indexes.
+func (s *State) unindexRepair(sh *dbpb.Shard) {
 	if r := sh.Repair; r != nil {
 		delete(s.repairing, sh.Id)
 		if r.NewHostId != "" {

@@ -49,20 +49,24 @@ type Fleet struct {
 
 	mu    sync.Mutex
 	conns [][]*grpc.ClientConn
+	// shared holds the connections hosts share (Config.HostsPerConn > 1),
+	// by group of hosts; they are closed only at the end.
+	shared [][]*grpc.ClientConn
 }
 
-// newFleet lays out cfg.Hosts hosts; with certsDir it makes a nodehost
+// newFleet lays out cfg.Hosts hosts and the cfg.Join the join scenario
+// adds; with certsDir it makes a nodehost
 // certificate for each (bound to its raft address) with internal/pki.
 func newFleet(cfg Config, endpoints []string, certsDir string) (*Fleet, error) {
 	f := &Fleet{cfg: cfg, endpoints: endpoints, model: newModel(cfg.ElectionDelay),
 		errCodes: map[string]int64{}, errFirst: map[string]string{}}
 	f.stats.Store(newStats(len(endpoints)))
-	f.hosts = make([]*Host, cfg.Hosts)
+	f.hosts = make([]*Host, cfg.Hosts+cfg.Join)
 	for i := range f.hosts {
 		f.hosts[i] = newHost(f, i)
 		f.model.byAddr[f.hosts[i].raft] = f.hosts[i]
 	}
-	f.creds = make([]grpc.DialOption, cfg.Hosts)
+	f.creds = make([]grpc.DialOption, len(f.hosts))
 	if certsDir == "" {
 		for i := range f.creds {
 			f.creds[i] = grpc.WithTransportCredentials(insecure.NewCredentials())
@@ -81,7 +85,7 @@ func newFleet(cfg Config, endpoints []string, certsDir string) (*Fleet, error) {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= cfg.Hosts || errs[w] != nil {
+				if i >= len(f.hosts) || errs[w] != nil {
 					return
 				}
 				errs[w] = f.makeCert(dir, i)
@@ -114,11 +118,28 @@ func (f *Fleet) makeCert(dir string, i int) error {
 	return nil
 }
 
-// start connects every host to every endpoint and starts its reporters.
+// start connects the first cfg.Hosts hosts to every endpoint and starts
+// their reporters (the join scenario starts the others).
 func (f *Fleet) start(ctx context.Context) error {
 	f.conns = make([][]*grpc.ClientConn, len(f.hosts))
-	for i, h := range f.hosts {
-		conns := make([]*grpc.ClientConn, len(f.endpoints))
+	for i := range f.cfg.Hosts {
+		if err := f.startHost(ctx, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startHost connects host i to every endpoint (or to its group's shared
+// connections) and starts its reporters. Hosts start in index order.
+func (f *Fleet) startHost(ctx context.Context, i int) error {
+	h := f.hosts[i]
+	per := max(1, f.cfg.HostsPerConn)
+	var conns []*grpc.ClientConn
+	if per > 1 && i%per != 0 {
+		conns = f.shared[i/per]
+	} else {
+		conns = make([]*grpc.ClientConn, len(f.endpoints))
 		for j, ep := range f.endpoints {
 			cc, err := grpc.NewClient(ep, f.creds[i],
 				grpc.WithReadBufferSize(16<<10), grpc.WithWriteBufferSize(16<<10))
@@ -130,13 +151,19 @@ func (f *Fleet) start(ctx context.Context) error {
 			}
 			conns[j] = cc
 		}
-		f.mu.Lock()
-		f.conns[i] = conns
-		f.mu.Unlock()
-		hctx, cancel := context.WithCancel(ctx)
-		h.cancel = cancel
-		go h.run(hctx, conns)
 	}
+	f.mu.Lock()
+	if per > 1 {
+		if i%per == 0 {
+			f.shared = append(f.shared, conns)
+		}
+	} else {
+		f.conns[i] = conns
+	}
+	f.mu.Unlock()
+	hctx, cancel := context.WithCancel(ctx)
+	h.cancel = cancel
+	go h.run(hctx, conns)
 	return nil
 }
 
@@ -178,6 +205,12 @@ func (f *Fleet) close() {
 		}
 		f.conns[i] = nil
 	}
+	for _, conns := range f.shared {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	f.shared = nil
 }
 
 func (f *Fleet) noteError(ep int, code string, err error) {

@@ -20,7 +20,8 @@ func TestMain(m *testing.M) {
 // drummer processes (mutual TLS, a certificate per host), 200 simulated
 // hosts, a launch, two hosts killed and repaired, the drummer leader
 // SIGKILLed and a shard created right after placed, the leader restarted,
-// and every shard healthy again.
+// every shard healthy again, then 20 empty hosts joining and the replicas
+// balanced over them.
 func TestSmallFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts drummer processes")
@@ -30,8 +31,9 @@ func TestSmallFleet(t *testing.T) {
 	defer cancel()
 	cfg := Config{
 		Hosts: 200, ReplicasPerHost: 6,
-		Scenarios:      []string{ScenarioKill, ScenarioLeaderKill},
+		Scenarios:      []string{ScenarioKill, ScenarioLeaderKill, ScenarioJoin},
 		Kill:           2,
+		Join:           20,
 		ReportInterval: 500 * time.Millisecond, SuspectTimeout: 3 * time.Second, DeadTimeout: 6 * time.Second,
 		Dir:                  t.TempDir(),
 		PollEvery:            250 * time.Millisecond,
@@ -57,6 +59,14 @@ func TestSmallFleet(t *testing.T) {
 	}
 	if len(res.Kills) != 1 || res.Kills[0].Replicas == 0 || len(res.LeaderKills) != 1 || res.LeaderKills[0].KillToPlacedSeconds <= 0 {
 		t.Fatalf("scenarios: kills %+v leader kills %+v", res.Kills, res.LeaderKills)
+	}
+	for _, p := range res.Phases {
+		if len(p.HostsNotUp) > 0 {
+			t.Logf("phase %s: hosts not up %v", p.Name, p.HostsNotUp)
+		}
+	}
+	if len(res.Joins) != 1 || res.Joins[0].BalancedSeconds <= 0 || res.Joins[0].Moved < res.Joins[0].MinMoves {
+		t.Fatalf("join: %+v", res.Joins)
 	}
 	var steady *Phase
 	for _, p := range res.Phases {

@@ -349,10 +349,11 @@ func (h *Host) report(ctx context.Context, ep int, dc drummerpb.DrummerClient) {
 	}
 	for {
 		now := time.Now()
-		interval := reportproto.Interval(time.Duration(h.interval.Load()), h.working(now))
-		nudged := h.nudgeCh()
+		base := time.Duration(h.interval.Load())
+		interval := st.Interval(base, h.working(now))
+		nudged := st.Nudge(h.nudgeCh())
 		rep := st.Build(&h.ident, h.currentView(now), h.status(), h.resultsSince, h.f.cfg.FullReportEvery, now)
-		rctx, cancel := context.WithTimeout(ctx, reportproto.Timeout(interval))
+		rctx, cancel := context.WithTimeout(ctx, reportproto.Timeout(base))
 		begin := time.Now()
 		resp, err := dc.Report(rctx, rep.Req)
 		took := time.Since(begin)

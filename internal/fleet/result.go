@@ -25,6 +25,7 @@ type Result struct {
 	SuspectTimeout  string   `json:"suspect_timeout"`
 	DeadTimeout     string   `json:"dead_timeout"`
 	TLS             bool     `json:"tls"`
+	HostsPerConn    int      `json:"hosts_per_conn,omitempty"`
 	Scenarios       []string `json:"scenarios"`
 	Dir             string   `json:"dir,omitempty"`
 
@@ -35,6 +36,7 @@ type Result struct {
 	Phases      []*Phase            `json:"phases"`
 	Kills       []*KillResult       `json:"kills,omitempty"`
 	LeaderKills []*LeaderKillResult `json:"leader_kills,omitempty"`
+	Joins       []*JoinResult       `json:"joins,omitempty"`
 
 	// Report errors over the whole run, by "endpoint code", and the first
 	// message of each.
@@ -130,6 +132,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	tls := "mutual TLS, one nodehost certificate per host"
 	if !r.TLS {
 		tls = "--insecure"
+		if r.HostsPerConn > 1 {
+			tls += fmt.Sprintf(", %d hosts per connection", r.HostsPerConn)
+		}
 	}
 	fmt.Fprintf(w, "<!-- %s; %s -->\n", r.Date, r.Machine)
 	fmt.Fprintf(w, "%d hosts x %d replicas = %d shards of %d; report_interval %s, suspect %s, dead %s; %s\n\n",
@@ -164,6 +169,15 @@ func (r *Result) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "| ... placed | %.2f s |\n", l.KillToPlacedSeconds)
 		fmt.Fprintf(w, "| ... healthy | %.2f s |\n", l.KillToHealthySeconds)
 		fmt.Fprintf(w, "| hosts suspect or dead around the failover | %d |\n", l.HostsNotUp)
+	}
+	for _, j := range r.Joins {
+		fmt.Fprintf(w, "| join %d empty hosts: all up | %.1f s |\n", j.Hosts, j.UpSeconds)
+		if j.BalancedSeconds > 0 {
+			fmt.Fprintf(w, "| ... replicas balanced (every host within %.1f of the fair share %.1f) | %.1f s |\n", j.Tolerance, j.Share, j.BalancedSeconds)
+		} else {
+			fmt.Fprintf(w, "| ... replicas balanced | not reached |\n")
+		}
+		fmt.Fprintf(w, "| ... replicas moved to the new hosts (minimum to balance: %d) | %d (%.1f per second) |\n", j.MinMoves, j.Moved, j.MovesPerSecond)
 	}
 	fmt.Fprintf(w, "| safety violations seen by the model | %d |\n", r.ViolationCount)
 	for _, k := range slices.Sorted(maps.Keys(r.ErrorsByServer)) {

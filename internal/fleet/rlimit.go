@@ -5,11 +5,11 @@ import (
 	"syscall"
 )
 
-// raiseNoFile raises this process's open-file limit to what hosts need (the
-// drummer processes inherit it): every host holds a connection to every
-// server, and each server one per host.
-func raiseNoFile(hosts int) error {
-	need := uint64(4*hosts + 4096)
+// raiseNoFile raises this process's open-file limit to what conns
+// connections to each server need (the drummer processes inherit it): the
+// bench holds conns connections to every server, and each server conns.
+func raiseNoFile(conns int) error {
+	need := uint64(4*conns + 4096)
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return err
@@ -27,7 +27,7 @@ func raiseNoFile(hosts int) error {
 			l.Cur = l.Max
 			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 		}
-		return fmt.Errorf("%d hosts need about %d open files, the limit is %d (hard %d): %w; raise it (ulimit -n, or run as root)", hosts, need, l.Cur, l.Max, err)
+		return fmt.Errorf("%d connections per server need about %d open files, the limit is %d (hard %d): %w; raise it (ulimit -n, or run as root), or share connections (--insecure --hosts-per-conn N)", conns, need, l.Cur, l.Max, err)
 	}
 	return nil
 }

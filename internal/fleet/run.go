@@ -18,6 +18,7 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/client"
+	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/testcluster"
 )
 
@@ -37,8 +38,12 @@ const (
 	ScenarioLeaderKill = "leader-kill"
 )
 
+// ScenarioJoin starts Config.Join empty hosts and measures until the
+// replicas are balanced over all hosts.
+const ScenarioJoin = "join"
+
 // Scenarios are the known scenario names.
-var Scenarios = []string{ScenarioSteady, ScenarioLaunch, ScenarioKill, ScenarioLeaderKill}
+var Scenarios = []string{ScenarioSteady, ScenarioLaunch, ScenarioKill, ScenarioLeaderKill, ScenarioJoin}
 
 // Config configures a run.
 type Config struct {
@@ -52,6 +57,8 @@ type Config struct {
 	SteadyFor time.Duration
 	// Kill is the number of hosts the kill scenario crashes.
 	Kill int
+	// Join is the number of empty hosts the join scenario starts.
+	Join int
 	// Runtime configuration set on the drummers before the hosts start.
 	ReportInterval, SuspectTimeout, DeadTimeout time.Duration
 	// Settings are more runtime settings (drummercmd config set keys).
@@ -66,6 +73,13 @@ type Config struct {
 	// Insecure runs the drummers with --insecure; by default every host
 	// has its own nodehost certificate bound to its raft address.
 	Insecure bool
+	// HostsPerConn hosts share one gRPC connection to each server (default
+	// 1: a connection per host and server, as real hosts have). Sharing
+	// needs Insecure (a certificate identifies one host) and exists for
+	// machines whose open-file limit cannot hold 3 connections per host:
+	// the server still takes every host's reports separately, but pays
+	// for fewer connections.
+	HostsPerConn int
 	// Dir is the work directory (default: a temporary one, removed at the
 	// end unless Keep).
 	Dir  string
@@ -96,6 +110,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ShardReplicas <= 0 {
 		c.ShardReplicas = 3
+	}
+	if c.HostsPerConn <= 0 {
+		c.HostsPerConn = 1
 	}
 	if len(c.Scenarios) == 0 {
 		c.Scenarios = []string{ScenarioSteady}
@@ -130,8 +147,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--scenario %q: want one or more of %s, comma-separated", s, strings.Join(Scenarios, ", ")))
 		}
 	}
+	if slices.Contains(c.Scenarios, ScenarioJoin) != (c.Join > 0) || c.Join < 0 || c.Join > 60000 {
+		errs = append(errs, fmt.Errorf("--join %d with --scenario %s: the join scenario needs --join 1 to 60000, and --join needs the join scenario", c.Join, strings.Join(c.Scenarios, ",")))
+	}
 	if slices.Contains(c.Scenarios, ScenarioKill) && (c.Kill < 1 || c.Kill > c.Hosts-c.ShardReplicas) {
 		errs = append(errs, fmt.Errorf("--kill %d: want 1 to %d (hosts minus replicas per shard)", c.Kill, c.Hosts-c.ShardReplicas))
+	}
+	if c.HostsPerConn > 1 && !c.Insecure {
+		errs = append(errs, fmt.Errorf("--hosts-per-conn %d needs --insecure: a connection carries one host's certificate", c.HostsPerConn))
 	}
 	if c.SuspectTimeout < 2*c.ReportInterval || c.DeadTimeout <= c.SuspectTimeout {
 		errs = append(errs, fmt.Errorf("timeouts: suspect_timeout (%s) must be at least twice report_interval (%s) and dead_timeout (%s) longer", c.SuspectTimeout, c.ReportInterval, c.DeadTimeout))
@@ -173,7 +196,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(),
 		Hosts: cfg.Hosts, ReplicasPerHost: cfg.ReplicasPerHost, Shards: cfg.Shards(), ShardReplicas: cfg.ShardReplicas,
 		ReportInterval: cfg.ReportInterval.String(), SuspectTimeout: cfg.SuspectTimeout.String(), DeadTimeout: cfg.DeadTimeout.String(),
-		TLS: !cfg.Insecure, Scenarios: cfg.Scenarios,
+		TLS: !cfg.Insecure, HostsPerConn: cfg.HostsPerConn, Scenarios: cfg.Scenarios,
 	}
 	defer r.cleanup()
 	defer func() {
@@ -197,6 +220,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 			err = r.kill(ctx)
 		case ScenarioLeaderKill:
 			err = r.leaderKill(ctx)
+		case ScenarioJoin:
+			err = r.join(ctx)
 		}
 		if err != nil {
 			return r.res, fmt.Errorf("%s: %w", s, err)
@@ -212,7 +237,7 @@ func machine() string {
 
 func (r *runner) setup(ctx context.Context) error {
 	cfg := &r.cfg
-	if err := raiseNoFile(cfg.Hosts); err != nil {
+	if err := raiseNoFile((cfg.Hosts + cfg.Join + cfg.HostsPerConn - 1) / cfg.HostsPerConn); err != nil {
 		return err
 	}
 	r.dir = cfg.Dir
@@ -444,8 +469,12 @@ func (r *runner) launch(ctx context.Context) error {
 	end := r.phase(ScenarioLaunch)
 	r.cfg.Logf("defining and launching %d shards of %d replicas", n, r.cfg.ShardReplicas)
 	begin := time.Now()
-	if _, err := r.d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: uint64(n), Replicas: uint32(r.cfg.ShardReplicas), App: appName}); err != nil {
-		return fmt.Errorf("create %d shards: %w", n, err)
+	// A CreateShards call defines at most db.MaxShardsPerCommand shards.
+	for first := 1; first <= n; first += db.MaxShardsPerCommand {
+		count := min(db.MaxShardsPerCommand, n-first+1)
+		if _, err := r.d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: uint64(first), Count: uint64(count), Replicas: uint32(r.cfg.ShardReplicas), App: appName}); err != nil {
+			return fmt.Errorf("create shards %d-%d: %w", first, first+count-1, err)
+		}
 	}
 	if _, err := r.d.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
 		return fmt.Errorf("launch: %w", err)

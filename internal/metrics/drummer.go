@@ -63,6 +63,10 @@ type DrummerStats struct {
 	RepairsInFlight map[RepairKey]int
 	// Finished is the DB's recent history, oldest first.
 	Finished []FinishedRepair
+	// LeaderTransfers counts the leader transfers this server's scheduler
+	// ordered for balance (or off hosts that may not lead) since it
+	// started.
+	LeaderTransfers uint64
 }
 
 // StatsSource gives the counts; implemented by server.Server. Stats is
@@ -79,6 +83,7 @@ type Drummer struct {
 	leader, epoch, appliedIndex *prometheus.Desc
 	leaderChanges, dbObjects    *prometheus.Desc
 	hosts, shards, repairs      *prometheus.Desc
+	leaderTransfers             *prometheus.Desc
 
 	mu             sync.Mutex
 	primed         bool
@@ -114,7 +119,9 @@ func NewDrummer(src StatsSource) *Drummer {
 		dbObjects:     desc("db_objects", "Records in this server's DB replica, by kind.", "kind"),
 		hosts:         desc("hosts", "Registered nodehosts by liveness and admin state (leader only).", "state", "admin_state"),
 		shards:        desc("shards", "Shards by health (leader only).", "health"),
-		repairs:       desc("repairs_in_flight", "Repairs in flight by kind and step (leader only).", "kind", "step"),
+		repairs:       desc("repairs_in_flight", "Repairs in flight by kind and step (leader only; kind balance is balancing).", "kind", "step"),
+		leaderTransfers: desc("leader_transfers_total",
+			"Leader transfers this server's scheduler ordered for balance or off hosts that may not lead, since it started."),
 		repairsDone: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "repairs_finished_total",
 			Help: "Repairs finished by kind and result, seen by this server while leader."}, []string{"kind", "result"}),
 		repairDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "repair_duration_seconds",
@@ -156,7 +163,7 @@ func (d *Drummer) Registry() *prometheus.Registry { return d.reg }
 
 // Describe implements prometheus.Collector.
 func (d *Drummer) Describe(ch chan<- *prometheus.Desc) {
-	for _, x := range []*prometheus.Desc{d.leader, d.epoch, d.appliedIndex, d.leaderChanges, d.dbObjects, d.hosts, d.shards, d.repairs} {
+	for _, x := range []*prometheus.Desc{d.leader, d.epoch, d.appliedIndex, d.leaderChanges, d.dbObjects, d.hosts, d.shards, d.repairs, d.leaderTransfers} {
 		ch <- x
 	}
 }
@@ -177,6 +184,7 @@ func (d *Drummer) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.epoch, float64(st.Epoch))
 	gauge(d.appliedIndex, float64(st.AppliedIndex))
 	ch <- prometheus.MustNewConstMetric(d.leaderChanges, prometheus.CounterValue, float64(st.LeaderChanges))
+	ch <- prometheus.MustNewConstMetric(d.leaderTransfers, prometheus.CounterValue, float64(st.LeaderTransfers))
 	for k, n := range st.DBObjects {
 		gauge(d.dbObjects, float64(n), k)
 	}

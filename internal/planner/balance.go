@@ -277,11 +277,13 @@ func (p *planner) leaderHost(id string) bool {
 func (p *planner) balanceLeader(v *shardView) {
 	b := &p.bal
 	l := v.byID[v.leader]
-	if l == nil || !l.live() || v.plan != nil || b.budget <= 0 {
+	if l == nil || !l.live() || b.budget <= 0 || transferring(v) {
 		return
 	}
+	// Leaders leave a host that may not lead first, before its replicas
+	// move (drain); otherwise one change at a time per shard.
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (!b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling) {
+	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling) {
 		// Leaders are not balanced while a host holding replicas is
 		// suspect or dead (they would move again when it returns), nor
 		// until the reports show the last transfers (judged on stale
@@ -336,3 +338,15 @@ func (p *planner) cooling(shardID uint64) bool {
 // BalanceWhy is the reason a wanted balancing move was held back in the
 // round that produced out, or "".
 func (out *Output) BalanceWhy() string { return out.balanceWhy }
+
+// transferring tells whether the round already moves the shard's
+// leadership (balanceLeader may be called twice for a shard: before its
+// balancing plan and when the plan does not start).
+func transferring(v *shardView) bool {
+	for _, ho := range v.orders {
+		if ho.Order.GetTransferLeader() != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -195,3 +195,25 @@ func TestLeadershipLeavesCordonedHost(t *testing.T) {
 		t.Errorf("transfers to the cordoned host's replicas: %v", got)
 	}
 }
+
+func TestDrainMovesLeadersOffFirst(t *testing.T) {
+	f := balanceFixture(t, "d")
+	f.admin("a", dbpb.HostAdmin_HOST_ADMIN_DRAINING)
+	in := f.input(true)
+	in.TransferBudget = 100
+	out := Plan(in)
+	moves := 0
+	for _, r := range startRepairs(out) {
+		if r.Kind == dbpb.RepairKind_REPAIR_KIND_MOVE {
+			moves++
+		}
+	}
+	// Moves are bounded by the per-host limit on d; every leadership
+	// leaves a at once.
+	if moves == 0 || moves >= 30 {
+		t.Errorf("%d drain moves started, want some but not all 30", moves)
+	}
+	if len(out.Transfers) != 30 {
+		t.Errorf("%d of 30 leaderships moved off the draining host", len(out.Transfers))
+	}
+}

@@ -202,6 +202,9 @@ func (p *planner) hosts() {
 		o := p.obs.Hosts[id]
 		rep := &HostReport{HostID: id, Registered: h != nil}
 		rep.Liveness, _ = p.globalLiveness(id)
+		if h == nil && p.heard(id) {
+			rep.Liveness = Up // reporting; registered by this round
+		}
 		p.out.Hosts[id] = rep
 		// Only a current report registers (or re-registers) a host: the
 		// observations of a host that went silent, or was forgotten, must

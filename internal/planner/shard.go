@@ -375,11 +375,11 @@ func (p *planner) evaluate(v *shardView) {
 		return
 	}
 	v.plan = p.planRepair(v)
-	if v.plan == nil && v.report.Health == "healthy" {
-		v.plan = p.planBalance(v)
+	if v.report.Health == "healthy" {
 		if v.plan == nil {
-			p.balanceLeader(v)
+			v.plan = p.planBalance(v)
 		}
+		p.balanceLeader(v)
 	}
 }
 

@@ -25,7 +25,7 @@ func (p *planner) voterDropRefused(v *shardView, d *dbpb.Decision) string {
 		switch k.StartRepair.Kind {
 		case dbpb.RepairKind_REPAIR_KIND_REMOVE:
 			drop = k.StartRepair.OldReplicaId
-		case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE:
+		case dbpb.RepairKind_REPAIR_KIND_REPLACE, dbpb.RepairKind_REPAIR_KIND_MOVE, dbpb.RepairKind_REPAIR_KIND_BALANCE:
 			// The old replica is dropped at the end, after the new one
 			// became a voter: started only if that end is allowed.
 			drop = k.StartRepair.OldReplicaId

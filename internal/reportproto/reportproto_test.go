@@ -109,11 +109,31 @@ func TestMembershipsDiskAndResults(t *testing.T) {
 	}
 }
 
-func TestInterval(t *testing.T) {
-	if Interval(5*time.Second, false) != 5*time.Second || Interval(5*time.Second, true) != FastInterval || Interval(100*time.Millisecond, true) != 100*time.Millisecond {
-		t.Fatal("Interval")
+func TestIntervalFastOnlyToTheLeader(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	ch := make(chan struct{})
+	if e.Interval(5*time.Second, true) != 5*time.Second || e.Nudge(ch) != nil {
+		t.Fatal("a server not known as the leader gets the fast cadence")
 	}
-	if Timeout(100*time.Millisecond) != time.Second || Timeout(5*time.Second) != 10*time.Second {
+	v := &View{Replicas: map[uint64]*drummerpb.ReplicaReport{}}
+	id := &Identity{HostID: "h", Session: 1}
+	e.Acked(e.Build(id, v, Status{}, nil, time.Minute, now), &drummerpb.ReportResponse{Leader: true}, now)
+	if e.Interval(5*time.Second, false) != 5*time.Second || e.Interval(5*time.Second, true) != FastInterval ||
+		e.Interval(100*time.Millisecond, true) != 100*time.Millisecond || e.Nudge(ch) == nil {
+		t.Fatal("leader cadence")
+	}
+	// A slow leader is asked less often.
+	r := e.Build(id, v, Status{}, nil, time.Minute, now)
+	e.Acked(r, &drummerpb.ReportResponse{Leader: true}, now.Add(500*time.Millisecond))
+	if got := e.Interval(5*time.Second, true); got != 2*time.Second {
+		t.Fatalf("interval after a 500ms report: %v, want 2s", got)
+	}
+	e.Failed()
+	if e.Interval(5*time.Second, true) != 5*time.Second || e.Nudge(ch) != nil {
+		t.Fatal("a failing server keeps the fast cadence")
+	}
+	if Timeout(100*time.Millisecond) != 2*time.Second || Timeout(5*time.Second) != 10*time.Second {
 		t.Fatal("Timeout")
 	}
 }

@@ -23,6 +23,7 @@ type balance struct {
 	queue    []transfer // oldest first
 	why      string     // why the last round held a wanted move back
 	whyAt    time.Time
+	total    uint64 // transfers ordered since the node was made
 	// Transfer orders kept in force until the leader's host has surely
 	// reported once (keep): a round that re-evaluates the shard within
 	// the cool-down orders nothing for it, and would otherwise withdraw
@@ -41,13 +42,14 @@ type transfer struct {
 	shard uint64
 }
 
-func (b *balance) reset() { *b = balance{} }
+func (b *balance) reset() { *b = balance{total: b.total} }
 
 // note records the transfers a round ordered.
 func (b *balance) note(shards []uint64, now time.Time) {
 	if b.moved == nil {
 		b.moved = map[uint64]time.Time{}
 	}
+	b.total += uint64(len(shards))
 	for _, id := range shards {
 		b.moved[id] = now
 		b.queue = append(b.queue, transfer{now, id})
@@ -149,6 +151,10 @@ func (n *Node) feedBalance(st *db.State, shards map[uint64]struct{}, now time.Ti
 	}
 	n.bal.feedFrom = next
 }
+
+// LeaderTransfers counts the leader transfers the node ordered (for the
+// metrics).
+func (n *Node) LeaderTransfers() uint64 { return n.bal.total }
 
 // balanceInput fills the balancing inputs of a planning round.
 func (n *Node) balanceInput(in *planner.Input, st *db.State, now time.Time) {

@@ -78,13 +78,23 @@ func (l *liveness) heard(id string, now time.Time) {
 
 func (l *liveness) forget(id string) { delete(l.unreg, id) }
 
+// change is a host whose liveness changed; shards is set when its shards
+// must be re-planned: not for a host's first verdict of this term if it is
+// up (after Become the patrol's first pass evaluates every shard anyway;
+// re-planning them all at once made a new shard wait behind every other
+// one).
+type change struct {
+	host   string
+	shards bool
+}
+
 // fire judges the hosts whose timers are due and returns those whose
 // liveness changed.
-func (l *liveness) fire(st *db.State, o *planner.Observed, since, now time.Time) []string {
+func (l *liveness) fire(st *db.State, o *planner.Observed, since, now time.Time) []change {
 	l.ensure()
 	suspect := time.Duration(st.Config.SuspectTimeoutMs) * time.Millisecond
 	dead := time.Duration(st.Config.DeadTimeoutMs) * time.Millisecond
-	var changed []string
+	var changed []change
 	for l.timers.Len() > 0 && !l.timers[0].at.After(now) {
 		t := heap.Pop(&l.timers).(timer)
 		if at, ok := l.armed[t.host]; !ok || !at.Equal(t.at) {
@@ -99,7 +109,7 @@ func (l *liveness) fire(st *db.State, o *planner.Observed, since, now time.Time)
 				l.counts[prev]--
 				delete(l.state, id)
 				delete(l.down, id)
-				changed = append(changed, id)
+				changed = append(changed, change{id, true})
 			}
 			if ho := o.Hosts[id]; ho != nil && now.Sub(ho.LastHeard) < suspect {
 				l.unreg[id] = struct{}{}
@@ -138,7 +148,7 @@ func (l *liveness) fire(st *db.State, o *planner.Observed, since, now time.Time)
 		} else {
 			l.down[id] = struct{}{}
 		}
-		changed = append(changed, id)
+		changed = append(changed, change{id, known || cur != planner.Up})
 	}
 	return changed
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/btree"
+
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
@@ -29,15 +31,29 @@ type Config struct {
 	// longer. Time-driven changes that matter sooner (liveness, repair
 	// step deadlines) have their own timers.
 	PatrolPerSecond int
+	// PatrolHostsPerSecond bounds the hosts the patrol adds per second
+	// (default 1,000): a host's evaluation reads every replica it reports,
+	// so at 10,000 hosts of 100 replicas a pass every Sweep would cost more
+	// than the shards' patrol.
+	PatrolHostsPerSecond int
 	// MaxShardsPerRound bounds a round (default 20,000): what does not fit
 	// is carried to the next round.
 	MaxShardsPerRound int
 	// PruneEvery is the soft-state pruning period (default 10s).
 	PruneEvery time.Duration
-	// ShardConfig and Limits are passed to the planner.
+	// ShardConfig and Limits are passed to the planner. Zero Limits are
+	// the planner's defaults with MaxPlacements raised to DefaultPlacements.
 	ShardConfig *planner.ShardConfig
 	Limits      planner.Limits
 }
+
+// DefaultPlacements is the default number of initial placements per round.
+// The planner's own default (512) made a 333,334-shard launch take at least
+// 130 s of rounds, and every round evaluated MaxShardsPerRound pending
+// shards to place 512 of them: the rest waited, and were evaluated again,
+// in the next round. Each host is still protected by the per-host order
+// limit.
+const DefaultPlacements = 10_000
 
 func (c *Config) setDefaults() {
 	if c.Tick <= 0 {
@@ -49,11 +65,18 @@ func (c *Config) setDefaults() {
 	if c.PatrolPerSecond == 0 {
 		c.PatrolPerSecond = 2_000
 	}
+	if c.PatrolHostsPerSecond == 0 {
+		c.PatrolHostsPerSecond = 1_000
+	}
 	if c.MaxShardsPerRound <= 0 {
 		c.MaxShardsPerRound = 20_000
 	}
 	if c.PruneEvery <= 0 {
 		c.PruneEvery = 10 * time.Second
+	}
+	if c.Limits == (planner.Limits{}) {
+		c.Limits = planner.DefaultLimits()
+		c.Limits.MaxPlacements = DefaultPlacements
 	}
 }
 
@@ -70,7 +93,20 @@ type Node struct {
 	active bool
 	epoch  uint64
 	round  uint64
-	again  []uint64
+	// backlog holds the shards waiting to be planned, in ID order: what
+	// changed, what the planner asked to see again, and what did not fit
+	// in a round; sweep holds the patrol's, planned after them (a new
+	// shard does not wait behind a new leader's first pass). A round takes
+	// the lowest MaxShardsPerRound, so its cost is that of what it takes
+	// and what was added, never of the whole backlog (a launch makes every
+	// shard dirty at once).
+	backlog, sweep *btree.BTreeG[uint64]
+
+	// silentAfter is the gap between two reports after which a host's
+	// shards are re-planned when it reports again: two report intervals
+	// (at least 2 s). A fixed 2 s re-planned every shard of every host on
+	// every report once report_interval was 5 s.
+	silentAfter time.Duration
 
 	patrol    patrol
 	live      liveness
@@ -95,6 +131,8 @@ func New(cfg Config) *Node {
 		resultAt: map[string]map[string]time.Time{},
 		dirtyS:   map[uint64]struct{}{},
 		dirtyH:   map[string]struct{}{},
+
+		silentAfter: 2 * time.Second,
 	}
 	n.status.init()
 	n.resetOrders()
@@ -106,7 +144,8 @@ func (n *Node) resetOrders() {
 	n.hostOrders = map[string][]*drummerpb.Order{}
 	n.byHost = map[string]map[uint64][]*drummerpb.Order{}
 	n.changed = map[string]struct{}{}
-	n.again = nil
+	n.backlog = btree.NewOrderedG[uint64](32)
+	n.sweep = btree.NewOrderedG[uint64](32)
 }
 
 // Become makes the node the scheduler under epoch: it forgets the orders
@@ -169,13 +208,12 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	hosts := n.dirtyH
 	n.dirtyS = map[uint64]struct{}{}
 	n.dirtyH = map[string]struct{}{}
-	for _, id := range n.again {
-		shards[id] = struct{}{}
-	}
-	for _, h := range n.live.fire(st, n.obs, n.cfg.Started, now) {
-		hosts[h] = struct{}{}
-		for sid := range n.patrol.hostShards[h] {
-			shards[sid] = struct{}{}
+	for _, c := range n.live.fire(st, n.obs, n.cfg.Started, now) {
+		hosts[c.host] = struct{}{}
+		if c.shards {
+			for sid := range n.patrol.hostShards[c.host] {
+				shards[sid] = struct{}{}
+			}
 		}
 	}
 	// Repairs in flight have step deadlines: re-plan them every second
@@ -189,28 +227,39 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 			hosts[id] = struct{}{}
 		}
 	}
-	n.patrol.chunk(st, now, n.cfg, shards, hosts)
+	swept := map[uint64]struct{}{}
+	n.patrol.chunk(st, now, n.cfg, swept, hosts)
 	n.feedBalance(st, shards, now)
 
 	in := n.input(st, now)
 	n.balanceInput(&in, st, now)
 	in.Seed = n.round*0x9e3779b97f4a7c15 + n.cfg.Salt
 	n.round++
-	in.Shards = slices.Sorted(maps.Keys(shards))
-	var carry []uint64
-	if len(in.Shards) > n.cfg.MaxShardsPerRound {
-		carry = in.Shards[n.cfg.MaxShardsPerRound:]
-		in.Shards = in.Shards[:n.cfg.MaxShardsPerRound]
+	for id := range shards {
+		n.backlog.ReplaceOrInsert(id)
+		n.sweep.Delete(id)
 	}
+	for id := range swept {
+		if !n.backlog.Has(id) {
+			n.sweep.ReplaceOrInsert(id)
+		}
+	}
+	in.Shards = make([]uint64, 0, min(n.backlog.Len()+n.sweep.Len(), n.cfg.MaxShardsPerRound))
+	for _, q := range []*btree.BTreeG[uint64]{n.backlog, n.sweep} {
+		for len(in.Shards) < n.cfg.MaxShardsPerRound {
+			id, ok := q.DeleteMin()
+			if !ok {
+				break
+			}
+			in.Shards = append(in.Shards, id)
+		}
+	}
+	slices.Sort(in.Shards)
 	in.Hosts = slices.Sorted(maps.Keys(hosts))
-	if in.Shards == nil {
-		in.Shards = []uint64{}
-	}
 	if in.Hosts == nil {
 		in.Hosts = []string{}
 	}
 	if len(in.Shards) == 0 && len(in.Hosts) == 0 {
-		n.again = carry
 		n.maybePrune(st, now)
 		return Ready{Epoch: n.epoch, Input: in}
 	}
@@ -239,7 +288,9 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		}
 	}
 	n.status.record(st, in.Shards, out.Shards)
-	n.again = append(out.Again, carry...)
+	for _, id := range out.Again {
+		n.backlog.ReplaceOrInsert(id)
+	}
 	n.maybePrune(st, now)
 	r := Ready{Epoch: n.epoch, Decisions: out.Decisions, Output: out, Input: in,
 		PlannedShards: len(in.Shards), PlannedHosts: len(in.Hosts)}
@@ -255,6 +306,7 @@ func (n *Node) Absorb(st *db.State, dirty db.Dirty, now time.Time) {
 	if !n.active {
 		return
 	}
+	n.silentAfter = max(2*time.Second, 2*time.Duration(st.Config.ReportIntervalMs)*time.Millisecond)
 	for id := range dirty.Shards {
 		n.dirtyS[id] = struct{}{}
 	}

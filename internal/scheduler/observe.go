@@ -108,20 +108,22 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 	if h == nil {
 		h = &planner.HostObs{ID: r.HostId, Replicas: map[uint64]*drummerpb.ReplicaReport{}, Results: map[string]*drummerpb.OrderResult{}}
 		n.obs.Hosts[r.HostId] = h
-		n.dirtyH[r.HostId] = struct{}{}
+		n.markH(r.HostId)
 	}
-	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > 2*time.Second
+	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > n.silentAfter
 	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || !maps.Equal(h.Labels, r.Labels) || !slices.Equal(h.Apps, r.Apps) {
-		n.dirtyH[r.HostId] = struct{}{}
+		n.markH(r.HostId)
 	}
 	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
 	h.LastHeard = now
 	n.live.heard(r.HostId, now)
 	if h.Starting != r.Starting || wasSilent {
 		h.Starting = r.Starting
-		n.dirtyH[r.HostId] = struct{}{}
-		for id := range h.Replicas {
-			n.dirtyS[id] = struct{}{}
+		n.markH(r.HostId)
+		if n.active {
+			for id := range h.Replicas {
+				n.markS(id)
+			}
 		}
 	}
 	switch {
@@ -157,7 +159,7 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 			disk[planner.ReplicaKey{ShardID: k.ShardId, ReplicaID: k.ReplicaId}] = struct{}{}
 		}
 		if !h.DiskKnown || !maps.Equal(disk, h.Disk) {
-			n.dirtyH[r.HostId] = struct{}{}
+			n.markH(r.HostId)
 		}
 		h.DiskKnown, h.DiskAt, h.Disk = true, now, disk
 	}
@@ -169,9 +171,9 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 		}
 		for _, res := range r.Results {
 			if old := h.Results[res.Id]; old == nil || old.Outcome != res.Outcome {
-				n.dirtyH[r.HostId] = struct{}{}
+				n.markH(r.HostId)
 				if res.ShardId != 0 {
-					n.dirtyS[res.ShardId] = struct{}{}
+					n.markS(res.ShardId)
 				}
 			}
 			h.Results[res.Id] = res
@@ -183,6 +185,22 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 	}
 }
 
+// markS and markH mark a shard or host dirty. A node that is not leading
+// plans nothing and re-plans everything when it becomes the scheduler (the
+// patrol's first pass), so it keeps no dirty set: on a follower, that set
+// only grew and cost a map write per reported replica.
+func (n *Node) markS(id uint64) {
+	if n.active {
+		n.dirtyS[id] = struct{}{}
+	}
+}
+
+func (n *Node) markH(id string) {
+	if n.active {
+		n.dirtyH[id] = struct{}{}
+	}
+}
+
 // replica records one reported replica (not yet stored in h.Replicas),
 // marking its shard dirty if anything the planner reads changed.
 func (n *Node) replica(h *planner.HostObs, rr *drummerpb.ReplicaReport, now time.Time) {
@@ -191,7 +209,7 @@ func (n *Node) replica(h *planner.HostObs, rr *drummerpb.ReplicaReport, now time
 		n.stopped(old, now)
 	}
 	if old == nil || !sameReplica(old, rr) {
-		n.dirtyS[rr.ShardId] = struct{}{}
+		n.markS(rr.ShardId)
 	}
 	n.mergeMembership(h.ID, rr.ShardId, rr.ReplicaId, rr.Membership)
 }
@@ -203,7 +221,7 @@ func sameReplica(a, b *drummerpb.ReplicaReport) bool {
 
 func (n *Node) stopped(r *drummerpb.ReplicaReport, now time.Time) {
 	n.obs.LastRunning[planner.ReplicaKey{ShardID: r.ShardId, ReplicaID: r.ReplicaId}] = now
-	n.dirtyS[r.ShardId] = struct{}{}
+	n.markS(r.ShardId)
 }
 
 // mergeMembership records a membership claim of a host (from its replica
@@ -211,7 +229,7 @@ func (n *Node) stopped(r *drummerpb.ReplicaReport, now time.Time) {
 // (planner.Observed.AddClaim).
 func (n *Node) mergeMembership(hostID string, shardID, replicaID uint64, m *drummerpb.Membership) {
 	if n.obs.AddClaim(shardID, hostID, replicaID, m) {
-		n.dirtyS[shardID] = struct{}{}
+		n.markS(shardID)
 	}
 }
 

@@ -27,6 +27,7 @@ type patrol struct {
 	nextHost   string
 	last       time.Time
 	credit     float64
+	hostCredit float64
 	// warm is set once the first pass after Become has visited every
 	// shard: until then the patrol runs at half a round's capacity, so a
 	// new leader knows every shard's verdict within seconds.
@@ -131,9 +132,16 @@ func (p *patrol) chunk(st *db.State, now time.Time, cfg Config, shards map[uint6
 			}
 		}
 	}
-	// Hosts: the whole set per Sweep (the planner's per-host work is about
-	// the host's own records).
-	m := min(int(float64(p.hosts.Len())*frac)+1, p.hosts.Len())
+	// Hosts: the whole set per Sweep, at most PatrolHostsPerSecond per
+	// second (the planner's per-host work reads the host's replicas).
+	hwant := float64(p.hosts.Len())*frac + 1
+	if cfg.PatrolHostsPerSecond > 0 {
+		hwant = min(hwant, float64(cfg.PatrolHostsPerSecond)*elapsed.Seconds()+1)
+	}
+	p.hostCredit += hwant
+	m := int(p.hostCredit)
+	p.hostCredit -= float64(m)
+	m = min(m, p.hosts.Len())
 	for m > 0 {
 		p.hosts.AscendGreaterOrEqual(p.nextHost, func(id string) bool {
 			hosts[id] = struct{}{}

@@ -909,7 +909,7 @@ func (w *World) judgeLeaders(v schedView, set db.BalanceSettings, healthy func(u
 	}
 	x := func(id string) float64 { return float64(leading[id]) - float64(st.HostMembers(id))*ratio }
 	for _, sid := range st.SortedShardIDs() {
-		if !healthy(sid) || pendingPlan(w.lastOut.Shards[sid]) {
+		if !healthy(sid) {
 			continue
 		}
 		sh := st.Shards[sid]
@@ -919,7 +919,7 @@ func (w *World) judgeLeaders(v schedView, set db.BalanceSettings, healthy func(u
 			continue // the truth leader is not a DB member: not healthy after all
 		}
 		off := mayNotLead(v.in, lm.HostId) != ""
-		if !off && !balance {
+		if !off && (!balance || pendingPlan(w.lastOut.Shards[sid])) {
 			continue
 		}
 		var to *dbpb.Replica
@@ -1000,10 +1000,9 @@ func (w *World) balanceContext() []string {
 
 // pendingPlan tells whether a healthy shard's report explains a repair
 // plan that could not start (a drain that has no eligible host, say): the
-// planner balances only shards without one, so neither its replicas nor
-// its leadership move, a leader staying even on a draining host while the
-// drain is stuck (a known limitation, reported; balancing's own
-// explanations do not count).
+// planner balances only shards without one (their leadership still
+// leaves a host that may not lead; balancing's own explanations do not
+// count).
 func pendingPlan(r *planner.ShardReport) bool {
 	for _, e := range r.Explanation {
 		if !strings.HasPrefix(e, "balance:") {

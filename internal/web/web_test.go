@@ -190,6 +190,25 @@ func TestHTTPListener(t *testing.T) {
 			t.Errorf("%s/api/v1/hosts = %s", u, body)
 		}
 	}
+	// Balancing status, on the leader and (forwarded) on a follower.
+	for _, u := range []string{leaderURL, followerURL} {
+		code, body := get(t, hc, u+"/api/v1/balance?page_size=2", viewer)
+		var bal struct {
+			Settings struct {
+				Replicas    bool   `json:"replicas"`
+				CooldownMs  string `json:"cooldown_ms"`
+				ThresholdPc uint32 `json:"threshold_pct"`
+			} `json:"settings"`
+			Hosts []struct {
+				HostID string `json:"host_id"`
+			} `json:"hosts"`
+			NextPageToken string `json:"next_page_token"`
+		}
+		if err := json.Unmarshal([]byte(body), &bal); code != 200 || err != nil || !bal.Settings.Replicas ||
+			bal.Settings.CooldownMs != "60000" || bal.Settings.ThresholdPc != 5 || len(bal.Hosts) != 2 || bal.NextPageToken == "" {
+			t.Errorf("%s/api/v1/balance?page_size=2 = %d %s (%v)", u, code, body, err)
+		}
+	}
 	// A viewer may not launch: the method table applies to /api/v1.
 	code, body := do(t, hc, http.MethodPost, leaderURL+"/api/v1/launch", viewer, "{}")
 	if code != http.StatusForbidden || !strings.Contains(body, "needs role") {
