@@ -590,12 +590,13 @@ type schedView struct {
 	w       *World
 	in      planner.Input
 	suspect time.Duration
+	busy    map[string]bool // hosts whose repair slots may be held for ever
 }
 
 func (w *World) schedView() schedView {
 	d := w.drummer
 	in := planner.Input{Now: w.now, State: w.st, Obs: d.node.Observed(), ObsSince: d.node.Started()}
-	return schedView{w: w, in: in, suspect: time.Duration(w.st.Config.SuspectTimeoutMs) * time.Millisecond}
+	return schedView{w: w, in: in, suspect: time.Duration(w.st.Config.SuspectTimeoutMs) * time.Millisecond, busy: map[string]bool{}}
 }
 
 // canHold tells whether a host may receive a new replica.
@@ -661,7 +662,7 @@ func (v schedView) pickTarget(sh *dbpb.Shard, src *dbpb.Replica) (string, int) {
 	for _, id := range st.SortedHostIDs() {
 		h := st.Hosts[id]
 		r := h.Labels[db.RegionLabel]
-		if !v.canHold(h) || used[id] || used["addr:"+h.RaftAddress] || !slices.Contains(h.Apps, sh.App) || (want != nil && !want[r]) {
+		if !v.canHold(h) || v.busy[id] || used[id] || used["addr:"+h.RaftAddress] || !slices.Contains(h.Apps, sh.App) || (want != nil && !want[r]) {
 			continue
 		}
 		s, l := count[r], st.HostMembers(id)
@@ -685,14 +686,25 @@ func (w *World) judgeBalance() judgement {
 			return j
 		}
 	}
+	// Repairs of shards the hostile host is a member of may stay in
+	// flight for ever (convergence is excused for them): they hold their
+	// hosts' repair slots, and all balancing once they fill a limit.
+	inFlight, moves, hostile := 0, 0, 0
 	for _, id := range st.RepairingShards() {
-		if w.hostileMember(id) {
-			j.excused = fmt.Sprintf("a repair of shard %d, of which the hostile host is a member, is in flight", id)
-			return j
-		}
-		if st.Shards[id].Repair.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+		r := st.Shards[id].Repair
+		inFlight++
+		if r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+			moves++
 			j.work++
 		}
+		if w.hostileMember(id) {
+			hostile++
+			v.busy[r.NewHostId], v.busy[r.OldHostId] = true, true
+		}
+	}
+	if hostile > 0 && (inFlight >= int(st.Config.MaxConcurrentRepairs) || moves >= set.MaxMoves) {
+		j.excused = fmt.Sprintf("%d repairs of shards the hostile host is a member of are in flight, at a limit", hostile)
+		return j
 	}
 	healthy := func(sid uint64) bool {
 		r := w.lastOut.Shards[sid]
@@ -768,6 +780,9 @@ func (w *World) judgeShardMove(v schedView, set db.BalanceSettings, sh *dbpb.Sha
 		h := st.Hosts[m.HostId]
 		if h == nil || h.Admin != dbpb.HostAdmin_HOST_ADMIN_ACTIVE || inMaintenance(h, w.now) || !plannerUp(v.in, h.Id) || g == nil || !w.live(g, m.ReplicaId) {
 			continue
+		}
+		if v.busy[h.Id] {
+			return // its repair slots may be held: the planner may not move this shard
 		}
 		pool := ""
 		if r := h.Labels[db.RegionLabel]; exact && r != "" {
