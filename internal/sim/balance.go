@@ -19,13 +19,18 @@ package sim
 //     host that may not lead (cordoned, draining, in maintenance, not heard
 //     from) is not for balance: it is allowed always. A transfer never goes
 //     to a replica on a host that may not lead.
-//   - No thrash: a balancing move never takes a replica to a host that a
-//     balancing move of the same shard took a replica off within the
-//     cool-down (since that move finished), nor moves a replica added
-//     within the cool-down; a shard's leadership is not moved for balance
-//     twice within the cool-down. Leader transfers are the scheduler's soft
+//   - No thrash: a balancing move never takes a replica to the host that
+//     the shard's last balancing move took a replica off within the
+//     cool-down (since that move finished; the DB remembers only the last
+//     one, Shard.balanced_from_host, and a failed move clears it, so a move
+//     back to an earlier move's source is counted in
+//     Stats.BackMovesEarlier, not judged), nor moves a replica added within
+//     the cool-down; a shard's leadership is not moved for balance twice
+//     within the cool-down. Leader transfers are the scheduler's soft
 //     state: a new scheduler (failover) starts without that memory, so the
-//     leader rule is judged per epoch.
+//     leader rule is judged per epoch, and with the shortest cool-down in
+//     force since the transfer (the scheduler forgets a transfer as soon as
+//     it is older than the cool-down of a round).
 //   - Limits: a balancing move starts only below max_balance_moves (every
 //     BALANCE repair in flight counts); a repair or move starts only below
 //     max_concurrent_repairs and, on its target host, below
@@ -59,9 +64,14 @@ package sim
 // healthy shard outside its leader cool-down has a transfer that the
 // planner's leader rule allows, counting leaders in truth; with any
 // setting, no healthy shard is led from a host that may not lead while
-// another voter's host may. Balancing is excused while a host holding
-// replicas is suspect or dead (it legitimately waits for it) and while a
-// repair of a shard the hostile host is a member of holds a slot.
+// another voter's host may. Shards whose report explains a repair plan
+// that cannot start (a stuck drain) are not judged for balance: the
+// planner balances only shards without a plan. Balancing is excused while
+// a host holding replicas is suspect or dead (the planner rightly waits
+// for its repairs), and while repairs of shards the hostile host is a
+// member of (which may never finish) fill max_concurrent_repairs or
+// max_balance_moves; the hosts of such repairs are left out of the
+// judgement (their repair slots may be held).
 //
 // The bound: balancing work extends the settle deadline like repairs do,
 // by 25 s per round of moves the limits allow at once (the moves needed are

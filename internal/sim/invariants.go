@@ -45,6 +45,7 @@ package sim
 // replica that is not a member. A shard is repairable when a quorum of its
 // true voters have their data on hosts that are (or will be) alive, and
 // enough usable hosts exist to satisfy its size and region placement.
+// Balancing has its own invariants and its part of convergence (balance.go).
 
 import (
 	"fmt"

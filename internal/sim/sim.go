@@ -28,16 +28,33 @@
 //     server/scheduler.go), and the decisions applied to a db.State under the
 //     scheduler epoch.
 //
-// Invariants are checked after every step (see invariants.go); the run ends
-// when every repairable shard is healthy after the faults stopped, or fails
-// when that takes longer than Config.SettleBound.
+// Invariants are checked after every step (see invariants.go, and
+// balance.go for balancing); the run ends when every repairable shard is
+// healthy after the faults stopped and no balancing work is left, or fails
+// when that takes longer than Config.SettleBound (extended for repair
+// backoff, queued repairs and balancing work, up to MaxBackoffSlack).
+//
+// Balancing is on in most seeds, with random settings (randomBalance) that
+// the config-change fault redraws at run time, and hosts join (new, empty)
+// and leave (drained, then stopped and removed) as operator events
+// (Faults.HostChurn). Balancing invariants (balance.go): a balancing move
+// or a transfer for balance starts only with its kind on, for a healthy
+// shard without a repair, while no host holding replicas is suspect or
+// dead as the scheduler judges it; no replica added within the cool-down
+// moves, no move goes back to the host the shard's last balancing move
+// left within the cool-down, no shard's leadership moves twice for
+// balance within the cool-down; moves stay within max_balance_moves,
+// max_concurrent_repairs and max_repairs_per_host; and once settled no
+// improving move or transfer that the planner's rules allow is left (in
+// fleets where every host can hold every shard, every host is within the
+// tolerance of its fair share).
 //
 // Running it:
 //
-//	go test ./internal/sim                                   # 2,000 seeds (~20-40 s on 2 cores)
+//	go test ./internal/sim                                   # 2,000 seeds (~2 min of CPU; 2-3.5 min on 2 loaded cores)
 //	go test ./internal/sim -run TestSimSeeds -sim.seed=N -v  # replay seed N, with its trace
 //	go test ./internal/sim -run TestSimSeeds -sim.seed=N -sim.trace -v  # stream the whole trace
-//	go test ./internal/sim -run TestSimSeeds -sim.seeds=100000 -timeout=3h  # soak
+//	go test ./internal/sim -run TestSimSeeds -sim.seeds=10000 -sim.first=2001 -timeout=2h -v  # soak (~15 min)
 //	go test ./internal/sim -run TestSimSeeds -sim.duration=10m  # longer fault phases
 //	go test ./internal/sim -run TestSimSeeds -sim.faults=crash,partition  # some faults only
 //
