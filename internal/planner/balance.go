@@ -127,8 +127,9 @@ func (p *planner) movable(v *shardView, m *member) bool {
 	if l, _ := p.globalLiveness(m.rec.HostId); l != Up {
 		return false
 	}
-	// A replica that moved (or was added) recently stays put.
-	return !p.now.Before(p.unixMs(m.rec.AddedUnixMs).Add(p.bal.set.Cooldown))
+	// A replica that a move or repair added recently stays put (the
+	// initial replicas of a shard did not move: they may go at once).
+	return m.rec.Initial || !p.now.Before(p.unixMs(m.rec.AddedUnixMs).Add(p.bal.set.Cooldown))
 }
 
 // planBalance returns a balancing move for a healthy shard, or nil. The
@@ -319,7 +320,7 @@ func (p *planner) balanceLeader(v *shardView) {
 		why = fmt.Sprintf("%s leads %d shards, %.1f above its share; %s leads %d, %.1f from its share",
 			p.addr(l.rec.HostId), p.leading(l.rec.HostId), xl, p.addr(to.rec.HostId), p.leading(to.rec.HostId), xt)
 	}
-	o := p.newOrder(fmt.Sprintf("%d/transfer/%d/%d/%d", p.in.Epoch, v.sh.Id, v.leader, to.rec.ReplicaId))
+	o := p.newOrder(transferOrderID(p.in.Epoch, v.sh.Id, v.leader, to.rec.ReplicaId))
 	o.Kind = &drummerpb.Order_TransferLeader{TransferLeader: &drummerpb.TransferLeaderOrder{ShardId: v.sh.Id, ToReplicaId: to.rec.ReplicaId}}
 	v.orders = append(v.orders, HostOrder{HostID: l.rec.HostId, Order: o})
 	v.say("moving leadership from replica %d to %d: %s", v.leader, to.rec.ReplicaId, why)
