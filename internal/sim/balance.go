@@ -24,8 +24,8 @@ package sim
 //     cool-down (since that move finished; the DB remembers only the last
 //     one, Shard.balanced_from_host, and a failed move clears it, so a move
 //     back to an earlier move's source is counted in
-//     Stats.BackMovesEarlier, not judged), nor moves a replica added within
-//     the cool-down; a shard's leadership is not moved for balance twice
+//     Stats.BackMovesEarlier, not judged), nor moves a replica a move or
+//     repair added within the cool-down (initial replicas may move at once); a shard's leadership is not moved for balance twice
 //     within the cool-down. Leader transfers are the scheduler's soft
 //     state: a new scheduler (failover) starts without that memory, so the
 //     leader rule is judged per epoch, and with the shortest cool-down in
@@ -478,7 +478,7 @@ func (w *World) checkBalanceStart(in planner.Input, set db.BalanceSettings, sr *
 		w.violate("BALANCE: %s moves replica %d, which is not a member", what, sr.OldReplicaId)
 		return ""
 	}
-	if added := time.UnixMilli(m.AddedUnixMs); in.Now.Before(added.Add(set.Cooldown)) {
+	if added := time.UnixMilli(m.AddedUnixMs); !m.Initial && in.Now.Before(added.Add(set.Cooldown)) {
 		w.violate("THRASH: %s moves replica %d, added %s ago, within the cool-down %s", what, m.ReplicaId, in.Now.Sub(added), set.Cooldown)
 	}
 	return m.HostId
@@ -803,8 +803,11 @@ func (w *World) judgeShardMove(v schedView, set db.BalanceSettings, sh *dbpb.Sha
 			continue
 		}
 		share := float64(p.Members) / float64(p.Hosts)
-		cands = append(cands, cand{m: m, share: share, tol: set.Tolerance(share), load: float64(st.HostMembers(m.HostId)),
-			cool: time.UnixMilli(m.AddedUnixMs).Add(set.Cooldown)})
+		c := cand{m: m, share: share, tol: set.Tolerance(share), load: float64(st.HostMembers(m.HostId))}
+		if !m.Initial {
+			c.cool = time.UnixMilli(m.AddedUnixMs).Add(set.Cooldown)
+		}
+		cands = append(cands, c)
 	}
 	// try judges the members the planner may pick as the source (the
 	// furthest above their share; all of them when several tie): a move is
