@@ -136,7 +136,13 @@ func (p *planner) movable(v *shardView, m *member) bool {
 // target host is chosen when the move starts (startBalance), after the
 // round's repairs took theirs.
 func (p *planner) planBalance(v *shardView) *repairPlan {
-	if !p.bal.set.Replicas {
+	if !p.bal.set.Replicas || v.sh.Replicas < 2 {
+		// A single-replica shard is not balanced: the last step of its
+		// move (the old voter's removal) can be confirmed only by the new
+		// member's host (trust.go waives the two-host rule for shards of
+		// one replica), so one lying host would make the planner drop the
+		// only other copy. Repairs and drains must take that risk;
+		// balancing, being optional, does not.
 		return nil
 	}
 	var src *member

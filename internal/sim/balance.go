@@ -57,7 +57,8 @@ package sim
 // back within the cool-down and moves of replicas still cooling wait (the
 // bound is extended to the end of the cool-down). Where every active host
 // can hold every shard (one region, no placement, one set of apps, all
-// shards healthy), the check is also absolute: every active host holds its
+// shards healthy and of more than one replica, since single-replica shards
+// are not balanced), the check is also absolute: every active host holds its
 // fair share within the tolerance (a host above it holds a shard the least
 // loaded host does not, so a move always exists). With balance_leaders on
 // (and no hostile host, whose forged leaderships the planner counts), no
@@ -777,6 +778,9 @@ func (w *World) movesNeeded(set db.BalanceSettings) int {
 // planner's rules allow, first among the members it may move now, then
 // among all (the others wait for their cool-down).
 func (w *World) judgeShardMove(v schedView, set db.BalanceSettings, sh *dbpb.Shard, j *judgement, wait func(time.Time)) {
+	if sh.Replicas < 2 {
+		return // single-replica shards are not balanced (planner.planBalance)
+	}
 	st := w.st
 	g := w.newestGroup(sh.Id)
 	_, exact := shardRegions(st, sh)
@@ -894,7 +898,7 @@ func (w *World) judgeStrict(v schedView, set db.BalanceSettings, j *judgement) {
 	}
 	for _, sid := range st.SortedShardIDs() {
 		sh := st.Shards[sid]
-		if r := w.lastOut.Shards[sid]; len(sh.Regions) > 0 || sh.Repair != nil || r == nil || r.Health != "healthy" {
+		if r := w.lastOut.Shards[sid]; len(sh.Regions) > 0 || sh.Repair != nil || r == nil || r.Health != "healthy" || sh.Replicas < 2 {
 			return
 		}
 	}
