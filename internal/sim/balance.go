@@ -299,7 +299,9 @@ func (w *World) balanceBlocker(in planner.Input) string {
 func (w *World) surelyActive(in planner.Input, sid uint64) bool {
 	g := w.newestGroup(sid)
 	sh := in.State.Shards[sid]
-	if g == nil || sh == nil || !g.formed || g.leader == 0 {
+	if g == nil || sh == nil || !g.formed || g.leader == 0 || w.hostileMember(sid) {
+		// (The hostile host's claims can make the planner fall back on
+		// the DB's membership, whose quorum may differ from the truth's.)
 		return false
 	}
 	since := w.now.Add(-w.grace(sid))
@@ -319,13 +321,15 @@ func (w *World) surelyActive(in planner.Input, sid uint64) bool {
 	if !stable(g.leader) {
 		return false
 	}
+	// The planner judges the observed membership, or the DB's when it
+	// believes no claim: a quorum of either.
 	n := 0
 	for _, id := range g.voterIDs {
 		if stable(id) {
 			n++
 		}
 	}
-	return n >= db.Quorum(len(g.voters))
+	return n >= db.Quorum(max(len(g.voters), len(sh.Members)))
 }
 
 // surelyUnhealthy says why the shard has been unhealthy in truth for
