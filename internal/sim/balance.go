@@ -930,9 +930,12 @@ func (w *World) judgeLeaders(v schedView, set db.BalanceSettings, healthy func(u
 	balance := set.Leaders && w.hostile == nil
 	j.leaders = balance
 	members, membered := st.Members()
-	ratio := 0.0
-	if members > 0 {
-		ratio = float64(membered) / float64(members)
+	// The planner's leaderShare, to the bit (rounding decides ties).
+	share := func(id string) float64 {
+		if members == 0 {
+			return 0
+		}
+		return float64(st.HostMembers(id)) * float64(membered) / float64(members)
 	}
 	leading := map[string]int{}
 	for _, g := range w.groupList {
@@ -943,7 +946,7 @@ func (w *World) judgeLeaders(v schedView, set db.BalanceSettings, healthy func(u
 			leading[h.id]++
 		}
 	}
-	x := func(id string) float64 { return float64(leading[id]) - float64(st.HostMembers(id))*ratio }
+	x := func(id string) float64 { return float64(leading[id]) - share(id) }
 	for _, sid := range st.SortedShardIDs() {
 		if !healthy(sid) {
 			continue
@@ -972,7 +975,7 @@ func (w *World) judgeLeaders(v schedView, set db.BalanceSettings, healthy func(u
 			continue
 		}
 		xl := x(lm.HostId)
-		tol := set.LeaderTolerance(float64(st.HostMembers(lm.HostId)) * ratio)
+		tol := set.LeaderTolerance(share(lm.HostId))
 		if !off && !(xl-xt > max(tol, 1) && (xl > tol || xt < -tol)) {
 			continue
 		}
