@@ -149,9 +149,9 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if err := s.loop.enqueue(ctx, reportIn{r: req, at: time.Now(), inSequence: inSequence}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "report not taken: %v", err)
 	}
-	epoch, orders := s.loop.ordersFor(req.HostId)
+	epoch, orders, expect := s.loop.ordersFor(req.HostId)
 	if epoch != 0 {
-		resp.Leader, resp.Epoch, resp.Orders = true, epoch, orders
+		resp.Leader, resp.Epoch, resp.Orders, resp.ExpectOrders = true, epoch, orders, expect
 	} else {
 		resp.Epoch = dbEpoch
 	}

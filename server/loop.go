@@ -38,6 +38,9 @@ type loop struct {
 	active bool
 	epoch  uint64
 	board  map[string][]*drummerpb.Order
+	// expect holds the hosts taking part in repairs in flight
+	// (scheduler.Node.Attention); replaced, never modified.
+	expect map[string]struct{}
 }
 
 type reportIn struct {
@@ -75,15 +78,16 @@ func (l *loop) isActive() bool {
 	return l.active
 }
 
-// ordersFor returns the epoch (0 if not leading) and the orders in force
-// for a host.
-func (l *loop) ordersFor(hostID string) (uint64, []*drummerpb.Order) {
+// ordersFor returns the epoch (0 if not leading), the orders in force for
+// a host and whether more are expected soon (it takes part in a repair).
+func (l *loop) ordersFor(hostID string) (uint64, []*drummerpb.Order, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if !l.active {
-		return 0, nil
+		return 0, nil, false
 	}
-	return l.epoch, l.board[hostID]
+	_, expect := l.expect[hostID]
+	return l.epoch, l.board[hostID], expect
 }
 
 // enqueue hands a validated report to the loop.
@@ -163,6 +167,7 @@ func (l *loop) demote(why string) {
 	l.mu.Lock()
 	l.active, l.epoch = false, 0
 	clear(l.board)
+	l.expect = nil
 	l.mu.Unlock()
 }
 
@@ -171,6 +176,7 @@ func (l *loop) become(epoch uint64) {
 	l.mu.Lock()
 	l.active, l.epoch = true, epoch
 	clear(l.board)
+	l.expect = nil
 	l.mu.Unlock()
 	l.s.log.Info("scheduler started", "epoch", epoch)
 }
@@ -209,6 +215,11 @@ func (l *loop) step(ctx context.Context) {
 	rd := l.node.Round(st, dirty, start)
 	if s.cfg.Metrics != nil && (rd.PlannedShards > 0 || rd.PlannedHosts > 0) {
 		s.cfg.Metrics.PlanRound(time.Since(start), rd.PlannedShards, rd.PlannedHosts, len(rd.Decisions))
+	}
+	if a, changed := l.node.Attention(); changed {
+		l.mu.Lock()
+		l.expect = a
+		l.mu.Unlock()
 	}
 	if len(rd.OrderHosts) > 0 {
 		l.mu.Lock()

@@ -766,7 +766,11 @@ type ReportResponse struct {
 	// How many order results at the end of the report's list the server did
 	// not take (the report carried more than it accepts at once): send them
 	// again with the next report. 0: all were taken.
-	ResultsLeft   uint32 `protobuf:"varint,9,opt,name=results_left,json=resultsLeft,proto3" json:"results_left,omitempty"`
+	ResultsLeft uint32 `protobuf:"varint,9,opt,name=results_left,json=resultsLeft,proto3" json:"results_left,omitempty"`
+	// Set by the scheduler leader for hosts that take part in a repair or
+	// balancing move in flight: the next step's order may come with any
+	// report, so report to this server at the fast cadence meanwhile.
+	ExpectOrders  bool `protobuf:"varint,10,opt,name=expect_orders,json=expectOrders,proto3" json:"expect_orders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -862,6 +866,13 @@ func (x *ReportResponse) GetResultsLeft() uint32 {
 		return x.ResultsLeft
 	}
 	return 0
+}
+
+func (x *ReportResponse) GetExpectOrders() bool {
+	if x != nil {
+		return x.ExpectOrders
+	}
+	return false
 }
 
 // Shard-level Raft settings sent with a start order.
@@ -4811,7 +4822,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\bstarting\x18\x13 \x01(\bR\bstarting\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x02\n" +
 	"\x0eReportResponse\x12\x1b\n" +
 	"\tneed_full\x18\x01 \x01(\bR\bneedFull\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12'\n" +
@@ -4821,7 +4832,9 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\x11drummer_endpoints\x18\x06 \x03(\tR\x10drummerEndpoints\x12,\n" +
 	"\x12report_interval_ms\x18\a \x01(\x04R\x10reportIntervalMs\x12#\n" +
 	"\rdeployment_id\x18\b \x01(\x04R\fdeploymentId\x12!\n" +
-	"\fresults_left\x18\t \x01(\rR\vresultsLeft\"\xef\x01\n" +
+	"\fresults_left\x18\t \x01(\rR\vresultsLeft\x12#\n" +
+	"\rexpect_orders\x18\n" +
+	" \x01(\bR\fexpectOrders\"\xef\x01\n" +
 	"\vShardConfig\x12!\n" +
 	"\felection_rtt\x18\x01 \x01(\x04R\velectionRtt\x12#\n" +
 	"\rheartbeat_rtt\x18\x02 \x01(\x04R\fheartbeatRtt\x12)\n" +

@@ -29,6 +29,11 @@ import (
 // balancePriority sorts balancing moves after every repair and drain.
 const balancePriority = 1_000_000
 
+// transferSettle is how many report intervals leader balancing waits after
+// a leader transfer: the order reaches the leader's host with its next
+// report, and the new counts come with the next reports of both hosts.
+const transferSettle = 3
+
 // balancer is the per-round state of balancing.
 type balancer struct {
 	set db.BalanceSettings
@@ -42,7 +47,10 @@ type balancer struct {
 	downN    int
 	leadMove map[string]int // leadership moved this round, per host
 	budget   int            // leader transfers still allowed this round
-	why      string         // why a wanted move was held back this round
+	// settling: a leader transfer was ordered so recently that the
+	// reported leader counts may not show it yet.
+	settling bool
+	why      string // why a wanted move was held back this round
 }
 
 func (p *planner) initBalance() {
@@ -51,6 +59,13 @@ func (p *planner) initBalance() {
 	b.movingOut = map[string]int{}
 	b.leadMove = map[string]int{}
 	b.budget = p.in.TransferBudget
+	settle := transferSettle * p.ms(p.cfg.ReportIntervalMs)
+	for _, t := range p.in.LeaderMoves {
+		if p.now.Sub(t) < settle {
+			b.settling = true
+			break
+		}
+	}
 	for _, id := range p.in.Down {
 		h := p.st.Hosts[id]
 		if h == nil || p.st.HostMembers(id) == 0 || p.inMaintenance(h) {
@@ -112,15 +127,22 @@ func (p *planner) movable(v *shardView, m *member) bool {
 	if l, _ := p.globalLiveness(m.rec.HostId); l != Up {
 		return false
 	}
-	// A replica that moved (or was added) recently stays put.
-	return !p.now.Before(p.unixMs(m.rec.AddedUnixMs).Add(p.bal.set.Cooldown))
+	// A replica that a move or repair added recently stays put (the
+	// initial replicas of a shard did not move: they may go at once).
+	return m.rec.Initial || !p.now.Before(p.unixMs(m.rec.AddedUnixMs).Add(p.bal.set.Cooldown))
 }
 
 // planBalance returns a balancing move for a healthy shard, or nil. The
 // target host is chosen when the move starts (startBalance), after the
 // round's repairs took theirs.
 func (p *planner) planBalance(v *shardView) *repairPlan {
-	if !p.bal.set.Replicas {
+	if !p.bal.set.Replicas || v.sh.Replicas < 2 {
+		// A single-replica shard is not balanced: the last step of its
+		// move (the old voter's removal) can be confirmed only by the new
+		// member's host (trust.go waives the two-host rule for shards of
+		// one replica), so one lying host would make the planner drop the
+		// only other copy. Repairs and drains must take that risk;
+		// balancing, being optional, does not.
 		return nil
 	}
 	var src *member
@@ -167,7 +189,19 @@ func (p *planner) minLoad() int {
 
 // startBalance starts a planned balancing move if it still improves the
 // balance by more than the tolerance with the loads of this round so far.
+// When none starts, the shard's leadership is judged instead (it is judged
+// only for shards without a plan, and a plan that cannot start, e.g. for
+// lack of an eligible target, would otherwise hold it back for ever).
 func (p *planner) startBalance(v *shardView, r *repairPlan) bool {
+	if p.tryBalance(v, r) {
+		return true
+	}
+	v.plan = nil
+	p.balanceLeader(v)
+	return false
+}
+
+func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 	b := &p.bal
 	src := r.old
 	switch {
@@ -250,13 +284,18 @@ func (p *planner) leaderHost(id string) bool {
 func (p *planner) balanceLeader(v *shardView) {
 	b := &p.bal
 	l := v.byID[v.leader]
-	if l == nil || !l.live() || b.budget <= 0 {
+	if l == nil || !l.live() || b.budget <= 0 || transferring(v) {
 		return
 	}
 	// Leaders leave a host that may not lead first, before its replicas
 	// move (drain); otherwise one change at a time per shard.
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id)) {
+	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling) {
+		// Leaders are not balanced while a host holding replicas is
+		// suspect or dead (they would move again when it returns), nor
+		// until the reports show the last transfers (judged on stale
+		// counts, the rounds in between would all move leadership off the
+		// same hosts, overshoot, and swing back after the cool-down).
 		return
 	}
 	xl := float64(p.leading(l.rec.HostId)) - p.leaderShare(l.rec.HostId)
@@ -287,7 +326,7 @@ func (p *planner) balanceLeader(v *shardView) {
 		why = fmt.Sprintf("%s leads %d shards, %.1f above its share; %s leads %d, %.1f from its share",
 			p.addr(l.rec.HostId), p.leading(l.rec.HostId), xl, p.addr(to.rec.HostId), p.leading(to.rec.HostId), xt)
 	}
-	o := p.newOrder(fmt.Sprintf("%d/transfer/%d/%d/%d", p.in.Epoch, v.sh.Id, v.leader, to.rec.ReplicaId))
+	o := p.newOrder(transferOrderID(p.in.Epoch, v.sh.Id, v.leader, to.rec.ReplicaId))
 	o.Kind = &drummerpb.Order_TransferLeader{TransferLeader: &drummerpb.TransferLeaderOrder{ShardId: v.sh.Id, ToReplicaId: to.rec.ReplicaId}}
 	v.orders = append(v.orders, HostOrder{HostID: l.rec.HostId, Order: o})
 	v.say("moving leadership from replica %d to %d: %s", v.leader, to.rec.ReplicaId, why)
@@ -306,3 +345,15 @@ func (p *planner) cooling(shardID uint64) bool {
 // BalanceWhy is the reason a wanted balancing move was held back in the
 // round that produced out, or "".
 func (out *Output) BalanceWhy() string { return out.balanceWhy }
+
+// transferring tells whether the round already moves the shard's
+// leadership (balanceLeader may be called twice for a shard: before its
+// balancing plan and when the plan does not start).
+func transferring(v *shardView) bool {
+	for _, ho := range v.orders {
+		if ho.Order.GetTransferLeader() != nil {
+			return true
+		}
+	}
+	return false
+}

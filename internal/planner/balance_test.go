@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
@@ -134,9 +135,22 @@ func TestRecentlyAddedReplicaIsNotMoved(t *testing.T) {
 	}
 	f.host("d", "r1")
 	f.host("e", "r1")
-	// Every replica was added just now: within the cool-down.
-	if m := balanceMoves(f.plan()); len(m) != 0 {
-		t.Fatalf("moved replicas added within the cool-down: %v", m)
+	// The initial replicas did not move: they may go at once.
+	if m := balanceMoves(f.plan()); len(m) == 0 {
+		t.Fatal("initial replicas were held back by the cool-down")
+	}
+	p := newPlanner(f.input(true))
+	v := p.newShardView(f.st.Shards[1])
+	m := *v.members[0]
+	rec := *m.rec
+	rec.Initial, rec.AddedUnixMs = false, f.now.Add(-30*time.Second).UnixMilli()
+	m.rec = &rec
+	if p.movable(v, &m) {
+		t.Error("a replica a repair added 30 s ago is movable within the 1-minute cool-down")
+	}
+	rec.AddedUnixMs = f.now.Add(-61 * time.Second).UnixMilli()
+	if !p.movable(v, &m) {
+		t.Error("a replica added 61 s ago is not movable after the cool-down")
 	}
 }
 
@@ -215,5 +229,71 @@ func TestDrainMovesLeadersOffFirst(t *testing.T) {
 	}
 	if len(out.Transfers) != 30 {
 		t.Errorf("%d of 30 leaderships moved off the draining host", len(out.Transfers))
+	}
+}
+
+func TestOrderIDs(t *testing.T) {
+	for _, c := range []struct {
+		id   string
+		kind OrderKind
+	}{
+		{startOrderID(3, 7, 9), OrderStart},
+		{stopOrderID(3, 7, 9), OrderStop},
+		{ccOrderID(3, 7, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_PROMOTE, 9, 12), OrderConfigChange},
+		{transferOrderID(3, 7, 1, 2), OrderTransfer},
+		{"3/bogus/7", OrderUnknown},
+		{"", OrderUnknown},
+	} {
+		if got := OrderKindOf(c.id); got != c.kind {
+			t.Errorf("OrderKindOf(%q) = %s, want %s", c.id, got, c.kind)
+		}
+	}
+	if id := stopOrderID(3, 7, 9); id != "3/stop/7/9" {
+		t.Errorf("stop order ID %q, want 3/stop/7/9 (agents and the sim read it)", id)
+	}
+}
+
+func TestShardStaysHealthyThroughABalancingMove(t *testing.T) {
+	f := newFixture(t)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		f.host(id, "r1")
+	}
+	f.shard(1, "a", "b", "c")
+	health := func(step string) {
+		t.Helper()
+		out := f.plan()
+		if h := out.Shards[1].Health; h != "healthy" {
+			t.Errorf("%s: health %s, want healthy: %s", step, h, explanation(out, 1))
+		}
+	}
+	f.repairTo(dbpb.RepairKind_REPAIR_KIND_BALANCE, "d", 3, dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING)
+	health("add_non_voting")
+	all := map[uint64]string{1: f.addr["a"], 2: f.addr["b"], 3: f.addr["c"]}
+	f.membership(1, 11, all, map[uint64]string{4: f.addr["d"]})
+	f.run(1, 4, "d", 1, drummerpb.ReplicaRole_REPLICA_ROLE_NON_VOTING)
+	f.stepTo(dbpb.RepairStep_REPAIR_STEP_PROMOTE)
+	health("promote")
+	all[4] = f.addr["d"]
+	f.membership(1, 12, all, nil)
+	f.run(1, 4, "d", 1, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	f.stepTo(dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD)
+	health("remove_old, old replica still a voter")
+	delete(all, 3)
+	f.membership(1, 13, all, nil, 3)
+	health("remove_old, old replica out of the membership")
+	// A member that dies mid-move makes the shard unhealthy; before the
+	// removal step that would roll the move back (repairs first).
+	f.advance(31*time.Second, "a", "c", "d")
+	if h := f.plan().Shards[1].Health; h == "healthy" {
+		t.Errorf("healthy with replica 2 dead")
+	}
+}
+
+// stepTo advances shard 1's repair to step.
+func (f *fixture) stepTo(step dbpb.RepairStep) {
+	f.t.Helper()
+	for r := f.st.Shards[1].Repair; r.Step != step; r = f.st.Shards[1].Repair {
+		f.decide(&dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
+			ShardId: 1, RepairId: r.Id, From: r.Step, To: db.NextStep(r.Kind, r.Step)}}})
 	}
 }

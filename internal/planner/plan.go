@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -291,14 +290,6 @@ func (p *planner) newOrder(id string) *drummerpb.Order {
 	return &drummerpb.Order{Id: id, Epoch: p.in.Epoch}
 }
 
-func stopOrderID(epoch, shardID, replicaID uint64) string {
-	return fmt.Sprintf("%d/stop/%d/%d", epoch, shardID, replicaID)
-}
-
-// isStopOrderID tells whether an order ID names a stop (and remove data)
-// order, of any epoch.
-func isStopOrderID(id string) bool { return strings.Contains(id, "/stop/") }
-
 // hostCleanups orders a host to stop and delete replicas that are no longer
 // members, and forgets each cleanup once the host confirms it.
 func (p *planner) hostCleanups(h *dbpb.Host, o *HostObs, rep *HostReport) {
@@ -379,7 +370,7 @@ func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 		// older disk inventory still lists; re-condemning them would flap.
 		removed := map[ReplicaKey]bool{}
 		for id, r := range o.Results {
-			if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && isStopOrderID(id) {
+			if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && OrderKindOf(id) == OrderStop {
 				removed[ReplicaKey{r.ShardId, r.ReplicaId}] = true
 			}
 		}

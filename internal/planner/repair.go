@@ -321,7 +321,7 @@ func (p *planner) remove(v *shardView, id uint64) {
 	if id == v.leader {
 		for _, vid := range v.voters {
 			if c := v.byID[vid]; c != nil && c.live() && vid != id {
-				o := p.newOrder(fmt.Sprintf("%d/transfer/%d/%d/%d", p.in.Epoch, v.sh.Id, id, vid))
+				o := p.newOrder(transferOrderID(p.in.Epoch, v.sh.Id, id, vid))
 				o.Kind = &drummerpb.Order_TransferLeader{TransferLeader: &drummerpb.TransferLeaderOrder{ShardId: v.sh.Id, ToReplicaId: vid}}
 				v.orders = append(v.orders, HostOrder{HostID: m.rec.HostId, Order: o})
 				v.say("moving leadership from replica %d to %d before removing it", id, vid)

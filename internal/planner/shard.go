@@ -134,7 +134,7 @@ func (p *planner) startRejected(shardID uint64, rec *dbpb.Replica) bool {
 	if o == nil {
 		return false
 	}
-	r := o.Results[fmt.Sprintf("%d/start/%d/%d", p.in.Epoch, shardID, rec.ReplicaId)]
+	r := o.Results[startOrderID(p.in.Epoch, shardID, rec.ReplicaId)]
 	return r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED
 }
 
@@ -387,12 +387,17 @@ func (p *planner) healthy(v *shardView) bool {
 	sh := v.sh
 	if r := sh.Repair; r != nil && r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
 		// A balancing move adds before it removes: while every member
-		// other than the one joining is a live voter, the shard has all
-		// its wanted voters live throughout.
+		// other than the one joining (and the one leaving, once out of
+		// the membership) is a live voter, the shard has all its wanted
+		// voters live throughout.
 		live := 0
 		for _, m := range v.members {
 			switch {
 			case m.rec.ReplicaId == r.NewReplicaId:
+				if v.isVoter(m.rec.ReplicaId) && m.live() {
+					live++
+				}
+			case m.rec.ReplicaId == r.OldReplicaId && r.Step == dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD && !v.isVoter(m.rec.ReplicaId):
 			case !m.live() || !v.isVoter(m.rec.ReplicaId):
 				return false
 			default:
@@ -468,7 +473,7 @@ func (p *planner) startOrders(v *shardView) {
 		} else {
 			so.Join = true
 		}
-		o := p.newOrder(fmt.Sprintf("%d/start/%d/%d", p.in.Epoch, sh.Id, m.rec.ReplicaId))
+		o := p.newOrder(startOrderID(p.in.Epoch, sh.Id, m.rec.ReplicaId))
 		o.Kind = &drummerpb.Order_Start{Start: so}
 		v.orders = append(v.orders, HostOrder{HostID: m.rec.HostId, Order: o})
 	}
@@ -503,10 +508,4 @@ func (p *planner) configChange(v *shardView, typ drummerpb.ConfigChangeType, rep
 	o.Kind = &drummerpb.Order_ConfigChange{ConfigChange: cc}
 	v.orders = append(v.orders, HostOrder{HostID: ex.rec.HostId, Order: o})
 	return true
-}
-
-// ccOrderID names a membership change order: one per change and
-// ConfigChangeID, so a repeat is recognised and a stale one is new.
-func ccOrderID(epoch, shardID uint64, typ drummerpb.ConfigChangeType, replicaID, ccid uint64) string {
-	return fmt.Sprintf("%d/cc/%d/%d/%d/%d", epoch, shardID, typ, replicaID, ccid)
 }

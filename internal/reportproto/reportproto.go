@@ -76,6 +76,9 @@ type Endpoint struct {
 	leader bool
 	// latency is how long the last acknowledged report took.
 	latency time.Duration
+	// expect: the leader said orders are on their way (a repair in flight
+	// involves this host), so the fast cadence applies without work here.
+	expect bool
 }
 
 // NewEndpoint returns the state of a server that has heard nothing yet:
@@ -157,6 +160,7 @@ func (e *Endpoint) Acked(r *Report, resp *drummerpb.ReportResponse, now time.Tim
 	}
 	e.full = resp.GetNeedFull()
 	e.leader = resp.GetLeader()
+	e.expect = e.leader && resp.GetExpectOrders()
 	e.latency = max(0, now.Sub(r.built))
 	e.sent = r.view.Replicas
 	e.sentView = r.view
@@ -202,13 +206,14 @@ func (e *Endpoint) Leader() bool { return e.leader }
 const FastInterval = 250 * time.Millisecond
 
 // Interval is the period until the next report to this server: the
-// server's interval, or, while orders are being carried out and the server
+// server's interval, or, while orders are being carried out or the leader
+// said more are on their way (ReportResponse.expect_orders) and the server
 // is the scheduler leader, FastInterval — stretched to LatencyFactor times
 // the last report's latency, so that a loaded leader receives fewer
 // reports instead of slower ones (at 10,000 hosts working at once, a fixed
 // 250 ms asks for 40,000 reports a second).
 func (e *Endpoint) Interval(base time.Duration, working bool) time.Duration {
-	if working && e.leader {
+	if (working || e.expect) && e.leader {
 		return min(base, max(FastInterval, LatencyFactor*e.latency))
 	}
 	return base

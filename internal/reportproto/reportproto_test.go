@@ -151,3 +151,23 @@ func TestResultsLeftForTheNextReport(t *testing.T) {
 		t.Fatalf("the results the server left come again: %v", r.Req.Results)
 	}
 }
+
+func TestExpectedOrdersGetTheFastCadence(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	v := &View{Replicas: map[uint64]*drummerpb.ReplicaReport{}}
+	id := &Identity{HostID: "h", Session: 1}
+	// A follower cannot ask for it.
+	e.Acked(e.Build(id, v, Status{}, nil, time.Minute, now), &drummerpb.ReportResponse{ExpectOrders: true}, now)
+	if e.Interval(5*time.Second, false) != 5*time.Second {
+		t.Fatal("a follower's expect_orders made the cadence fast")
+	}
+	e.Acked(e.Build(id, v, Status{}, nil, time.Minute, now), &drummerpb.ReportResponse{Leader: true, ExpectOrders: true}, now)
+	if e.Interval(5*time.Second, false) != FastInterval {
+		t.Fatal("the leader's expect_orders did not make the cadence fast")
+	}
+	e.Acked(e.Build(id, v, Status{}, nil, time.Minute, now), &drummerpb.ReportResponse{Leader: true}, now)
+	if e.Interval(5*time.Second, false) != 5*time.Second {
+		t.Fatal("the fast cadence outlived expect_orders")
+	}
+}

@@ -24,6 +24,17 @@ type balance struct {
 	why      string     // why the last round held a wanted move back
 	whyAt    time.Time
 	total    uint64 // transfers ordered since the node was made
+	// Transfer orders kept in force until the leader's host has surely
+	// reported once (keep): a round that re-evaluates the shard within
+	// the cool-down orders nothing for it, and would otherwise withdraw
+	// the transfer before the host saw it.
+	inForce map[uint64]keptTransfer
+	keep    time.Duration
+}
+
+type keptTransfer struct {
+	order planner.HostOrder
+	at    time.Time
 }
 
 type transfer struct {
@@ -152,11 +163,13 @@ func (n *Node) balanceInput(in *planner.Input, st *db.State, now time.Time) {
 	in.Down = slices.Sorted(maps.Keys(n.live.down))
 	in.LeaderMoves = n.bal.moved
 	in.TransferBudget = n.bal.budget(set.MaxLeaderTransfers, now)
+	n.bal.keep = 2 * time.Duration(st.Config.ReportIntervalMs) * time.Millisecond
 }
 
 // balanceOutput takes what a round did for balancing.
 func (n *Node) balanceOutput(out *planner.Output, now time.Time) {
 	n.bal.note(out.Transfers, now)
+	n.bal.keepTransfers(out, now)
 	if why := out.BalanceWhy(); why != "" {
 		n.bal.why, n.bal.whyAt = why, now
 	}
@@ -285,3 +298,28 @@ func (n *Node) BalanceStatus(st *db.State, fromAddr string, size int, now time.T
 // so hosts are judged within their region (the planner judges each shard
 // by its own placement; this is the status's approximation).
 func regionsExact(st *db.State) bool { return len(st.Regions) > 0 }
+
+// keepTransfers keeps the transfer orders of the last rounds in force in
+// this round's output for the shards it evaluated and orders nothing for;
+// O(transfers kept).
+func (b *balance) keepTransfers(out *planner.Output, now time.Time) {
+	for _, sid := range out.Transfers {
+		for _, ho := range out.ShardOrders[sid] {
+			if ho.Order.GetTransferLeader() != nil {
+				if b.inForce == nil {
+					b.inForce = map[uint64]keptTransfer{}
+				}
+				b.inForce[sid] = keptTransfer{order: ho, at: now}
+			}
+		}
+	}
+	for sid, k := range b.inForce {
+		if now.Sub(k.at) >= b.keep {
+			delete(b.inForce, sid)
+			continue
+		}
+		if orders, ok := out.ShardOrders[sid]; ok && len(orders) == 0 {
+			out.ShardOrders[sid] = []planner.HostOrder{k.order}
+		}
+	}
+}

@@ -108,13 +108,16 @@ type Node struct {
 	// every report once report_interval was 5 s.
 	silentAfter time.Duration
 
-	patrol    patrol
-	live      liveness
-	bal       balance
-	status    status
-	lastPrune time.Time
-	forgotten []string  // hosts pruned, until TakeForgotten
-	lastRep   time.Time // repairing shards last re-planned
+	patrol patrol
+	live   liveness
+	bal    balance
+	// Hosts taking part in repairs in flight (attention.go).
+	attention        map[string]struct{}
+	attentionChanged bool
+	status           status
+	lastPrune        time.Time
+	forgotten        []string  // hosts pruned, until TakeForgotten
+	lastRep          time.Time // repairing shards last re-planned
 
 	// Orders in force: per shard (repairs, starts) and per host (cleanups).
 	shardOrders map[uint64][]planner.HostOrder
@@ -158,6 +161,7 @@ func (n *Node) Become(epoch uint64) {
 	n.patrol.reset()
 	n.live.reset()
 	n.bal.reset()
+	n.attention, n.attentionChanged = nil, true
 }
 
 // Demote stops the node planning; its observations stay warm.
@@ -167,6 +171,7 @@ func (n *Node) Demote() {
 	n.patrol.reset()
 	n.live.reset()
 	n.bal.reset()
+	n.attention, n.attentionChanged = nil, true
 	n.status.reset()
 }
 
@@ -224,6 +229,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		for _, id := range st.RepairingShards() {
 			shards[id] = struct{}{}
 		}
+		n.updateAttention(st)
 		for id := range n.live.unreg {
 			hosts[id] = struct{}{}
 		}

@@ -338,3 +338,35 @@ func TestFollowerPrunes(t *testing.T) {
 		t.Fatalf("forgotten %v, want [h1]", f)
 	}
 }
+
+func TestAttentionFollowsRepairsInFlight(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	for i := range 4 {
+		f.report(hostName(i))
+	}
+	f.round()
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
+		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
+	f.round()
+	if a, _ := f.n.Attention(); len(a) != 0 {
+		t.Fatalf("attention %v without repairs", a)
+	}
+	sh := f.st.Shards[1]
+	var spare string
+	for i := range 4 {
+		if !slices.ContainsFunc(sh.Members, func(m *dbpb.Replica) bool { return m.HostId == hostName(i) }) {
+			spare = hostName(i)
+		}
+	}
+	f.cmd(&dbpb.Command{Epoch: f.st.Epoch, Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: []*dbpb.Decision{
+		{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{ShardId: 1, Kind: dbpb.RepairKind_REPAIR_KIND_ADD, NewHostId: spare}}}}}}})
+	f.now = f.now.Add(2 * time.Second)
+	f.round()
+	a, changed := f.n.Attention()
+	if !changed || len(a) != 4 {
+		t.Fatalf("attention %v (changed %v), want the 3 members' hosts and the new one", a, changed)
+	}
+	if _, changed := f.n.Attention(); changed {
+		t.Fatal("Attention says changed twice")
+	}
+}

@@ -285,6 +285,7 @@ func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
 	w.stats.Decisions += len(ds)
 	cmd := &dbpb.Command{Version: db.CommandVersion, Epoch: epoch, NowUnixMs: w.now.UnixMilli(),
 		Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: ds}}}
+	endedRepairs := w.noteRepairs(ds)
 	r := w.st.ApplyCommand(cmd)
 	if r.Code != dbpb.Code_CODE_OK {
 		w.violate("decision batch of %d rejected: %s", len(ds), r.Code)
@@ -292,6 +293,7 @@ func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
 	}
 	w.lastBatch, w.lastEpoch = ds, epoch
 	for i, dd := range ds {
+		ended := endedRepairs[i]
 		c := dbpb.Code(r.Data[i])
 		name := decisionName(dd)
 		w.stats.DecisionCodes[name+":"+strings.TrimPrefix(c.String(), "CODE_")]++
@@ -300,6 +302,7 @@ func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
 		if c != dbpb.Code_CODE_OK {
 			continue
 		}
+		w.noteApplied(dd, ended)
 		switch k := dd.Kind.(type) {
 		case *dbpb.Decision_StartRepair:
 			w.stats.RepairsStarted++

@@ -14,7 +14,7 @@ import (
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
-var faultNames = []string{"crash", "permanent_death", "disk_wipe", "partition", "slow_orders", "failing_orders", "failover", "operator", "shard_churn", "config_change", "hostile_host"}
+var faultNames = []string{"crash", "permanent_death", "disk_wipe", "partition", "slow_orders", "failing_orders", "failover", "operator", "shard_churn", "config_change", "hostile_host", "host_churn"}
 
 // FaultNames lists the fault kinds ParseFaults knows.
 func FaultNames() []string { return slices.Clone(faultNames) }
@@ -32,6 +32,7 @@ func ParseFaults(s string) (Faults, error) {
 		"crash": &f.Crash, "permanent_death": &f.PermanentDeath, "disk_wipe": &f.DiskWipe, "partition": &f.Partition,
 		"slow_orders": &f.SlowOrders, "failing_orders": &f.FailingOrders, "failover": &f.Failover, "operator": &f.Operator,
 		"shard_churn": &f.ShardChurn, "config_change": &f.ConfigChange, "hostile_host": &f.Hostile,
+		"host_churn": &f.HostChurn,
 	}
 	for _, name := range strings.Split(s, ",") {
 		p := ptr[strings.TrimSpace(name)]
@@ -47,7 +48,7 @@ func ParseFaults(s string) (Faults, error) {
 // that some runs are calm and some are stormy.
 type rates struct {
 	crash, permDeath, wipe, partition, slow, failover float64
-	operator, churn, config                           float64
+	operator, churn, config, hostChurn                float64
 	orderFail                                         float64
 	lostProposal                                      float64 // per decision batch
 }
@@ -70,6 +71,7 @@ func newRates(r *rand.Rand, f Faults) rates {
 		operator:     pick(f.Operator, 0.03),
 		churn:        pick(f.ShardChurn, 0.01),
 		config:       pick(f.ConfigChange, 0.006),
+		hostChurn:    pick(f.HostChurn, 0.015),
 		orderFail:    pick(f.FailingOrders, 0.06),
 		lostProposal: pick(f.Failover, 0.02),
 	}
@@ -182,6 +184,13 @@ func (w *World) injectFaults() {
 	if w.chance(r.config) {
 		w.runtimeConfigChange()
 	}
+	if w.chance(r.hostChurn) {
+		if w.chance(0.6) {
+			w.joinHost()
+		} else {
+			w.leaveHost()
+		}
+	}
 }
 
 func (w *World) dbHost(h *Host) *dbpb.Host { return w.st.Hosts[h.id] }
@@ -242,7 +251,10 @@ func (w *World) operatorAction() {
 			w.stats.Drains++
 		}
 	case x < 5:
-		// Bring a drained host back.
+		// Bring a drained host back (not one leaving the fleet).
+		if h.leaving {
+			return
+		}
 		if dh.Admin == dbpb.HostAdmin_HOST_ADMIN_DRAINED || dh.Admin == dbpb.HostAdmin_HOST_ADMIN_DRAINING {
 			w.setAdmin(h, dbpb.HostAdmin_HOST_ADMIN_ACTIVE)
 		}
@@ -285,6 +297,7 @@ func (w *World) shardChurn() {
 	id := ids[w.rng.IntN(len(ids))]
 	if w.operator(&dbpb.Command_DeleteShards{DeleteShards: &dbpb.DeleteShards{ShardIds: []uint64{id}}}, false) {
 		w.stats.ShardsDeleted++
+		w.forgetShard(id)
 		if gs := w.groups[id]; len(gs) > 0 {
 			gs[len(gs)-1].deleted = true
 		}
@@ -293,7 +306,10 @@ func (w *World) shardChurn() {
 
 func (w *World) runtimeConfigChange() {
 	c := proto.CloneOf(w.st.Config)
-	switch w.rng.IntN(4) {
+	switch w.rng.IntN(5) {
+	case 4:
+		// Balancing switched, re-tuned or made stricter while moves run.
+		w.randomBalance(c)
 	case 0:
 		nc := w.randomDBConfig()
 		nc.ShardOverrides = c.ShardOverrides
@@ -326,6 +342,11 @@ func (w *World) runtimeConfigChange() {
 func (w *World) stopFaults() {
 	w.settled = true
 	w.tracef("faults stop")
+	if w.cfg.Faults.HostChurn && w.chance(0.3) {
+		// The operator adds capacity once the incident is over: balancing
+		// must fill the new host within the convergence bound.
+		w.joinHost()
+	}
 	if w.chance(0.7) {
 		for _, h := range w.hosts {
 			if dh := w.dbHost(h); dh != nil && dh.Admin == dbpb.HostAdmin_HOST_ADMIN_CORDONED {
@@ -340,7 +361,9 @@ func (w *World) stopFaults() {
 				h.restartAt = back
 			}
 		}
-		h.partTill = time.Time{}
+		if h.partTill.After(w.now) {
+			h.partTill = w.now // healed now (the invariants remember when)
+		}
 		h.slowTill = time.Time{}
 		if dh := w.dbHost(h); dh != nil && dh.MaintenanceUntilUnixMs != 0 {
 			w.operator(&dbpb.Command_SetHostAdmin{SetHostAdmin: &dbpb.SetHostAdmin{HostId: h.id, MaintenanceOnly: true}}, false)

@@ -45,6 +45,7 @@ package sim
 // replica that is not a member. A shard is repairable when a quorum of its
 // true voters have their data on hosts that are (or will be) alive, and
 // enough usable hosts exist to satisfy its size and region placement.
+// Balancing has its own invariants and its part of convergence (balance.go).
 
 import (
 	"fmt"
@@ -234,6 +235,7 @@ func (w *World) checkOutput(in planner.Input, out *planner.Output) {
 			}
 		}
 	}
+	w.checkBalanceOutput(in, out)
 }
 
 func (w *World) newestGroup(shardID uint64) *group {
@@ -609,6 +611,12 @@ func (w *World) problems() []string {
 			}
 		}
 	}
+	w.bal.judged = judgement{}
+	if len(out) == 0 {
+		// Balancing is judged once everything else settled.
+		w.bal.judged = w.judgeBalance()
+		out = w.bal.judged.probs
+	}
 	return out
 }
 
@@ -653,6 +661,21 @@ func (w *World) checkSettled() {
 		w.converged = true
 		w.convAt = w.now
 		w.tracef("settled after %s", w.now.Sub(w.faultEnd))
+		switch j := w.bal.judged; {
+		case j.excused != "":
+			w.stats.BalanceExcused++
+			w.tracef("balancing excused: %s", j.excused)
+		default:
+			if j.replicas {
+				w.stats.BalanceChecked++
+			}
+			if j.strict {
+				w.stats.BalanceStrict++
+			}
+			if j.leaders {
+				w.stats.LeaderChecked++
+			}
+		}
 		return
 	}
 	// Repair backoff and the repair limits are deliberate: allow for them,
@@ -692,6 +715,9 @@ func (w *World) checkSettled() {
 	if c := int(min(w.st.Config.MaxConcurrentRepairs, w.st.Config.MaxRepairsPerHost)); waiting > c {
 		extend(w.now.Add(time.Duration((waiting+c-1)/c) * 25 * time.Second))
 	}
+	// Balancing runs after the repairs, within its own limits and
+	// cool-downs (balance.go).
+	w.balanceSlack(extend)
 }
 
 // final runs the end-of-run checks.
@@ -721,6 +747,7 @@ func (w *World) final() {
 			}
 			ps = append(ps, line)
 		}
+		ps = append(ps, w.balanceContext()...)
 		w.violate("CONVERGENCE: not settled %s after the faults stopped:\n    %s", w.now.Sub(w.faultEnd), strings.Join(ps, "\n    "))
 		for _, sid := range w.st.SortedShardIDs() {
 			if ok, why := w.repairable(w.st.Shards[sid]); !ok {

@@ -28,16 +28,33 @@
 //     server/scheduler.go), and the decisions applied to a db.State under the
 //     scheduler epoch.
 //
-// Invariants are checked after every step (see invariants.go); the run ends
-// when every repairable shard is healthy after the faults stopped, or fails
-// when that takes longer than Config.SettleBound.
+// Invariants are checked after every step (see invariants.go, and
+// balance.go for balancing); the run ends when every repairable shard is
+// healthy after the faults stopped and no balancing work is left, or fails
+// when that takes longer than Config.SettleBound (extended for repair
+// backoff, queued repairs and balancing work, up to MaxBackoffSlack).
+//
+// Balancing is on in most seeds, with random settings (randomBalance) that
+// the config-change fault redraws at run time, and hosts join (new, empty)
+// and leave (drained, then stopped and removed) as operator events
+// (Faults.HostChurn). Balancing invariants (balance.go): a balancing move
+// or a transfer for balance starts only with its kind on, for a healthy
+// shard without a repair, while no host holding replicas is suspect or
+// dead as the scheduler judges it; no replica added within the cool-down
+// moves, no move goes back to the host the shard's last balancing move
+// left within the cool-down, no shard's leadership moves twice for
+// balance within the cool-down; moves stay within max_balance_moves,
+// max_concurrent_repairs and max_repairs_per_host; and once settled no
+// improving move or transfer that the planner's rules allow is left (in
+// fleets where every host can hold every shard, every host is within the
+// tolerance of its fair share).
 //
 // Running it:
 //
-//	go test ./internal/sim                                   # 2,000 seeds (~20-40 s on 2 cores)
+//	go test ./internal/sim                                   # 2,000 seeds (~2 min of CPU; 2-3.5 min on 2 loaded cores)
 //	go test ./internal/sim -run TestSimSeeds -sim.seed=N -v  # replay seed N, with its trace
 //	go test ./internal/sim -run TestSimSeeds -sim.seed=N -sim.trace -v  # stream the whole trace
-//	go test ./internal/sim -run TestSimSeeds -sim.seeds=100000 -timeout=3h  # soak
+//	go test ./internal/sim -run TestSimSeeds -sim.seeds=10000 -sim.first=2001 -timeout=2h -v  # soak (~15 min)
 //	go test ./internal/sim -run TestSimSeeds -sim.duration=10m  # longer fault phases
 //	go test ./internal/sim -run TestSimSeeds -sim.faults=crash,partition  # some faults only
 //
@@ -83,11 +100,14 @@ type Faults struct {
 	// A hostile host (in half of the seeds) that forges membership claims
 	// among its reports.
 	Hostile bool
+	// Operator host changes: new empty hosts join, and hosts leave (drained,
+	// then stopped and removed).
+	HostChurn bool
 }
 
 // AllFaults turns every fault kind on.
 func AllFaults() Faults {
-	return Faults{true, true, true, true, true, true, true, true, true, true, true}
+	return Faults{true, true, true, true, true, true, true, true, true, true, true, true}
 }
 
 // Config describes one simulation run. Zero fields get defaults from the
@@ -187,6 +207,17 @@ type Stats struct {
 	StaleEpochRejected                                                                       int
 	Unrepairable                                                                             int
 	ForgedReports, ForgedClaims                                                              int
+	// Balancing (balance.go): hosts that joined and left, balancing moves
+	// started, done and failed (rolled back), leader transfers ordered for
+	// balance and off hosts that may not lead, and what the convergence
+	// judgement checked in the runs that settled.
+	HostsJoined, HostsLeft                                       int
+	BalanceMoves, BalanceDone, BalanceFailed                     int
+	BalanceTransfers, OffTransfers                               int
+	BalanceChecked, BalanceStrict, BalanceExcused, LeaderChecked int
+	// Balancing moves back to a host an earlier (not the last) balancing
+	// move of the shard left within the cool-down.
+	BackMovesEarlier int
 }
 
 // Add accumulates o into s.
@@ -230,6 +261,18 @@ func (s *Stats) Add(o Stats) {
 	s.Unrepairable += o.Unrepairable
 	s.ForgedReports += o.ForgedReports
 	s.ForgedClaims += o.ForgedClaims
+	s.HostsJoined += o.HostsJoined
+	s.HostsLeft += o.HostsLeft
+	s.BalanceMoves += o.BalanceMoves
+	s.BalanceDone += o.BalanceDone
+	s.BalanceFailed += o.BalanceFailed
+	s.BalanceTransfers += o.BalanceTransfers
+	s.OffTransfers += o.OffTransfers
+	s.BalanceChecked += o.BalanceChecked
+	s.BalanceStrict += o.BalanceStrict
+	s.BalanceExcused += o.BalanceExcused
+	s.LeaderChecked += o.LeaderChecked
+	s.BackMovesEarlier += o.BackMovesEarlier
 	for k, v := range o.DecisionCodes {
 		if s.DecisionCodes == nil {
 			s.DecisionCodes = map[string]int{}
@@ -252,6 +295,10 @@ func (s Stats) String() string {
 	fmt.Fprintf(&b, "excused_quorum_changes=%d stale_epoch_batches_rejected=%d lost_proposals=%d unrepairable_shards=%d\n",
 		s.ExcusedQuorumChanges, s.StaleEpochRejected, s.LostProposals, s.Unrepairable)
 	fmt.Fprintf(&b, "hostile: forged_reports=%d forged_claims=%d\n", s.ForgedReports, s.ForgedClaims)
+	fmt.Fprintf(&b, "balance: hosts_joined=%d hosts_left=%d moves=%d done=%d failed=%d transfers=%d off_host_transfers=%d\n",
+		s.HostsJoined, s.HostsLeft, s.BalanceMoves, s.BalanceDone, s.BalanceFailed, s.BalanceTransfers, s.OffTransfers)
+	fmt.Fprintf(&b, "balance convergence: replicas_checked=%d strict=%d excused=%d leaders_checked=%d; back_moves_to_earlier_source=%d\n",
+		s.BalanceChecked, s.BalanceStrict, s.BalanceExcused, s.LeaderChecked, s.BackMovesEarlier)
 	if len(s.DecisionCodes) > 0 {
 		keys := make([]string, 0, len(s.DecisionCodes))
 		for k := range s.DecisionCodes {
@@ -317,6 +364,7 @@ type World struct {
 	nextSweep   time.Time
 	gcSince     map[string]time.Time // hosts eligible for GC, since when
 	hostDeadAt  map[string]time.Time // identity → when it died for good (truth)
+	bal         balTrack             // balancing bookkeeping (balance.go)
 
 	violations []string
 	trace      []string
@@ -360,6 +408,7 @@ func newWorld(cfg Config) *World {
 		dbMembers:   map[uint64]map[uint64]bool{},
 		dbGone:      map[uint64]map[uint64]bool{},
 		hostDeadAt:  map[string]time.Time{},
+		bal:         newBalTrack(),
 		nextShardID: 1,
 	}
 	w.stats.DecisionCodes = map[string]int{}
@@ -477,11 +526,8 @@ func (w *World) randomDBConfig() *dbpb.Config {
 		MaxConcurrentRepairs: uint32([]int{1, 2, 4, 64}[w.rng.IntN(4)]),
 		MaxRepairsPerHost:    uint32(1 + w.rng.IntN(8)),
 		HostGcAfterMs:        dead + uint64(10000+1000*w.rng.IntN(40)),
-		// Balancing has its own invariants and convergence bounds
-		// (balance.go); until they are in, the seeds run without it.
-		BalanceReplicasOff: true,
-		BalanceLeadersOff:  true,
 	}
+	w.randomBalance(c)
 	return c
 }
 
@@ -576,6 +622,9 @@ func (w *World) step() {
 		}
 	}
 	w.lifecycle()
+	if w.now.UnixMilli()%1000 == 0 {
+		w.hostChurnTick()
+	}
 	w.execOrders()
 	w.truthTick()
 	w.reports()
@@ -616,8 +665,10 @@ func shortCmd(c *dbpb.Command) string {
 	switch o := c.Op.(type) {
 	case *dbpb.Command_SetConfig:
 		cf := o.SetConfig.Config
-		return fmt.Sprintf("set_config(suspect=%d dead=%d repairs=%d/host=%d gc=%d overrides=%d)", cf.SuspectTimeoutMs, cf.DeadTimeoutMs,
-			cf.MaxConcurrentRepairs, cf.MaxRepairsPerHost, cf.HostGcAfterMs, len(cf.ShardOverrides))
+		b := db.BalanceOf(cf)
+		return fmt.Sprintf("set_config(suspect=%d dead=%d repairs=%d/host=%d gc=%d overrides=%d balance replicas=%v leaders=%v threshold=%d%% min_excess=%d moves=%d transfers=%d/s cooldown=%s)",
+			cf.SuspectTimeoutMs, cf.DeadTimeoutMs, cf.MaxConcurrentRepairs, cf.MaxRepairsPerHost, cf.HostGcAfterMs, len(cf.ShardOverrides),
+			b.Replicas, b.Leaders, b.ThresholdPct, b.MinExcess, b.MaxMoves, b.MaxLeaderTransfers, b.Cooldown)
 	case *dbpb.Command_CreateShards:
 		var ids []string
 		for _, s := range o.CreateShards.Shards {

@@ -33,6 +33,10 @@ type group struct {
 	leader    uint64
 	term      uint64
 	electAt   time.Time
+	// leaderAt is when the group last got a leader after having none, ccAt
+	// when its membership last changed (the invariants allow the
+	// scheduler the grace to notice).
+	leaderAt, ccAt time.Time
 
 	// everData: the replica had initialized data at some point; starting it
 	// again with an empty log would make it forget its votes and log.
@@ -169,6 +173,7 @@ type Host struct {
 	downAt    time.Time
 	restartAt time.Time // crashed: when it comes back (zero: never)
 	wipe      bool      // comes back with an empty disk and a new identity
+	leaving   bool      // being drained to leave the fleet (balance.go)
 	partTill  time.Time // partitioned from Drummer until then
 	slowTill  time.Time
 
@@ -324,6 +329,7 @@ func (w *World) tickGroup(g *group) {
 				// Only a replica with a log campaigns.
 				if len(cands) > 0 {
 					g.leader = cands[w.rng.IntN(len(cands))]
+					g.leaderAt = w.now
 					g.term++
 					g.electAt = time.Time{}
 					w.tracef("truth: shard %d elected leader %d term %d", g.shard, g.leader, g.term)
@@ -581,6 +587,7 @@ func (w *World) start(h *Host, so *drummerpb.StartReplicaOrder, restore bool) (d
 			}
 			if !g.formed {
 				g.formed = true
+				g.ccAt = w.now
 				g.initial = maps.Clone(so.InitialMembers)
 				g.voters = maps.Clone(so.InitialMembers)
 				w.refresh(g)
@@ -719,6 +726,7 @@ func (w *World) configChange(h *Host, cc *drummerpb.ConfigChangeOrder, q *queued
 	}
 	g.logIndex++
 	g.ccid = g.logIndex
+	g.ccAt = w.now
 	w.refresh(g)
 	w.stats.CCApplied++
 	w.tracef("truth: %s", g)
