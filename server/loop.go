@@ -185,14 +185,17 @@ func (l *loop) become(epoch uint64) {
 // change record bounded.
 func (l *loop) step(ctx context.Context) {
 	s := l.s
+	defer l.forget()
 	if s.isRemoved.Load() {
 		l.demote("removed from the cluster")
 		s.sm.TakeDirty()
+		l.prune()
 		return
 	}
 	if _, leader := s.raftLeader(); !leader {
 		l.demote("not the Raft leader")
 		s.sm.TakeDirty()
+		l.prune()
 		return
 	}
 	if l.proposing || l.acquiring {
@@ -252,6 +255,24 @@ func (l *loop) step(ctx context.Context) {
 				}
 			}
 		})
+}
+
+// prune bounds a follower's soft state (a leader's rounds do it): a view
+// every PruneEvery, O(shards) every 10 s.
+func (l *loop) prune() {
+	now := time.Now()
+	if !l.node.PruneDue(now) {
+		return
+	}
+	st, _ := l.s.sm.View()
+	l.node.Prune(st, now)
+}
+
+// forget drops the report sessions of the hosts the node pruned.
+func (l *loop) forget() {
+	for _, id := range l.node.TakeForgotten() {
+		l.ses.Forget(id)
+	}
 }
 
 // acquire wins the scheduler epoch through Raft.

@@ -116,6 +116,7 @@ type Node struct {
 	attentionChanged bool
 	status           status
 	lastPrune        time.Time
+	forgotten        []string  // hosts pruned, until TakeForgotten
 	lastRep          time.Time // repairing shards last re-planned
 
 	// Orders in force: per shard (repairs, starts) and per host (cleanups).
@@ -331,13 +332,31 @@ func (n *Node) maybePrune(st *db.State, now time.Time) {
 	}
 }
 
-// Prune bounds the soft state now (see planner.Prune); rounds do it every
-// Config.PruneEvery. It costs O(observations).
-func (n *Node) Prune(st *db.State, now time.Time) {
+// Prune bounds the soft state now (see planner.Prune) and returns the
+// hosts it forgot (TakeForgotten returns them too); rounds do it every
+// Config.PruneEvery, and a driver whose node does not lead calls it when
+// PruneDue (a follower's observations, order results above all, would
+// otherwise only grow). It costs O(observations).
+func (n *Node) Prune(st *db.State, now time.Time) []string {
 	n.lastPrune = now
-	for _, id := range planner.Prune(n.obs, n.resultAt, st, now) {
+	forgotten := planner.Prune(n.obs, n.resultAt, st, now)
+	for _, id := range forgotten {
 		n.live.forget(id)
 	}
+	n.forgotten = append(n.forgotten, forgotten...)
+	return forgotten
+}
+
+// PruneDue reports whether Config.PruneEvery has passed since the last
+// Prune.
+func (n *Node) PruneDue(now time.Time) bool { return now.Sub(n.lastPrune) >= n.cfg.PruneEvery }
+
+// TakeForgotten returns the hosts pruned since the previous call, for the
+// driver to drop what it keeps per host (report sessions).
+func (n *Node) TakeForgotten() []string {
+	f := n.forgotten
+	n.forgotten = nil
+	return f
 }
 
 // setShardOrders replaces a shard's orders in force.

@@ -307,6 +307,38 @@ func TestSessions(t *testing.T) {
 	}
 }
 
+// A node that does not lead keeps no dirty sets, and its driver's Prune
+// bounds what reports leave behind (order results, hosts that went away).
+func TestFollowerPrunes(t *testing.T) {
+	n := New(Config{Started: t0})
+	st := db.New()
+	r := &drummerpb.ReportRequest{HostId: "h1", RaftAddress: "10.0.0.1:7001", ApiAddress: "10.0.1.1:7001", Session: 1, Seq: 1, Full: true,
+		Replicas: []*drummerpb.ReplicaReport{{ShardId: 1, ReplicaId: 1}},
+		Results:  []*drummerpb.OrderResult{{Id: "o1", ShardId: 1, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE}}}
+	n.Step(r, t0, true)
+	if len(n.dirtyS) != 0 || len(n.dirtyH) != 0 {
+		t.Fatalf("a follower keeps dirty sets: %d shards, %d hosts", len(n.dirtyS), len(n.dirtyH))
+	}
+	if len(n.Observed().Hosts["h1"].Results) != 1 {
+		t.Fatal("result not observed")
+	}
+	later := t0.Add(planner.ResultTTL + time.Second)
+	if !n.PruneDue(later) {
+		t.Fatal("prune not due")
+	}
+	n.Prune(st, later)
+	if len(n.Observed().Hosts["h1"].Results) != 0 {
+		t.Fatal("an old result survived the prune")
+	}
+	if f := n.TakeForgotten(); len(f) != 0 {
+		t.Fatalf("forgot %v too early", f)
+	}
+	n.Prune(st, t0.Add(planner.UnregisteredTTL+time.Second))
+	if f := n.TakeForgotten(); !slices.Equal(f, []string{"h1"}) {
+		t.Fatalf("forgotten %v, want [h1]", f)
+	}
+}
+
 func TestAttentionFollowsRepairsInFlight(t *testing.T) {
 	f := newFixture(t, Config{PatrolPerSecond: -1})
 	for i := range 4 {
