@@ -136,6 +136,15 @@ func (p *planner) movable(v *shardView, m *member) bool {
 // target host is chosen when the move starts (startBalance), after the
 // round's repairs took theirs.
 func (p *planner) planBalance(v *shardView) *repairPlan {
+	sh := v.sh
+	switch {
+	case v.distrusted:
+		return nil // no membership claim believed: nothing is planned from it
+	case sh.RetryAfterUnixMs != 0 && p.now.Before(p.unixMs(sh.RetryAfterUnixMs)):
+		return nil // backing off after a failure
+	case sh.BalancedFromHost == "" && sh.BalancedUnixMs != 0 && p.now.Before(p.unixMs(sh.BalancedUnixMs).Add(p.bal.set.Cooldown)):
+		return nil // its last balancing move failed: not again within the cool-down
+	}
 	if !p.bal.set.Replicas || v.sh.Replicas < 2 {
 		// A single-replica shard is not balanced: the last step of its
 		// move (the old voter's removal) can be confirmed only by the new

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
@@ -142,9 +144,9 @@ func TestRecentlyAddedReplicaIsNotMoved(t *testing.T) {
 	p := newPlanner(f.input(true))
 	v := p.newShardView(f.st.Shards[1])
 	m := *v.members[0]
-	rec := *m.rec
+	rec := proto.CloneOf(m.rec)
 	rec.Initial, rec.AddedUnixMs = false, f.now.Add(-30*time.Second).UnixMilli()
-	m.rec = &rec
+	m.rec = rec
 	if p.movable(v, &m) {
 		t.Error("a replica a repair added 30 s ago is movable within the 1-minute cool-down")
 	}
@@ -295,5 +297,33 @@ func (f *fixture) stepTo(step dbpb.RepairStep) {
 	for r := f.st.Shards[1].Repair; r.Step != step; r = f.st.Shards[1].Repair {
 		f.decide(&dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
 			ShardId: 1, RepairId: r.Id, From: r.Step, To: db.NextStep(r.Kind, r.Step)}}})
+	}
+}
+
+func TestFailedBalanceMoveIsNotRetriedWithinTheCooldown(t *testing.T) {
+	f := balanceFixture(t, "d", "e")
+	out := f.plan()
+	moves := balanceMoves(out)
+	if len(moves) == 0 {
+		t.Fatal("no balancing move")
+	}
+	sid := moves[0].ShardId
+	f.decide(out.Decisions...)
+	r := f.st.Shards[sid].Repair
+	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
+		ShardId: sid, RepairId: r.Id, Outcome: dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, Reason: "test"}}})
+	f.advance(5*time.Second, "a", "b", "c", "d", "e")
+	for _, m := range balanceMoves(f.plan()) {
+		if m.ShardId == sid {
+			t.Fatalf("shard %d moved again 5 s after its balancing move failed", sid)
+		}
+	}
+	f.advance(2*time.Minute, "a", "b", "c", "d", "e")
+	again := false
+	for _, m := range balanceMoves(f.plan()) {
+		again = again || m.ShardId == sid
+	}
+	if !again {
+		t.Errorf("shard %d not balanced after the cool-down", sid)
 	}
 }
