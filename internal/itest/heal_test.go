@@ -43,7 +43,23 @@ func startCluster(t *testing.T, nodehosts int) (*devcluster.Cluster, drummerpb.D
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return c, conn.Drummer()
+	d := conn.Drummer()
+	// Shards can be defined only for apps registered hosts run: wait until
+	// every nodehost's reports registered it.
+	waitFor(t, 60*time.Second, "nodehosts registered", func() (bool, string) {
+		resp, err := d.ListHosts(context.Background(), &drummerpb.ListHostsRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, h := range resp.Hosts {
+			if h.State == "up" && h.AdminState != "unregistered" {
+				n++
+			}
+		}
+		return n >= nodehosts, fmt.Sprintf("%d of %d registered", n, nodehosts)
+	})
+	return c, d
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, f func() (bool, string)) {
@@ -81,7 +97,9 @@ func allHealthy(ctx context.Context, d drummerpb.DrummerClient, n int) (bool, st
 func TestRepairAfterHostDeath(t *testing.T) {
 	c, d := startCluster(t, 4)
 	ctx := context.Background()
-	if _, err := d.SetConfig(ctx, &drummerpb.SetConfigRequest{Values: map[string]string{"suspect_timeout": "2s", "dead_timeout": "6s"}}); err != nil {
+	// Balancing off: the returning host must end up holding nothing, and
+	// balancing would (rightly) move replicas onto it.
+	if _, err := d.SetConfig(ctx, &drummerpb.SetConfigRequest{Values: map[string]string{"suspect_timeout": "2s", "dead_timeout": "6s", "balance_replicas": "off"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: 6, Replicas: 3, App: "kv"}); err != nil {

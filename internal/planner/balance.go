@@ -15,7 +15,8 @@ import (
 // and not while a host that holds replicas is suspect or dead.
 //
 // A fair share is the mean over the active hosts the shard could use (its
-// region's when its placement is exact, else all of them): the DB keeps
+// region's when its placement is exact, else all of them), and no move
+// lowers the number of regions the shard covers: the DB keeps
 // those counts (db.State.PoolOf), so judging a shard is O(its members).
 // A move must improve the balance by more than the tolerance
 // (db.BalanceSettings.Tolerance): it goes from a host with e replicas to
@@ -112,11 +113,24 @@ func (p *planner) share(region string) (share, tol float64, ok bool) {
 // the shard's placement per region is exact, else every active host.
 func (p *planner) poolRegion(sh *dbpb.Shard, m *member) string {
 	if _, exact := p.desiredRegions(sh); exact && m.host != nil {
-		if r := m.host.Labels[RegionLabel]; r != "" {
-			return r
-		}
+		return m.host.Labels[RegionLabel]
 	}
 	return ""
+}
+
+// spread is how many regions the shard's members cover, with the member
+// out replaced by a member on host in (in == "": as it is).
+func (p *planner) spread(v *shardView, out *member, in string) int {
+	regions := map[string]bool{}
+	for _, m := range v.members {
+		if m.host != nil && (in == "" || m != out) {
+			regions[m.host.Labels[RegionLabel]] = true
+		}
+	}
+	if h := p.st.Hosts[in]; h != nil {
+		regions[h.Labels[RegionLabel]] = true
+	}
+	return len(regions)
 }
 
 // movable tells whether balancing may take this member off its host.
@@ -227,7 +241,12 @@ func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 		return false // the source host is busy; another member may move
 	}
 	n := len(v.explain)
-	host := p.pickHost(v, src)
+	host := p.pickHostIn(v, src, p.poolRegion(v.sh, src))
+	if host != "" && p.spread(v, src, host) < p.spread(v, nil, "") {
+		// Balancing never undoes placement's spread over regions (a lone
+		// host in a region keeps a replica of every shard it was given).
+		host = ""
+	}
 	v.explain = v.explain[:n] // no eligible host is no news for a healthy shard
 	if host == "" {
 		return false

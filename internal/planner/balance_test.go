@@ -327,3 +327,22 @@ func TestFailedBalanceMoveIsNotRetriedWithinTheCooldown(t *testing.T) {
 		t.Errorf("shard %d not balanced after the cool-down", sid)
 	}
 }
+
+func TestBalanceKeepsTheSpreadOverRegions(t *testing.T) {
+	f := newFixture(t)
+	for h, r := range map[string]string{"a": "r1", "b": "r2", "c": "r3", "d": "r1", "e": "r2"} {
+		f.host(h, r)
+	}
+	// Placement spread every shard over the three regions: the lone host
+	// of r3 holds a replica of each (6), the others 3.
+	for i := uint64(1); i <= 6; i++ {
+		if i%2 == 0 {
+			f.shard(i, "a", "b", "c")
+		} else {
+			f.shard(i, "d", "e", "c")
+		}
+	}
+	if m := balanceMoves(f.plan()); len(m) != 0 {
+		t.Fatalf("balancing moved replicas off the lone host of a region: %v", m)
+	}
+}

@@ -175,6 +175,11 @@ func (p *planner) best(cands []*dbpb.Host, regionCount map[string]int) *dbpb.Hos
 // pickHost chooses the host for a new replica of v's shard, replacing
 // `replaced` (nil when adding). It explains and returns "" when none fits.
 func (p *planner) pickHost(v *shardView, replaced *member) string {
+	return p.pickHostIn(v, replaced, "")
+}
+
+// pickHostIn is pickHost restricted to one region when region is not "".
+func (p *planner) pickHostIn(v *shardView, replaced *member, region string) string {
 	sh := v.sh
 	regions, exact := p.desiredRegions(sh)
 	count := map[string]int{}
@@ -199,6 +204,9 @@ func (p *planner) pickHost(v *shardView, replaced *member) string {
 				want[r] = true
 			}
 		}
+	}
+	if region != "" {
+		want = map[string]bool{region: true}
 	}
 	cands, why := p.eligible(sh, true, want)
 	if v.ms != nil {

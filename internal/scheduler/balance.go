@@ -222,7 +222,6 @@ func (n *Node) BalanceStatus(st *db.State, fromAddr string, size int, now time.T
 	if members > 0 {
 		ratio = float64(membered) / float64(members)
 	}
-	exact := regionsExact(st)
 	heldBack := ""
 	if n.bal.why != "" && now.Sub(n.bal.whyAt) < 10*time.Second {
 		heldBack = n.bal.why
@@ -235,7 +234,7 @@ func (n *Node) BalanceStatus(st *db.State, fromAddr string, size int, now time.T
 		bh := BalanceHost{HostID: h.Id, Address: h.RaftAddress, Replicas: st.HostMembers(h.Id),
 			MovesIn: in[h.Id], MovesOut: outMoves[h.Id]}
 		hs, ht := share, tol
-		if r := h.Labels[db.RegionLabel]; exact && r != "" {
+		if r := h.Labels[db.RegionLabel]; len(st.Regions) > 0 && r != "" {
 			if p := st.PoolOf(r); p.Hosts > 0 {
 				hs = float64(p.Members) / float64(p.Hosts)
 				ht = set.Tolerance(hs)
@@ -293,11 +292,6 @@ func (n *Node) BalanceStatus(st *db.State, fromAddr string, size int, now time.T
 	}
 	return out
 }
-
-// regionsExact tells whether the deployment places replicas per region,
-// so hosts are judged within their region (the planner judges each shard
-// by its own placement; this is the status's approximation).
-func regionsExact(st *db.State) bool { return len(st.Regions) > 0 }
 
 // keepTransfers keeps the transfer orders of the last rounds in force in
 // this round's output for the shards it evaluated and orders nothing for;
