@@ -845,6 +845,9 @@ func (w *World) judgeShardMove(v schedView, set db.BalanceSettings, sh *dbpb.Sha
 			if to == "" || !(e-ff > c.tol && (e > c.share+c.tol || ff < c.share-c.tol)) {
 				return "", time.Time{}, false
 			}
+			if regionsCovered(st, sh, c.m, to) < regionsCovered(st, sh, nil, "") {
+				return "", time.Time{}, false // no move lowers the spread (planner.startBalance)
+			}
 			if to == sh.BalancedFromHost {
 				if t := time.UnixMilli(sh.BalancedUnixMs).Add(set.Cooldown); w.now.Before(t) {
 					back = t
@@ -1049,4 +1052,19 @@ func pendingPlan(r *planner.ShardReport) bool {
 		}
 	}
 	return false
+}
+
+// regionsCovered counts the regions of sh's members' hosts, with member out
+// replaced by one on host in (out nil: as they are).
+func regionsCovered(st *db.State, sh *dbpb.Shard, out *dbpb.Replica, in string) int {
+	regions := map[string]bool{}
+	for _, m := range sh.Members {
+		if h := st.Hosts[m.HostId]; h != nil && (out == nil || m.ReplicaId != out.ReplicaId) {
+			regions[h.Labels[db.RegionLabel]] = true
+		}
+	}
+	if h := st.Hosts[in]; h != nil {
+		regions[h.Labels[db.RegionLabel]] = true
+	}
+	return len(regions)
 }
