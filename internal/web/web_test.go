@@ -233,6 +233,13 @@ func TestHTTPListener(t *testing.T) {
 	}
 
 	// The dashboard's pages, on the leader and on a follower.
+	// The nodehosts register with their first reports to the leader:
+	// wait for all three before reading the pages.
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if _, body := get(t, hc, leaderURL+"/", viewer); strings.Contains(body, `id="hosts-up">3<`) {
+			break
+		}
+	}
 	for _, u := range []string{leaderURL, followerURL} {
 		for path, want := range map[string]string{
 			"/":          `id="hosts-up">3<`,
