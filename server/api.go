@@ -176,7 +176,7 @@ func (s *Server) GetClusterInfo(ctx context.Context, _ *drummerpb.GetClusterInfo
 			health[h] = uint64(c)
 			judged += c
 		}
-		if rest := len(st.Shards) - judged; rest > 0 {
+		if rest := st.Shards.Len() - judged; rest > 0 {
 			health["pending"] += uint64(rest) // not judged yet by this leader
 		}
 		for l, c := range n.HostCounts() {
@@ -196,7 +196,7 @@ func (s *Server) GetClusterInfo(ctx context.Context, _ *drummerpb.GetClusterInfo
 		Epoch:           st.Epoch,
 		LeaderReplicaId: id,
 		LeaderEndpoint:  s.leaderEndpoint(st),
-		Shards:          uint64(len(st.Shards)),
+		Shards:          uint64(st.Shards.Len()),
 		Hosts:           uint64(len(st.Hosts)),
 		Health:          health,
 		DbAppliedIndex:  idx,
@@ -350,7 +350,7 @@ func (s *Server) CreateShards(ctx context.Context, req *drummerpb.CreateShardsRe
 func createdAlready(st *db.State, specs []*dbpb.ShardSpec) (bool, error) {
 	found := 0
 	for _, sp := range specs {
-		sh, ok := st.Shards[sp.ShardId]
+		sh, ok := st.Shards.Lookup(sp.ShardId)
 		if !ok {
 			continue
 		}
@@ -380,7 +380,7 @@ func (s *Server) DeleteShards(ctx context.Context, req *drummerpb.DeleteShardsRe
 	}
 	seen := map[uint64]bool{}
 	for _, id := range req.ShardIds {
-		if _, ok := st.Shards[id]; !ok {
+		if _, ok := st.Shards.Lookup(id); !ok {
 			return nil, status.Errorf(codes.NotFound, "shard %d does not exist", id)
 		}
 		if seen[id] {
@@ -466,7 +466,7 @@ func (s *Server) ListShards(ctx context.Context, req *drummerpb.ListShardsReques
 		if len(req.ShardIds) > 0 {
 			verdicts = n.Verdicts(st, req.ShardIds, now)
 			for _, id := range req.ShardIds {
-				if st.Shards[id] != nil && match(verdicts[id]) {
+				if st.Shards.Get(id) != nil && match(verdicts[id]) {
 					page = append(page, id)
 				}
 			}
@@ -485,7 +485,7 @@ func (s *Server) ListShards(ctx context.Context, req *drummerpb.ListShardsReques
 		return nil, status.FromContextError(err).Err()
 	}
 	for _, id := range page {
-		resp.Shards = append(resp.Shards, s.shardStatus(st, st.Shards[id], verdicts[id]))
+		resp.Shards = append(resp.Shards, s.shardStatus(st, st.Shards.Get(id), verdicts[id]))
 	}
 	return resp, nil
 }
@@ -541,7 +541,7 @@ func (s *Server) GetShard(ctx context.Context, req *drummerpb.GetShardRequest) (
 	if err != nil {
 		return nil, err
 	}
-	sh, ok := st.Shards[req.ShardId]
+	sh, ok := st.Shards.Lookup(req.ShardId)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "shard %d does not exist", req.ShardId)
 	}
@@ -564,7 +564,7 @@ func (s *Server) LocateShards(ctx context.Context, req *drummerpb.LocateShardsRe
 	}
 	var known []uint64
 	for _, id := range req.ShardIds {
-		if _, ok := st.Shards[id]; ok {
+		if _, ok := st.Shards.Lookup(id); ok {
 			known = append(known, id)
 		}
 	}
@@ -574,7 +574,7 @@ func (s *Server) LocateShards(ctx context.Context, req *drummerpb.LocateShardsRe
 	}
 	resp := &drummerpb.LocateShardsResponse{}
 	for _, id := range req.ShardIds {
-		sh, ok := st.Shards[id]
+		sh, ok := st.Shards.Lookup(id)
 		if !ok {
 			resp.Shards = append(resp.Shards, &drummerpb.ShardLocation{ShardId: id})
 			continue
@@ -766,7 +766,7 @@ func (s *Server) RemoveHost(ctx context.Context, req *drummerpb.RemoveHostReques
 	}
 	if !req.Force && st.HostHasMembers(h.Id) {
 		n := 0
-		for _, sh := range st.Shards {
+		for _, sh := range st.Shards.All() {
 			if db.MemberOnHost(sh, h.Id) != nil {
 				n++
 			}
@@ -790,7 +790,7 @@ func (s *Server) ListRepairs(ctx context.Context, _ *drummerpb.ListRepairsReques
 	}
 	resp := &drummerpb.ListRepairsResponse{}
 	for _, id := range st.SortedShardIDs() {
-		if r := st.Shards[id].Repair; r != nil {
+		if r := st.Shards.Get(id).Repair; r != nil {
 			resp.InFlight = append(resp.InFlight, repairStatus(st, id, r))
 		}
 	}
@@ -829,7 +829,7 @@ func (s *Server) SetConfig(ctx context.Context, req *drummerpb.SetConfigRequest)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.ShardId != 0 {
-		if _, ok := st.Shards[req.ShardId]; !ok {
+		if _, ok := st.Shards.Lookup(req.ShardId); !ok {
 			return nil, status.Errorf(codes.NotFound, "shard %d does not exist", req.ShardId)
 		}
 	}

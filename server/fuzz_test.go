@@ -219,7 +219,7 @@ func checkPlan(t *testing.T, in planner.Input, out *planner.Output) {
 				ncc++
 			case *drummerpb.Order_Start:
 				var m *dbpb.Replica
-				if sh := st.Shards[sid]; sh != nil {
+				if sh := st.Shards.Get(sid); sh != nil {
 					m = db.Member(sh, k.Start.ReplicaId)
 				}
 				if m == nil || m.HostId != ho.HostID || k.Start.ShardId != sid {
@@ -239,7 +239,7 @@ func checkPlan(t *testing.T, in planner.Input, out *planner.Output) {
 			if s == nil {
 				t.Fatalf("host-level order %v is not a stop", o)
 			}
-			if sh := st.Shards[s.ShardId]; sh != nil {
+			if sh := st.Shards.Get(s.ShardId); sh != nil {
 				if m := db.Member(sh, s.ReplicaId); m != nil && m.HostId == hid {
 					t.Fatalf("stop order %v on %s for a recorded member", s, hid)
 				}
@@ -255,7 +255,7 @@ func checkPlan(t *testing.T, in planner.Input, out *planner.Output) {
 		if in.Now.Sub(in.ObsSince) >= time.Duration(dead)*time.Millisecond {
 			continue
 		}
-		if sh := st.Shards[r.ShardId]; sh != nil {
+		if sh := st.Shards.Get(r.ShardId); sh != nil {
 			if m := db.Member(sh, r.OldReplicaId); m != nil {
 				if h := st.Hosts[m.HostId]; h != nil && h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED {
 					t.Fatalf("a scheduler %v old declares replica %d of shard %d dead (dead_timeout %dms)", in.Now.Sub(in.ObsSince), r.OldReplicaId, r.ShardId, dead)

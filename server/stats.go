@@ -33,7 +33,7 @@ func (s *Server) Stats() metrics.DrummerStats {
 		LeaderChanges: s.leaderChanges.Load(),
 		AppliedIndex:  idx,
 		DBObjects: map[string]int{
-			"shards": len(st.Shards), "hosts": len(st.Hosts), "kv": len(st.KV), "drummers": len(st.Drummers),
+			"shards": st.Shards.Len(), "hosts": len(st.Hosts), "kv": len(st.KV), "drummers": len(st.Drummers),
 		},
 	}
 	if !out.Leader {
@@ -58,7 +58,7 @@ func (s *Server) Stats() metrics.DrummerStats {
 			out.Shards[h] = c
 			judged += c
 		}
-		if rest := len(st.Shards) - judged; rest > 0 {
+		if rest := st.Shards.Len() - judged; rest > 0 {
 			out.Shards["pending"] += rest
 		}
 	}); err != nil {
@@ -66,7 +66,7 @@ func (s *Server) Stats() metrics.DrummerStats {
 	}
 	out.RepairsInFlight = map[metrics.RepairKey]int{}
 	for _, id := range st.RepairingShards() {
-		if r := st.Shards[id].Repair; r != nil {
+		if r := st.Shards.Get(id).Repair; r != nil {
 			rs := repairStatus(st, id, r)
 			out.RepairsInFlight[metrics.RepairKey{Kind: rs.Kind, Step: rs.Step}]++
 		}

@@ -182,7 +182,7 @@ func (s *State) createShards(c *dbpb.CreateShards, now int64) dbpb.Code {
 		seen[sp.ShardId] = struct{}{}
 	}
 	for _, sp := range c.Shards {
-		if _, ok := s.Shards[sp.ShardId]; ok {
+		if _, ok := s.Shards.Lookup(sp.ShardId); ok {
 			return dbpb.Code_CODE_ALREADY_EXISTS
 		}
 	}
@@ -211,7 +211,7 @@ func (s *State) deleteShards(d *dbpb.DeleteShards, now int64) dbpb.Code {
 	}
 	seen := make(map[uint64]struct{}, len(d.ShardIds))
 	for _, id := range d.ShardIds {
-		if _, ok := s.Shards[id]; !ok {
+		if _, ok := s.Shards.Lookup(id); !ok {
 			return dbpb.Code_CODE_NOT_FOUND
 		}
 		if _, dup := seen[id]; dup {
@@ -220,7 +220,7 @@ func (s *State) deleteShards(d *dbpb.DeleteShards, now int64) dbpb.Code {
 		seen[id] = struct{}{}
 	}
 	for _, id := range d.ShardIds {
-		sh := s.Shards[id]
+		sh := s.Shards.Get(id)
 		for _, m := range sh.Members {
 			s.addCleanup(m.HostId, id, m.ReplicaId, "shard deleted", now)
 		}
@@ -320,7 +320,7 @@ func (s *State) setConfig(c *dbpb.SetConfig) dbpb.Code {
 		return dbpb.Code_CODE_INVALID
 	}
 	for id := range c.Config.ShardOverrides {
-		if _, ok := s.Shards[id]; !ok {
+		if _, ok := s.Shards.Lookup(id); !ok {
 			return dbpb.Code_CODE_NOT_FOUND
 		}
 	}

@@ -110,7 +110,7 @@ func TestAcquireEpochFencesDecisions(t *testing.T) {
 
 func TestReplicaIDsNeverReused(t *testing.T) {
 	s := fixture(t)
-	sh := s.Shards[1]
+	sh := s.Shards.Get(1)
 	if sh.NextReplicaId != 4 || len(sh.Members) != 3 {
 		t.Fatalf("after placement: next %d members %d", sh.NextReplicaId, len(sh.Members))
 	}
@@ -120,7 +120,7 @@ func TestReplicaIDsNeverReused(t *testing.T) {
 	if c[0] != dbpb.Code_CODE_OK {
 		t.Fatalf("start repair: %v", c)
 	}
-	rep := s.Shards[1].Repair
+	rep := s.Shards.Get(1).Repair
 	if rep.NewReplicaId != 4 || rep.OldHostId != "h3" {
 		t.Fatalf("repair %v", rep)
 	}
@@ -148,7 +148,7 @@ func TestReplicaIDsNeverReused(t *testing.T) {
 			t.Fatalf("%v->%v: %v", p[0], p[1], c)
 		}
 	}
-	if m := Member(s.Shards[1], 4); m == nil || m.Role != dbpb.Role_ROLE_VOTER {
+	if m := Member(s.Shards.Get(1), 4); m == nil || m.Role != dbpb.Role_ROLE_VOTER {
 		t.Fatalf("new member after promote: %v", m)
 	}
 	c = decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
@@ -156,7 +156,7 @@ func TestReplicaIDsNeverReused(t *testing.T) {
 	if c[0] != dbpb.Code_CODE_OK {
 		t.Fatalf("finish: %v", c)
 	}
-	if Member(s.Shards[1], 3) != nil {
+	if Member(s.Shards.Get(1), 3) != nil {
 		t.Fatal("old member still recorded")
 	}
 	if _, ok := s.Cleanups[CleanupKey{"h3", 1, 3}]; !ok {
@@ -166,7 +166,7 @@ func TestReplicaIDsNeverReused(t *testing.T) {
 	mustOK(t, apply(t, s, &dbpb.Command{Op: &dbpb.Command_DeleteShards{DeleteShards: &dbpb.DeleteShards{ShardIds: []uint64{1}}}}))
 	mustOK(t, apply(t, s, &dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
 		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}}))
-	if got := s.Shards[1].NextReplicaId; got != 5 {
+	if got := s.Shards.Get(1).NextReplicaId; got != 5 {
 		t.Fatalf("re-created shard starts replica IDs at %d, want 5", got)
 	}
 	for _, k := range []CleanupKey{{"h1", 1, 1}, {"h2", 1, 2}, {"h4", 1, 4}} {
@@ -180,7 +180,7 @@ func TestRollbackOnlyFromAddedState(t *testing.T) {
 	s := fixture(t)
 	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
 		ShardId: 1, Kind: dbpb.RepairKind_REPAIR_KIND_REPLACE, NewHostId: "h4", OldReplicaId: 3}}})
-	rep := s.Shards[1].Repair
+	rep := s.Shards.Get(1).Repair
 	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
 		ShardId: 1, RepairId: rep.Id, From: dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING, To: dbpb.RepairStep_REPAIR_STEP_START}}})
 	// Failing while the new member may be in the membership is refused:
@@ -197,7 +197,7 @@ func TestRollbackOnlyFromAddedState(t *testing.T) {
 	if c := decide(t, s, fail); c[0] != dbpb.Code_CODE_OK {
 		t.Fatalf("fail after rollback: %v", c)
 	}
-	sh := s.Shards[1]
+	sh := s.Shards.Get(1)
 	if Member(sh, 4) != nil || sh.Failures != 1 || sh.RetryAfterUnixMs != now+5000 {
 		t.Fatalf("after failure: members %v failures %d retry %d", sh.Members, sh.Failures, sh.RetryAfterUnixMs)
 	}
@@ -211,13 +211,13 @@ func TestRollbackOnlyFromAddedState(t *testing.T) {
 	// so) neither counts nor resets the shard's failures; it pauses briefly.
 	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
 		ShardId: 1, Kind: dbpb.RepairKind_REPAIR_KIND_REPLACE, NewHostId: "h4", OldReplicaId: 3}}})
-	rep = s.Shards[1].Repair
+	rep = s.Shards.Get(1).Repair
 	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
 		ShardId: 1, RepairId: rep.Id, From: dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING, To: dbpb.RepairStep_REPAIR_STEP_ROLLBACK,
 		Reason: "target host is dead", TargetLost: true}}})
 	decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
 		ShardId: 1, RepairId: rep.Id, Outcome: dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, Reason: "target host is dead; rolled back"}}})
-	if sh := s.Shards[1]; sh.Failures != 1 || sh.RetryAfterUnixMs != now+TargetLostDelay || sh.LastFailure != "target host is dead; rolled back" {
+	if sh := s.Shards.Get(1); sh.Failures != 1 || sh.RetryAfterUnixMs != now+TargetLostDelay || sh.LastFailure != "target host is dead; rolled back" {
 		t.Fatalf("after a lost target: failures %d retry %d (%q)", sh.Failures, sh.RetryAfterUnixMs, sh.LastFailure)
 	}
 }
@@ -365,7 +365,7 @@ func TestRecentRepairsBounded(t *testing.T) {
 	for i := range RecentRepairs + 20 {
 		decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{
 			ShardId: 1, Kind: dbpb.RepairKind_REPAIR_KIND_ADD, NewHostId: "h4", Reason: fmt.Sprint(i)}}})
-		rep := s.Shards[1].Repair
+		rep := s.Shards.Get(1).Repair
 		decide(t, s, &dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
 			ShardId: 1, RepairId: rep.Id, Outcome: dbpb.RepairOutcome_REPAIR_OUTCOME_CANCELLED}}})
 	}

@@ -147,7 +147,7 @@ func (s *State) placeShard(p *dbpb.PlaceShard, now int64) dbpb.Code {
 	if p == nil || p.ShardId == 0 || len(p.HostIds) == 0 {
 		return dbpb.Code_CODE_INVALID
 	}
-	sh, ok := s.Shards[p.ShardId]
+	sh, ok := s.Shards.Lookup(p.ShardId)
 	if !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
@@ -217,7 +217,7 @@ func (s *State) startRepair(r *dbpb.StartRepair, now int64) dbpb.Code {
 	if r == nil || r.ShardId == 0 || len(r.Reason) > 1024 {
 		return dbpb.Code_CODE_INVALID
 	}
-	sh, ok := s.Shards[r.ShardId]
+	sh, ok := s.Shards.Lookup(r.ShardId)
 	if !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
@@ -293,7 +293,7 @@ func (s *State) shardRepair(shardID, repairID uint64) (*dbpb.Shard, dbpb.Code) {
 	if shardID == 0 || repairID == 0 {
 		return nil, dbpb.Code_CODE_INVALID
 	}
-	sh, ok := s.Shards[shardID]
+	sh, ok := s.Shards.Lookup(shardID)
 	if !ok {
 		return nil, dbpb.Code_CODE_NOT_FOUND
 	}
@@ -477,7 +477,7 @@ func (s *State) addCleanupDecision(a *dbpb.AddCleanup, now int64) dbpb.Code {
 	if _, ok := s.Hosts[a.HostId]; !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
-	if sh, ok := s.Shards[a.ShardId]; ok {
+	if sh, ok := s.Shards.Lookup(a.ShardId); ok {
 		if m := Member(sh, a.ReplicaId); m != nil && m.HostId == a.HostId {
 			return dbpb.Code_CODE_CONFLICT
 		}
@@ -593,7 +593,7 @@ func (s *State) markBootstrapped(m *dbpb.MarkBootstrapped) dbpb.Code {
 	if m == nil || m.ShardId == 0 {
 		return dbpb.Code_CODE_INVALID
 	}
-	sh, ok := s.Shards[m.ShardId]
+	sh, ok := s.Shards.Lookup(m.ShardId)
 	if !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
@@ -611,7 +611,7 @@ func (s *State) recordFailure(r *dbpb.RecordFailure, now int64) dbpb.Code {
 	if r == nil || r.ShardId == 0 || len(r.Reason) > 1024 {
 		return dbpb.Code_CODE_INVALID
 	}
-	sh, ok := s.Shards[r.ShardId]
+	sh, ok := s.Shards.Lookup(r.ShardId)
 	if !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}

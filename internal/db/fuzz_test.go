@@ -38,7 +38,7 @@ func (s *byteSource) step() dbpb.RepairStep {
 func (s *byteSource) decision(st *State) *dbpb.Decision {
 	sid := s.u64(5)
 	var rid uint64
-	if sh, ok := st.Shards[sid]; ok && sh.Repair != nil && s.n(4) != 0 {
+	if sh, ok := st.Shards.Lookup(sid); ok && sh.Repair != nil && s.n(4) != 0 {
 		rid = sh.Repair.Id
 	} else {
 		rid = s.u64(6)
@@ -146,7 +146,7 @@ func checkInvariants(t *testing.T, st *State) {
 	if msg := st.CheckIndexes(); msg != "" {
 		t.Fatalf("derived indexes: %s", msg)
 	}
-	for id, sh := range st.Shards {
+	for id, sh := range st.Shards.All() {
 		if sh.Id != id || id == 0 {
 			t.Fatalf("shard key %d holds record %d", id, sh.Id)
 		}
@@ -180,7 +180,7 @@ func checkInvariants(t *testing.T, st *State) {
 		if _, ok := st.Hosts[k.HostID]; !ok {
 			t.Fatalf("cleanup %v for an unknown host", k)
 		}
-		if sh, ok := st.Shards[k.ShardID]; ok {
+		if sh, ok := st.Shards.Lookup(k.ShardID); ok {
 			if m := Member(sh, k.ReplicaID); m != nil && m.HostId == k.HostID {
 				t.Fatalf("cleanup %v condemns a member", k)
 			}
@@ -194,7 +194,7 @@ func checkInvariants(t *testing.T, st *State) {
 	}
 	// The derived indexes match a recount.
 	members, to, repairing := map[string]int{}, map[string]int{}, map[uint64]bool{}
-	for id, sh := range st.Shards {
+	for id, sh := range st.Shards.All() {
 		for _, m := range sh.Members {
 			members[m.HostId]++
 		}
@@ -213,8 +213,8 @@ func checkInvariants(t *testing.T, st *State) {
 
 // recordedVoters lists each shard's voter records.
 func recordedVoters(st *State) map[uint64]map[uint64]bool {
-	out := make(map[uint64]map[uint64]bool, len(st.Shards))
-	for id, sh := range st.Shards {
+	out := make(map[uint64]map[uint64]bool, st.Shards.Len())
+	for id, sh := range st.Shards.All() {
 		v := map[uint64]bool{}
 		for _, m := range sh.Members {
 			if m.Role == dbpb.Role_ROLE_VOTER {
@@ -243,9 +243,9 @@ func checkVoterDrops(t *testing.T, st *State, before map[uint64]map[uint64]bool)
 				dropped = true
 			}
 		}
-		if q := Quorum(int(st.Shards[id].Replicas)); dropped && (len(now) < 1 || len(now) < q) {
+		if q := Quorum(int(st.Shards.Get(id).Replicas)); dropped && (len(now) < 1 || len(now) < q) {
 			t.Fatalf("shard %d: voters %v dropped to %v, below a quorum (%d) of %d replicas",
-				id, was, now, q, st.Shards[id].Replicas)
+				id, was, now, q, st.Shards.Get(id).Replicas)
 		}
 	}
 }
@@ -347,7 +347,7 @@ func FuzzApplyConcurrent(f *testing.F) {
 		go func() {
 			defer close(readerDone)
 			for c := range captures {
-				for id := range c.view.Shards {
+				for id := range c.view.Shards.All() {
 					c.view.ShardTimeouts(id)
 				}
 				g := seen{index: c.index, view: c.view.Hash()}

@@ -57,7 +57,7 @@ func mix64(x uint64) uint64 {
 // computeSums recomputes the sums from the records (for CheckIndexes).
 func (s *State) computeSums() recordSums {
 	var r recordSums
-	for _, sh := range s.Shards {
+	for _, sh := range s.Shards.All() {
 		r.shards += recordHash(tagShard, sh)
 	}
 	for _, h := range s.Hosts {
@@ -122,7 +122,7 @@ func (s *State) Hash() uint64 {
 	}
 	sums := s.sums
 	for _, v := range []uint64{sums.shards, sums.hosts, sums.cleanups, sums.drummers, sums.kv,
-		uint64(len(s.Shards)), uint64(len(s.Hosts)), uint64(len(s.Cleanups)), uint64(len(s.Drummers)), uint64(len(s.KV))} {
+		uint64(s.Shards.Len()), uint64(len(s.Hosts)), uint64(len(s.Cleanups)), uint64(len(s.Drummers)), uint64(len(s.KV))} {
 		b = binary.LittleEndian.AppendUint64(b, v)
 	}
 	sum := sha256.Sum256(b)

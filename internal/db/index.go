@@ -180,7 +180,7 @@ func (x LoadIndex) Ascend(f func(id string, load int) bool) {
 func (s *State) CheckIndexes() string {
 	members := map[string]int{}
 	pairs := 0
-	for id, sh := range s.Shards {
+	for id, sh := range s.Shards.All() {
 		for _, m := range sh.Members {
 			members[m.HostId]++
 			pairs++
@@ -212,7 +212,7 @@ func (s *State) CheckIndexes() string {
 		return "member total wrong"
 	}
 	membered := 0
-	for _, sh := range s.Shards {
+	for _, sh := range s.Shards.All() {
 		if len(sh.Members) > 0 {
 			membered++
 		}

@@ -29,7 +29,7 @@ func removeVoter(t *testing.T, s *State, sid, id uint64) (start, done dbpb.Code)
 	if start != dbpb.Code_CODE_OK {
 		return start, start
 	}
-	return start, decide(t, s, finish(sid, s.Shards[sid].Repair.Id, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE))[0]
+	return start, decide(t, s, finish(sid, s.Shards.Get(sid).Repair.Id, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE))[0]
 }
 
 func TestVoterDropAllowed(t *testing.T) {
@@ -76,8 +76,8 @@ func TestQuorumGuardOnRemove(t *testing.T) {
 	if start, done := removeVoter(t, s, 1, 3); start != dbpb.Code_CODE_OK || done != dbpb.Code_CODE_OK {
 		t.Fatalf("removing the first voter: start %v, done %v", start, done)
 	}
-	if Voters(s.Shards[1]) != 2 {
-		t.Fatalf("voters after one removal: %d", Voters(s.Shards[1]))
+	if Voters(s.Shards.Get(1)) != 2 {
+		t.Fatalf("voters after one removal: %d", Voters(s.Shards.Get(1)))
 	}
 	// ...but not a second one: starting it is refused.
 	before := s.Hash()
@@ -91,7 +91,7 @@ func TestQuorumGuardOnRemove(t *testing.T) {
 	if c := decide(t, s, startRepair(1, dbpb.RepairKind_REPAIR_KIND_REMOVE, "", 3))[0]; c != dbpb.Code_CODE_OK {
 		t.Fatalf("removing an unrecorded replica: %v", c)
 	}
-	if c := decide(t, s, finish(1, s.Shards[1].Repair.Id, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE))[0]; c != dbpb.Code_CODE_OK {
+	if c := decide(t, s, finish(1, s.Shards.Get(1).Repair.Id, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE))[0]; c != dbpb.Code_CODE_OK {
 		t.Fatalf("finishing the removal of an unrecorded replica: %v", c)
 	}
 }
@@ -104,7 +104,7 @@ func TestQuorumGuardOnFinish(t *testing.T) {
 	if c := decide(t, s, startRepair(1, dbpb.RepairKind_REPAIR_KIND_REMOVE, "", 3))[0]; c != dbpb.Code_CODE_OK {
 		t.Fatalf("start: %v", c)
 	}
-	sh := s.Shards[1]
+	sh := s.Shards.Get(1)
 	ns := proto.CloneOf(sh)
 	ns.Replicas = 5 // quorum 3: dropping a voter of 3 leaves 2
 	s.putShard(ns)
@@ -112,7 +112,7 @@ func TestQuorumGuardOnFinish(t *testing.T) {
 	if c := decide(t, s, finish(1, ns.Repair.Id, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE))[0]; c != dbpb.Code_CODE_QUORUM {
 		t.Fatalf("finish: %v, want CODE_QUORUM", c)
 	}
-	if s.Hash() != before || Voters(s.Shards[1]) != 3 || len(s.CleanupsFor("h3")) != 0 {
+	if s.Hash() != before || Voters(s.Shards.Get(1)) != 3 || len(s.CleanupsFor("h3")) != 0 {
 		t.Fatal("a refused finish changed the state")
 	}
 	// Calling the removal off is always allowed.
@@ -127,7 +127,7 @@ func TestQuorumGuardOnReplaceAndRollback(t *testing.T) {
 	if c := decide(t, s, startRepair(1, dbpb.RepairKind_REPAIR_KIND_REPLACE, "h4", 3))[0]; c != dbpb.Code_CODE_OK {
 		t.Fatalf("start: %v", c)
 	}
-	rid := s.Shards[1].Repair.Id
+	rid := s.Shards.Get(1).Repair.Id
 	for _, st := range [][2]dbpb.RepairStep{
 		{dbpb.RepairStep_REPAIR_STEP_ADD_NON_VOTING, dbpb.RepairStep_REPAIR_STEP_START},
 		{dbpb.RepairStep_REPAIR_STEP_START, dbpb.RepairStep_REPAIR_STEP_CATCH_UP},
@@ -138,13 +138,13 @@ func TestQuorumGuardOnReplaceAndRollback(t *testing.T) {
 			t.Fatalf("advance %v: %v", st, c)
 		}
 	}
-	if Voters(s.Shards[1]) != 4 {
-		t.Fatalf("voters after promote: %d", Voters(s.Shards[1]))
+	if Voters(s.Shards.Get(1)) != 4 {
+		t.Fatalf("voters after promote: %d", Voters(s.Shards.Get(1)))
 	}
 	if c := decide(t, s, finish(1, rid, dbpb.RepairOutcome_REPAIR_OUTCOME_DONE))[0]; c != dbpb.Code_CODE_OK {
 		t.Fatalf("finish replace: %v", c)
 	}
-	if Voters(s.Shards[1]) != 3 || Member(s.Shards[1], 3) != nil {
-		t.Fatalf("after replace: %v", s.Shards[1].Members)
+	if Voters(s.Shards.Get(1)) != 3 || Member(s.Shards.Get(1), 3) != nil {
+		t.Fatalf("after replace: %v", s.Shards.Get(1).Members)
 	}
 }

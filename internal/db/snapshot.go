@@ -25,7 +25,7 @@ func (s *State) ToSnapshot() *dbpb.Snapshot {
 		RecentRepairs:  s.Recent,
 	}
 	for _, id := range s.SortedShardIDs() {
-		snap.Shards = append(snap.Shards, s.Shards[id])
+		snap.Shards = append(snap.Shards, s.Shards.Get(id))
 	}
 	for _, id := range s.SortedHostIDs() {
 		snap.Hosts = append(snap.Hosts, s.Hosts[id])

@@ -64,7 +64,7 @@ type State struct {
 	ReplicaIDFloor uint64
 	Config         *dbpb.Config
 
-	Shards   map[uint64]*dbpb.Shard
+	Shards   ShardTable // copy-on-write (table.go)
 	Hosts    map[string]*dbpb.Host
 	Cleanups map[CleanupKey]*dbpb.Cleanup
 	Drummers map[uint64]*dbpb.Drummer
@@ -127,7 +127,7 @@ func New() *State {
 		NextRepairID:   1,
 		ReplicaIDFloor: 1,
 		Config:         DefaultConfig(),
-		Shards:         map[uint64]*dbpb.Shard{},
+		Shards:         newShardTable(),
 		Hosts:          map[string]*dbpb.Host{},
 		Cleanups:       map[CleanupKey]*dbpb.Cleanup{},
 		Drummers:       map[uint64]*dbpb.Drummer{},
@@ -149,11 +149,14 @@ func newDirty() Dirty {
 }
 
 // Clone returns a copy that shares the (immutable) records but not the maps,
-// so it can be read while the original keeps applying commands.
+// so it can be read while the original keeps applying commands. The shard
+// table and the B-tree indexes are copy-on-write, so Clone costs
+// O(hosts + shards/256), and it writes to s (their copy-on-write marks):
+// clones of one State must not run concurrently.
 func (s *State) Clone() *State {
 	c := *s
 	c.Regions = cloneMap(s.Regions)
-	c.Shards = cloneMap(s.Shards)
+	c.Shards = s.Shards.clone()
 	c.Hosts = cloneMap(s.Hosts)
 	c.Cleanups = cloneMap(s.Cleanups)
 	c.Drummers = cloneMap(s.Drummers)
@@ -173,7 +176,7 @@ func (s *State) Clone() *State {
 
 // putShard stores a shard record and keeps the derived indexes.
 func (s *State) putShard(sh *dbpb.Shard) {
-	old := s.Shards[sh.Id]
+	old := s.Shards.Get(sh.Id)
 	// Most updates (bootstrap marks, repair steps, failures) leave the
 	// members as they are: their index entries stay, which halves what
 	// apply costs on every replica during a launch.
@@ -186,7 +189,7 @@ func (s *State) putShard(sh *dbpb.Shard) {
 		}
 		s.sums.shards -= recordHash(tagShard, old)
 	}
-	s.Shards[sh.Id] = sh
+	s.Shards.put(sh)
 	s.sums.shards += recordHash(tagShard, sh)
 	if !same {
 		s.indexMembers(sh)
@@ -201,10 +204,10 @@ func (s *State) putShard(sh *dbpb.Shard) {
 
 // deleteShard removes a shard record and keeps the derived indexes.
 func (s *State) deleteShard(id uint64) {
-	if old := s.Shards[id]; old != nil {
+	if old := s.Shards.Get(id); old != nil {
 		s.unindex(old)
 		s.sums.shards -= recordHash(tagShard, old)
-		delete(s.Shards, id)
+		s.Shards.remove(id)
 	}
 }
 
@@ -284,12 +287,7 @@ func (s *State) touchHost(id string)  { s.dirty.Hosts[id] = struct{}{} }
 
 // SortedShardIDs returns every shard ID in increasing order.
 func (s *State) SortedShardIDs() []uint64 {
-	ids := make([]uint64, 0, len(s.Shards))
-	for id := range s.Shards {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Collect(s.Shards.IDs())
 }
 
 // SortedHostIDs returns every host ID in increasing order.

@@ -35,6 +35,14 @@ const balancePriority = 1_000_000
 // report, and the new counts come with the next reports of both hosts.
 const transferSettle = 3
 
+// placementSettle is how many report intervals balancing waits after the
+// last placement of a new shard. Placement puts every new replica on the
+// least loaded hosts, so while a launch places shards a few a round the
+// hosts' counts differ only by what is still to come: moves judged on them
+// would be undone by the next placements (at 10,000 hosts, balancing during
+// a launch started thousands of moves that slowed the launch tenfold).
+const placementSettle = 2
+
 // balancer is the per-round state of balancing.
 type balancer struct {
 	set db.BalanceSettings
@@ -51,7 +59,10 @@ type balancer struct {
 	// settling: a leader transfer was ordered so recently that the
 	// reported leader counts may not show it yet.
 	settling bool
-	why      string // why a wanted move was held back this round
+	// placing: new shards were placed within placementSettle report
+	// intervals.
+	placing bool
+	why     string // why a wanted move was held back this round
 }
 
 func (p *planner) initBalance() {
@@ -67,6 +78,7 @@ func (p *planner) initBalance() {
 			break
 		}
 	}
+	b.placing = !p.in.PlacedAt.IsZero() && p.now.Sub(p.in.PlacedAt) < placementSettle*p.ms(p.cfg.ReportIntervalMs)
 	for _, id := range p.in.Down {
 		h := p.st.Hosts[id]
 		if h == nil || p.st.HostMembers(id) == 0 || p.inMaintenance(h) {
@@ -234,6 +246,9 @@ func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 	case b.downN > 0:
 		b.hold(v, fmt.Sprintf("%d hosts holding replicas are suspect or dead (%s); repairs first", b.downN, p.addr(b.down)))
 		return false
+	case b.placing || p.placements > 0:
+		b.hold(v, "new shards are being placed (on the least loaded hosts); balancing waits until placements stop")
+		return false
 	case p.deferred > 0:
 		b.hold(v, fmt.Sprintf("%d repairs are waiting for a slot; repairs first", p.deferred))
 		return false
@@ -318,9 +333,10 @@ func (p *planner) balanceLeader(v *shardView) {
 	// Leaders leave a host that may not lead first, before its replicas
 	// move (drain); otherwise one change at a time per shard.
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling) {
+	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling || b.placing || p.placements > 0) {
 		// Leaders are not balanced while a host holding replicas is
-		// suspect or dead (they would move again when it returns), nor
+		// suspect or dead (they would move again when it returns), while
+		// new shards are placed (their elections are still to come), nor
 		// until the reports show the last transfers (judged on stale
 		// counts, the rounds in between would all move leadership off the
 		// same hosts, overshoot, and swing back after the cool-down).

@@ -119,6 +119,36 @@ func TestBalanceWaitsWhileAHostIsDown(t *testing.T) {
 	}
 }
 
+// A launch places shards a round at a time on the least loaded hosts;
+// moves judged on the counts in between would be undone by the next
+// placements, so balancing waits until placements stop.
+func TestBalanceWaitsWhilePlacementsFlow(t *testing.T) {
+	f := balanceFixture(t, "d", "e")
+	f.createShard(31, 3, nil)
+	out := f.plan()
+	if !out.Placing {
+		t.Fatalf("a round that places a shard says Placing = false; decisions %v", kinds(out))
+	}
+	if m := balanceMoves(out); len(m) != 0 {
+		t.Fatalf("balancing moves in the round that places a shard: %v", m)
+	}
+	f.decide(out.Decisions...)
+	in := f.input(true)
+	in.PlacedAt = f.now.Add(-time.Second)
+	out = Plan(in)
+	if m := balanceMoves(out); len(m) != 0 {
+		t.Fatalf("balancing moves a second after a placement: %v", m)
+	}
+	if !strings.Contains(out.BalanceWhy(), "being placed") {
+		t.Errorf("BalanceWhy = %q, want it to say shards are being placed", out.BalanceWhy())
+	}
+	in = f.input(true)
+	in.PlacedAt = f.now.Add(-placementSettle * time.Duration(f.st.Config.ReportIntervalMs) * time.Millisecond)
+	if m := balanceMoves(Plan(in)); len(m) == 0 {
+		t.Fatalf("no balancing move %d report intervals after the last placement", placementSettle)
+	}
+}
+
 func TestBalanceOffMovesNothing(t *testing.T) {
 	f := balanceFixture(t, "d", "e")
 	f.setConfig(func(c *dbpb.Config) { c.BalanceReplicasOff = true })
@@ -142,7 +172,7 @@ func TestRecentlyAddedReplicaIsNotMoved(t *testing.T) {
 		t.Fatal("initial replicas were held back by the cool-down")
 	}
 	p := newPlanner(f.input(true))
-	v := p.newShardView(f.st.Shards[1])
+	v := p.newShardView(f.st.Shards.Get(1))
 	m := *v.members[0]
 	rec := proto.CloneOf(m.rec)
 	rec.Initial, rec.AddedUnixMs = false, f.now.Add(-30*time.Second).UnixMilli()
@@ -294,7 +324,7 @@ func TestShardStaysHealthyThroughABalancingMove(t *testing.T) {
 // stepTo advances shard 1's repair to step.
 func (f *fixture) stepTo(step dbpb.RepairStep) {
 	f.t.Helper()
-	for r := f.st.Shards[1].Repair; r.Step != step; r = f.st.Shards[1].Repair {
+	for r := f.st.Shards.Get(1).Repair; r.Step != step; r = f.st.Shards.Get(1).Repair {
 		f.decide(&dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{
 			ShardId: 1, RepairId: r.Id, From: r.Step, To: db.NextStep(r.Kind, r.Step)}}})
 	}
@@ -309,7 +339,7 @@ func TestFailedBalanceMoveIsNotRetriedWithinTheCooldown(t *testing.T) {
 	}
 	sid := moves[0].ShardId
 	f.decide(out.Decisions...)
-	r := f.st.Shards[sid].Repair
+	r := f.st.Shards.Get(sid).Repair
 	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_FinishRepair{FinishRepair: &dbpb.FinishRepair{
 		ShardId: sid, RepairId: r.Id, Outcome: dbpb.RepairOutcome_REPAIR_OUTCOME_FAILED, Reason: "test"}}})
 	f.advance(5*time.Second, "a", "b", "c", "d", "e")

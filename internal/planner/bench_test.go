@@ -52,7 +52,7 @@ func benchWorld(b *testing.B, hosts, shards int) (*db.State, *Observed, time.Tim
 	}
 	apply(&dbpb.Command{Epoch: 1, Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: places}}})
 	for _, id := range st.SortedShardIDs() {
-		sh := st.Shards[id]
+		sh := st.Shards.Get(id)
 		ms := &drummerpb.Membership{ConfigChangeId: 1, Voters: map[uint64]string{}}
 		for _, m := range sh.Members {
 			ms.Voters[m.ReplicaId] = st.Hosts[m.HostId].RaftAddress

@@ -223,6 +223,9 @@ type Input struct {
 	// leader transfers this round may start (max_leader_transfers).
 	LeaderMoves    map[uint64]time.Time
 	TransferBudget int
+	// PlacedAt is when a round last placed a new shard or queued one for
+	// placement (Output.Placing); balancing waits while placements flow.
+	PlacedAt time.Time
 }
 
 // HostOrder is an order addressed to a host.
@@ -249,6 +252,9 @@ type Output struct {
 	// Transfers lists the shards whose leadership this round moves for
 	// balance (or off a host that may not lead).
 	Transfers []uint64
+	// Placing says the round placed a new shard or queued one for the
+	// next round.
+	Placing bool
 
 	balanceWhy string
 }

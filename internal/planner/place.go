@@ -253,6 +253,7 @@ func (p *planner) place(v *shardView) {
 	if p.placements >= p.lim.MaxPlacements {
 		v.say("waiting: placement queued for the next round")
 		p.out.Again = append(p.out.Again, sh.Id)
+		p.out.Placing = true
 		return
 	}
 	regions, exact := p.desiredRegions(sh)
@@ -300,6 +301,7 @@ func (p *planner) place(v *shardView) {
 		}
 	}
 	p.placements++
+	p.out.Placing = true
 	for _, id := range chosen {
 		p.addLoad(id)
 	}

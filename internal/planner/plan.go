@@ -84,7 +84,7 @@ func newPlanner(in Input) *planner {
 	p.initBalance()
 	// O(repairs in flight), not O(shards): the DB keeps the index.
 	for _, id := range p.st.RepairingShards() {
-		sh := p.st.Shards[id]
+		sh := p.st.Shards.Get(id)
 		p.bal.countMove(sh.Repair)
 		if !p.stalled(sh) {
 			p.inFlight++
@@ -331,7 +331,7 @@ func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 			return
 		}
 		reason := ""
-		sh, ok := p.st.Shards[k.ShardID]
+		sh, ok := p.st.Shards.Lookup(k.ShardID)
 		switch {
 		case !ok:
 			reason = "shard does not exist (deleted)"

@@ -119,7 +119,7 @@ func (f *fixture) shard(id uint64, hosts ...string) {
 	f.createShard(id, uint32(len(hosts)), nil)
 	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: id, HostIds: hosts}}},
 		&dbpb.Decision{Kind: &dbpb.Decision_MarkBootstrapped{MarkBootstrapped: &dbpb.MarkBootstrapped{ShardId: id}}})
-	sh := f.st.Shards[id]
+	sh := f.st.Shards.Get(id)
 	voters := map[uint64]string{}
 	for _, m := range sh.Members {
 		voters[m.ReplicaId] = f.addr[m.HostId]
@@ -148,7 +148,7 @@ func (f *fixture) membership(shardID, ccid uint64, voters, nonVoting map[uint64]
 	ms := &drummerpb.Membership{ConfigChangeId: ccid, Voters: voters, NonVoting: nonVoting, Removed: removed}
 	f.obs.Memberships[shardID] = ms
 	hs := map[string]*HostClaims{}
-	if sh := f.st.Shards[shardID]; sh != nil {
+	if sh := f.st.Shards.Get(shardID); sh != nil {
 		for _, m := range sh.Members {
 			hs[m.HostId] = &HostClaims{Newest: Claim{M: ms}, Latest: Claim{M: ms}}
 		}
@@ -361,14 +361,14 @@ func TestPlacementSkipsUnavailableHosts(t *testing.T) {
 func (f *fixture) repairTo(kind dbpb.RepairKind, newHost string, old uint64, step dbpb.RepairStep) *dbpb.Repair {
 	f.t.Helper()
 	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_StartRepair{StartRepair: &dbpb.StartRepair{ShardId: 1, Kind: kind, NewHostId: newHost, OldReplicaId: old}}})
-	r := f.st.Shards[1].Repair
+	r := f.st.Shards.Get(1).Repair
 	for r.Step != step {
 		next := db.NextStep(r.Kind, r.Step)
 		if step == dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
 			next = step
 		}
 		f.decide(&dbpb.Decision{Kind: &dbpb.Decision_AdvanceRepair{AdvanceRepair: &dbpb.AdvanceRepair{ShardId: 1, RepairId: r.Id, From: r.Step, To: next}}})
-		r = f.st.Shards[1].Repair
+		r = f.st.Shards.Get(1).Repair
 	}
 	return r
 }
@@ -437,7 +437,7 @@ func TestDeadTargetRollsRepairBack(t *testing.T) {
 	if len(rs) != 1 || rs[0].NewHostId != "d" {
 		t.Fatalf("repairs %v, want replica 3 replaced on d", rs)
 	}
-	r := f.st.Shards[1].Repair
+	r := f.st.Shards.Get(1).Repair
 	// The add is ordered against the observed config change ID.
 	out = f.round()
 	cs := ccOrders(out, 1)
@@ -448,12 +448,12 @@ func TestDeadTargetRollsRepairBack(t *testing.T) {
 	// The add went through; then d dies before starting the replica.
 	f.membership(1, 11, map[uint64]string{1: f.addr["a"], 2: f.addr["b"], 3: f.addr["c"]}, map[uint64]string{r.NewReplicaId: f.addr["d"]})
 	out = f.round()
-	if f.st.Shards[1].Repair.Step != dbpb.RepairStep_REPAIR_STEP_START {
-		t.Fatalf("step %v after the add, want start", f.st.Shards[1].Repair.Step)
+	if f.st.Shards.Get(1).Repair.Step != dbpb.RepairStep_REPAIR_STEP_START {
+		t.Fatalf("step %v after the add, want start", f.st.Shards.Get(1).Repair.Step)
 	}
 	f.advance(31*time.Second, "a", "b")
 	out = f.round()
-	if got := f.st.Shards[1].Repair.Step; got != dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
+	if got := f.st.Shards.Get(1).Repair.Step; got != dbpb.RepairStep_REPAIR_STEP_ROLLBACK {
 		t.Fatalf("step %v with the target dead, want rollback (decisions %v)", got, kinds(out))
 	}
 	// Rolling back removes the half-added replica through a live member.
@@ -470,7 +470,7 @@ func TestDeadTargetRollsRepairBack(t *testing.T) {
 	// target is not the shard's failure: no backoff, only a short pause.
 	f.membership(1, 12, map[uint64]string{1: f.addr["a"], 2: f.addr["b"], 3: f.addr["c"]}, nil, r.NewReplicaId)
 	f.round()
-	sh := f.st.Shards[1]
+	sh := f.st.Shards.Get(1)
 	if sh.Repair != nil || sh.Failures != 0 || db.Member(sh, r.NewReplicaId) != nil {
 		t.Fatalf("after rollback: repair %v failures %d members %v", sh.Repair, sh.Failures, sh.Members)
 	}
@@ -492,10 +492,10 @@ func TestDeadTargetRollsRepairBack(t *testing.T) {
 	f.round()
 	f.advance(6*time.Second, "a", "b")
 	out = f.round()
-	if f.st.Shards[1].Repair != nil || !slices.Contains(kinds(out), "FinishRepair") {
-		t.Fatalf("repair %v after its target died before the add (decisions %v)", f.st.Shards[1].Repair, kinds(out))
+	if f.st.Shards.Get(1).Repair != nil || !slices.Contains(kinds(out), "FinishRepair") {
+		t.Fatalf("repair %v after its target died before the add (decisions %v)", f.st.Shards.Get(1).Repair, kinds(out))
 	}
-	if sh := f.st.Shards[1]; sh.Failures != 0 {
+	if sh := f.st.Shards.Get(1); sh.Failures != 0 {
 		t.Fatalf("a lost target counted as the shard's failure (%d, %q)", sh.Failures, sh.LastFailure)
 	}
 }
@@ -851,7 +851,7 @@ func TestUnsafeRemovalIsCancelled(t *testing.T) {
 	if cs := ccOrders(out, 1); len(cs) != 0 {
 		t.Fatalf("unsafe removal ordered: %v", cs)
 	}
-	if f.st.Shards[1].Repair != nil {
+	if f.st.Shards.Get(1).Repair != nil {
 		t.Fatalf("unsafe removal still in flight (decisions %v): %s", kinds(out), explanation(out, 1))
 	}
 	out = f.round()
@@ -876,7 +876,7 @@ func TestRecordOfRemovedReplicaIsDropped(t *testing.T) {
 		t.Fatalf("repairs %v, want the record of removed replica 3 dropped", rs)
 	}
 	f.round()
-	sh := f.st.Shards[1]
+	sh := f.st.Shards.Get(1)
 	if sh.Repair != nil || db.Member(sh, 3) != nil {
 		t.Fatalf("after: repair %v members %v", sh.Repair, sh.Members)
 	}
@@ -946,7 +946,7 @@ func TestRefusedChangeRollsBackAtOnce(t *testing.T) {
 	f.shard(1, "a", "b", "c")
 	f.advance(31*time.Second, "a", "b", "d")
 	f.round() // starts the repair onto d
-	r := f.st.Shards[1].Repair
+	r := f.st.Shards.Get(1).Repair
 	out := f.round()
 	cs := ccOrders(out, 1)
 	if len(cs) != 1 {
@@ -959,14 +959,14 @@ func TestRefusedChangeRollsBackAtOnce(t *testing.T) {
 	f.obs.Hosts[exec].Results[id] = &drummerpb.OrderResult{Id: id, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED,
 		Membership: &drummerpb.Membership{ConfigChangeId: 11}}
 	f.round()
-	if f.st.Shards[1].Repair == nil {
+	if f.st.Shards.Get(1).Repair == nil {
 		t.Fatal("stale refusal rolled the repair back")
 	}
 	// A refusal at the current ConfigChangeID: the add is illegal.
 	f.obs.Hosts[exec].Results[id] = &drummerpb.OrderResult{Id: id, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED,
 		Error: "rejected", Membership: &drummerpb.Membership{ConfigChangeId: 10}}
 	out = f.round()
-	sh := f.st.Shards[1]
+	sh := f.st.Shards.Get(1)
 	if sh.Repair != nil || sh.Failures != 1 || !strings.Contains(sh.LastFailure, "refused") {
 		t.Fatalf("after an illegal add: repair %v failures %d (%q); decisions %v", sh.Repair, sh.Failures, sh.LastFailure, kinds(out))
 	}

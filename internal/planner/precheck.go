@@ -12,7 +12,7 @@ import (
 func DrainCheck(in Input, hostID string) error {
 	p := newPlanner(in)
 	for id := range p.st.ShardsOnHost(hostID) {
-		sh := p.st.Shards[id]
+		sh := p.st.Shards.Get(id)
 		m := db.MemberOnHost(sh, hostID)
 		if m == nil {
 			continue

@@ -42,13 +42,13 @@ func Prune(o *Observed, resultAt map[string]map[string]time.Time, st *db.State, 
 		}
 	}
 	for id := range o.Memberships {
-		if _, ok := st.Shards[id]; !ok {
+		if _, ok := st.Shards.Lookup(id); !ok {
 			delete(o.Memberships, id)
 		}
 	}
 	pruneClaims(o, st)
 	for k := range o.LastRunning {
-		sh, ok := st.Shards[k.ShardID]
+		sh, ok := st.Shards.Lookup(k.ShardID)
 		if !ok || db.Member(sh, k.ReplicaID) == nil {
 			delete(o.LastRunning, k)
 		}

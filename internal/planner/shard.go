@@ -207,7 +207,7 @@ func (v *shardView) safeAfter(delta int, changedLive bool) bool {
 func (p *planner) shards() {
 	var candidates []*shardView
 	for _, id := range p.evalShards() {
-		sh, ok := p.st.Shards[id]
+		sh, ok := p.st.Shards.Lookup(id)
 		if !ok {
 			p.out.ShardOrders[id] = nil
 			continue

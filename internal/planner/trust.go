@@ -129,7 +129,7 @@ func (o *Observed) AddClaim(shardID uint64, hostID string, replicaID uint64, m *
 // no longer knows.
 func pruneClaims(o *Observed, st *db.State) {
 	for id, hs := range o.Claims {
-		if _, ok := st.Shards[id]; !ok {
+		if _, ok := st.Shards.Lookup(id); !ok {
 			delete(o.Claims, id)
 			continue
 		}

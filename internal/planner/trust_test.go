@@ -57,8 +57,8 @@ func TestForgedMembershipClaimIsIgnored(t *testing.T) {
 			wantContains(t, "explanation", explanation(out, 1), "ignoring the membership claimed by replica 1")
 			f.advance(time.Second, "a", "b", "c", "d")
 		}
-		if n := len(f.st.Shards[1].Members); n != 3 || len(f.st.CleanupsFor("b"))+len(f.st.CleanupsFor("c")) != 0 {
-			t.Fatalf("members %v, cleanups on b/c", f.st.Shards[1].Members)
+		if n := len(f.st.Shards.Get(1).Members); n != 3 || len(f.st.CleanupsFor("b"))+len(f.st.CleanupsFor("c")) != 0 {
+			t.Fatalf("members %v, cleanups on b/c", f.st.Shards.Get(1).Members)
 		}
 	}
 }

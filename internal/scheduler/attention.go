@@ -22,7 +22,7 @@ func (n *Node) updateAttention(st *db.State) {
 		if v := n.status.verdicts[id]; v != nil && v.Health == "unavailable" {
 			continue
 		}
-		sh := st.Shards[id]
+		sh := st.Shards.Get(id)
 		for _, m := range sh.Members {
 			next[m.HostId] = struct{}{}
 		}

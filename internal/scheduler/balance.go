@@ -30,6 +30,8 @@ type balance struct {
 	// the transfer before the host saw it.
 	inForce map[uint64]keptTransfer
 	keep    time.Duration
+	// placedAt is when a round last placed a new shard (Input.PlacedAt).
+	placedAt time.Time
 }
 
 type keptTransfer struct {
@@ -107,7 +109,7 @@ func (n *Node) feedBalance(st *db.State, shards map[uint64]struct{}, now time.Ti
 	}
 	room := set.MaxMoves
 	for _, id := range st.RepairingShards() {
-		if st.Shards[id].Repair.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
+		if st.Shards.Get(id).Repair.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
 			room--
 		}
 	}
@@ -163,12 +165,16 @@ func (n *Node) balanceInput(in *planner.Input, st *db.State, now time.Time) {
 	in.Down = slices.Sorted(maps.Keys(n.live.down))
 	in.LeaderMoves = n.bal.moved
 	in.TransferBudget = n.bal.budget(set.MaxLeaderTransfers, now)
+	in.PlacedAt = n.bal.placedAt
 	n.bal.keep = 2 * time.Duration(st.Config.ReportIntervalMs) * time.Millisecond
 }
 
 // balanceOutput takes what a round did for balancing.
 func (n *Node) balanceOutput(out *planner.Output, now time.Time) {
 	n.bal.note(out.Transfers, now)
+	if out.Placing {
+		n.bal.placedAt = now
+	}
 	n.bal.keepTransfers(out, now)
 	if why := out.BalanceWhy(); why != "" {
 		n.bal.why, n.bal.whyAt = why, now
@@ -203,7 +209,7 @@ func (n *Node) BalanceStatus(st *db.State, fromAddr string, size int, now time.T
 	out := BalanceStatus{Settings: set, LeaderTransfersRecent: n.bal.recent(time.Minute, now)}
 	in, outMoves := map[string]int{}, map[string]int{}
 	for _, id := range st.RepairingShards() {
-		r := st.Shards[id].Repair
+		r := st.Shards.Get(id).Repair
 		if r.Kind != dbpb.RepairKind_REPAIR_KIND_BALANCE {
 			continue
 		}

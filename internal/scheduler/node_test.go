@@ -89,7 +89,7 @@ func TestHostsRegisterAndShardsArePlaced(t *testing.T) {
 		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
 	f.round() // places
 	rd := f.round()
-	sh := f.st.Shards[1]
+	sh := f.st.Shards.Get(1)
 	if len(sh.Members) != 3 {
 		t.Fatalf("shard 1 has %d members, want 3", len(sh.Members))
 	}
@@ -119,7 +119,7 @@ func TestUnchangedReportsPlanNothing(t *testing.T) {
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
 		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
 	f.round()
-	sh := f.st.Shards[1]
+	sh := f.st.Shards.Get(1)
 	for _, m := range sh.Members {
 		if f.runs[m.HostId] == nil {
 			f.runs[m.HostId] = map[uint64]*drummerpb.ReplicaReport{}
@@ -155,7 +155,7 @@ func TestLivenessTimers(t *testing.T) {
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
 		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
 	f.round()
-	victim := f.st.Shards[1].Members[0].HostId
+	victim := f.st.Shards.Get(1).Members[0].HostId
 	suspect := time.Duration(f.st.Config.SuspectTimeoutMs) * time.Millisecond
 	dead := time.Duration(f.st.Config.DeadTimeoutMs) * time.Millisecond
 	var saw []string
@@ -351,7 +351,7 @@ func TestAttentionFollowsRepairsInFlight(t *testing.T) {
 	if a, _ := f.n.Attention(); len(a) != 0 {
 		t.Fatalf("attention %v without repairs", a)
 	}
-	sh := f.st.Shards[1]
+	sh := f.st.Shards.Get(1)
 	var spare string
 	for i := range 4 {
 		if !slices.ContainsFunc(sh.Members, func(m *dbpb.Replica) bool { return m.HostId == hostName(i) }) {

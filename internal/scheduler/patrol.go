@@ -45,7 +45,7 @@ func (p *patrol) update(st *db.State, d db.Dirty) {
 		p.hosts = btree.NewOrderedG[string](32)
 		p.hostShards = map[string]map[uint64]struct{}{}
 		p.shardHosts = map[uint64][]string{}
-		for id, sh := range st.Shards {
+		for id, sh := range st.Shards.All() {
 			p.ids.ReplaceOrInsert(id)
 			p.index(sh)
 		}
@@ -56,7 +56,7 @@ func (p *patrol) update(st *db.State, d db.Dirty) {
 	}
 	for id := range d.Shards {
 		p.unindex(id)
-		if sh, ok := st.Shards[id]; ok {
+		if sh, ok := st.Shards.Lookup(id); ok {
 			p.ids.ReplaceOrInsert(id)
 			p.index(sh)
 		} else {

@@ -52,7 +52,7 @@ func (s *status) set(id uint64, r *planner.ShardReport) {
 // record stores a round's verdicts on the shards it evaluated.
 func (s *status) record(st *db.State, ids []uint64, reports map[uint64]*planner.ShardReport) {
 	for _, id := range ids {
-		if st.Shards[id] == nil {
+		if st.Shards.Get(id) == nil {
 			s.set(id, nil)
 		} else if r := reports[id]; r != nil {
 			s.set(id, r)
@@ -88,7 +88,7 @@ func (n *Node) Verdicts(st *db.State, ids []uint64, now time.Time) map[uint64]*p
 	for _, id := range ids {
 		if r := n.status.verdicts[id]; r != nil && n.active {
 			out[id] = r
-		} else if st.Shards[id] != nil {
+		} else if st.Shards.Get(id) != nil {
 			missing = append(missing, id)
 		}
 	}

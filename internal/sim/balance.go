@@ -175,7 +175,7 @@ func (w *World) leaveHost() {
 		}
 	}
 	need := 4
-	for _, sh := range w.st.Shards {
+	for _, sh := range w.st.Shards.All() {
 		if sh.Replicas >= 5 {
 			need = 6
 		}
@@ -298,7 +298,7 @@ func (w *World) balanceBlocker(in planner.Input) string {
 // scheduler's view, and the scheduler has been observing.
 func (w *World) surelyActive(in planner.Input, sid uint64) bool {
 	g := w.newestGroup(sid)
-	sh := in.State.Shards[sid]
+	sh := in.State.Shards.Get(sid)
 	if g == nil || sh == nil || !g.formed || g.leader == 0 || w.hostileMember(sid) {
 		// (The hostile host's claims can make the planner fall back on
 		// the DB's membership, whose quorum may differ from the truth's.)
@@ -394,7 +394,7 @@ func (w *World) checkBalanceOutput(in planner.Input, out *planner.Output) {
 	moves, active := 0, 0
 	activeTo, movingOut := map[string]int{}, map[string]int{}
 	for _, id := range st.RepairingShards() {
-		r := st.Shards[id].Repair
+		r := st.Shards.Get(id).Repair
 		if r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
 			moves++
 		}
@@ -456,7 +456,7 @@ func (w *World) checkBalanceStart(in planner.Input, set db.BalanceSettings, sr *
 	if b := blocked(); b != "" {
 		w.violate("BALANCE: %s started while %s", what, b)
 	}
-	sh := st.Shards[sr.ShardId]
+	sh := st.Shards.Get(sr.ShardId)
 	if sh == nil {
 		return ""
 	}
@@ -499,7 +499,7 @@ func (w *World) checkTransfer(in planner.Input, out *planner.Output, set db.Bala
 			to, from = t.ToReplicaId, ho.HostID
 		}
 	}
-	sh := st.Shards[sid]
+	sh := st.Shards.Get(sid)
 	if from == "" || sh == nil {
 		w.violate("LEADER: transfer of shard %d listed without its order or shard", sid)
 		return
@@ -540,7 +540,7 @@ func (w *World) noteRepairs(ds []*dbpb.Decision) map[int]*dbpb.Repair {
 	out := map[int]*dbpb.Repair{}
 	for i, d := range ds {
 		if f := d.GetFinishRepair(); f != nil {
-			if sh := w.st.Shards[f.ShardId]; sh != nil && sh.Repair != nil && sh.Repair.Id == f.RepairId {
+			if sh := w.st.Shards.Get(f.ShardId); sh != nil && sh.Repair != nil && sh.Repair.Id == f.RepairId {
 				out[i] = sh.Repair
 			}
 		}
@@ -706,7 +706,7 @@ func (w *World) judgeBalance() judgement {
 	// hosts' repair slots, and all balancing once they fill a limit.
 	inFlight, moves, hostile := 0, 0, 0
 	for _, id := range st.RepairingShards() {
-		r := st.Shards[id].Repair
+		r := st.Shards.Get(id).Repair
 		inFlight++
 		if r.Kind == dbpb.RepairKind_REPAIR_KIND_BALANCE {
 			moves++
@@ -723,7 +723,7 @@ func (w *World) judgeBalance() judgement {
 	}
 	healthy := func(sid uint64) bool {
 		r := w.lastOut.Shards[sid]
-		return r != nil && r.Health == "healthy" && st.Shards[sid].Repair == nil && !w.hostileMember(sid)
+		return r != nil && r.Health == "healthy" && st.Shards.Get(sid).Repair == nil && !w.hostileMember(sid)
 	}
 	wait := func(t time.Time) {
 		if t.After(j.until) {
@@ -735,7 +735,7 @@ func (w *World) judgeBalance() judgement {
 		j.work += w.movesNeeded(set)
 		for _, sid := range st.SortedShardIDs() {
 			if healthy(sid) && !pendingPlan(w.lastOut.Shards[sid]) {
-				w.judgeShardMove(v, set, st.Shards[sid], &j, wait)
+				w.judgeShardMove(v, set, st.Shards.Get(sid), &j, wait)
 			}
 		}
 		if len(j.probs) == 0 {
@@ -904,7 +904,7 @@ func (w *World) judgeStrict(v schedView, set db.BalanceSettings, j *judgement) {
 		pool = append(pool, id)
 	}
 	for _, sid := range st.SortedShardIDs() {
-		sh := st.Shards[sid]
+		sh := st.Shards.Get(sid)
 		if r := w.lastOut.Shards[sid]; len(sh.Regions) > 0 || sh.Repair != nil || r == nil || r.Health != "healthy" || sh.Replicas < 2 {
 			return
 		}
@@ -954,7 +954,7 @@ func (w *World) judgeLeaders(v schedView, set db.BalanceSettings, healthy func(u
 		if !healthy(sid) {
 			continue
 		}
-		sh := st.Shards[sid]
+		sh := st.Shards.Get(sid)
 		g := w.newestGroup(sid)
 		lm := db.Member(sh, g.leader)
 		if lm == nil {

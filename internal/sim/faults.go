@@ -274,7 +274,7 @@ func (w *World) operatorAction() {
 }
 
 func (w *World) shardChurn() {
-	if w.chance(0.5) || len(w.st.Shards) <= 2 {
+	if w.chance(0.5) || w.st.Shards.Len() <= 2 {
 		regions := map[string]bool{}
 		for _, h := range w.hosts {
 			regions[h.region] = true
@@ -284,7 +284,7 @@ func (w *World) shardChurn() {
 		var reuse []uint64
 		if w.chance(0.3) {
 			for _, id := range sortedKeys(w.groups) {
-				if w.st.Shards[id] == nil {
+				if w.st.Shards.Get(id) == nil {
 					reuse = append(reuse, id)
 					break
 				}
@@ -405,7 +405,7 @@ func (w *World) forgedMembership(sid uint64) *drummerpb.Membership {
 	r := w.hrng
 	var ids []uint64
 	var next, ccid uint64 = 10, 1
-	if sh := w.st.Shards[sid]; sh != nil {
+	if sh := w.st.Shards.Get(sid); sh != nil {
 		for _, m := range sh.Members {
 			ids = append(ids, m.ReplicaId)
 		}
@@ -510,7 +510,7 @@ func (w *World) hostileMember(sid uint64) bool {
 	if h == nil {
 		return false
 	}
-	if sh := w.st.Shards[sid]; sh != nil && db.MemberOnHost(sh, h.id) != nil {
+	if sh := w.st.Shards.Get(sid); sh != nil && db.MemberOnHost(sh, h.id) != nil {
 		return true
 	}
 	if g := w.newestGroup(sid); g != nil {

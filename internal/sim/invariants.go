@@ -156,7 +156,7 @@ func (w *World) checkTarget(in planner.Input, hostID, what string) {
 func (w *World) checkOutput(in planner.Input, out *planner.Output) {
 	st := in.State
 	for _, sid := range sortedKeys(out.ShardOrders) {
-		sh := st.Shards[sid]
+		sh := st.Shards.Get(sid)
 		ncc := 0
 		for _, ho := range out.ShardOrders[sid] {
 			o := ho.Order
@@ -196,7 +196,7 @@ func (w *World) checkOutput(in planner.Input, out *planner.Output) {
 				w.violate("host-level order %s is not a stop", orderStr(o))
 				continue
 			}
-			if sh := st.Shards[s.ShardId]; sh != nil {
+			if sh := st.Shards.Get(s.ShardId); sh != nil {
 				if m := db.Member(sh, s.ReplicaId); m != nil && m.HostId == hid {
 					w.violate("stop order %s on %s for a recorded member", orderStr(o), hid)
 				}
@@ -215,7 +215,7 @@ func (w *World) checkOutput(in planner.Input, out *planner.Output) {
 			if r.NewHostId != "" {
 				w.checkTarget(in, r.NewHostId, what)
 			}
-			sh := st.Shards[r.ShardId]
+			sh := st.Shards.Get(r.ShardId)
 			if sh == nil {
 				continue
 			}
@@ -261,7 +261,7 @@ func (w *World) checkDecisionResult(d *dbpb.Decision, c dbpb.Code) {
 func (w *World) checkDB() {
 	st := w.st
 	for _, sid := range st.SortedShardIDs() {
-		sh := st.Shards[sid]
+		sh := st.Shards.Get(sid)
 		for i, m := range sh.Members {
 			h := st.Hosts[m.HostId]
 			for _, o := range sh.Members[:i] {
@@ -307,12 +307,12 @@ func (w *World) checkDB() {
 		}
 	}
 	for sid := range w.dbMembers {
-		if st.Shards[sid] == nil {
+		if st.Shards.Get(sid) == nil {
 			w.noteGone(sid, nil)
 		}
 	}
 	for k := range st.Cleanups {
-		if sh := st.Shards[k.ShardID]; sh != nil {
+		if sh := st.Shards.Get(k.ShardID); sh != nil {
 			if m := db.Member(sh, k.ReplicaID); m != nil && m.HostId == k.HostID {
 				w.violate("DB: cleanup recorded for member %d/%d on its own host %s", k.ShardID, k.ReplicaID, k.HostID)
 			}
@@ -504,7 +504,7 @@ func (w *World) problems() []string {
 	st := w.st
 	rep := w.lastOut
 	for _, sid := range st.SortedShardIDs() {
-		sh := st.Shards[sid]
+		sh := st.Shards.Get(sid)
 		ok, why := w.repairable(sh)
 		if !ok {
 			if p := w.lostShardReport(sh, why); p != "" {
@@ -583,7 +583,7 @@ func (w *World) problems() []string {
 	// (what is and is not a member there may not even be observable).
 	broken := func(sid, rid uint64) bool {
 		g := w.groupFor(sid, rid)
-		sh := w.st.Shards[sid]
+		sh := w.st.Shards.Get(sid)
 		if g == nil || g.deleted || sh == nil || g != w.newestGroup(sid) {
 			return false
 		}
@@ -644,7 +644,7 @@ func (w *World) isMemberHere(h *Host, sid, rid uint64) bool {
 	if g == nil || g.deleted || !g.isMember(rid) || g.addrOf(rid) != h.addr {
 		return false
 	}
-	sh := w.st.Shards[sid]
+	sh := w.st.Shards.Get(sid)
 	if sh == nil {
 		return false
 	}
@@ -694,7 +694,7 @@ func (w *World) checkSettled() {
 	var retry int64
 	waiting := 0
 	for _, sid := range w.st.SortedShardIDs() {
-		sh := w.st.Shards[sid]
+		sh := w.st.Shards.Get(sid)
 		retry = max(retry, sh.RetryAfterUnixMs)
 		if ok, _ := w.repairable(sh); ok {
 			if r := w.lastOut.Shards[sid]; r == nil || r.Health != "healthy" {
@@ -723,7 +723,7 @@ func (w *World) checkSettled() {
 // final runs the end-of-run checks.
 func (w *World) final() {
 	for _, sid := range w.st.SortedShardIDs() {
-		if ok, _ := w.repairable(w.st.Shards[sid]); !ok {
+		if ok, _ := w.repairable(w.st.Shards.Get(sid)); !ok {
 			w.stats.Unrepairable++
 		}
 	}
@@ -733,7 +733,7 @@ func (w *World) final() {
 			ps = append(ps[:8], fmt.Sprintf("... and %d more", len(ps)-8))
 		}
 		for _, sid := range w.st.SortedShardIDs() {
-			sh := w.st.Shards[sid]
+			sh := w.st.Shards.Get(sid)
 			if sh.Repair == nil {
 				continue
 			}
@@ -750,7 +750,7 @@ func (w *World) final() {
 		ps = append(ps, w.balanceContext()...)
 		w.violate("CONVERGENCE: not settled %s after the faults stopped:\n    %s", w.now.Sub(w.faultEnd), strings.Join(ps, "\n    "))
 		for _, sid := range w.st.SortedShardIDs() {
-			if ok, why := w.repairable(w.st.Shards[sid]); !ok {
+			if ok, why := w.repairable(w.st.Shards.Get(sid)); !ok {
 				w.tracef("unrepairable shard %d: %s", sid, why)
 			}
 		}
@@ -761,12 +761,12 @@ func (w *World) final() {
 	d.node.Prune(w.st, w.now)
 	obs := d.node.Observed()
 	for id := range obs.Memberships {
-		if w.st.Shards[id] == nil {
+		if w.st.Shards.Get(id) == nil {
 			w.violate("BOUNDS: observed membership of deleted shard %d kept", id)
 		}
 	}
 	for k := range obs.LastRunning {
-		if sh := w.st.Shards[k.ShardID]; sh == nil || db.Member(sh, k.ReplicaID) == nil {
+		if sh := w.st.Shards.Get(k.ShardID); sh == nil || db.Member(sh, k.ReplicaID) == nil {
 			w.violate("BOUNDS: last_running of non-member %d/%d kept", k.ShardID, k.ReplicaID)
 		}
 	}

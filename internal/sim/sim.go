@@ -564,7 +564,7 @@ func (w *World) createShardsWithIDs(n, regions int, reuse []uint64) {
 		return
 	}
 	for _, sp := range specs {
-		sh := w.st.Shards[sp.ShardId]
+		sh := w.st.Shards.Get(sp.ShardId)
 		g := newGroup(sp.ShardId, sh.NextReplicaId, sp.Replicas)
 		w.groups[sp.ShardId] = append(w.groups[sp.ShardId], g)
 		w.groupList = append(w.groupList, g)
