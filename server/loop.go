@@ -242,16 +242,23 @@ func (l *loop) step(ctx context.Context) {
 			l.proposing = false
 			switch {
 			case err != nil:
+				l.node.Settle(ds, nil, true)
 				if !errors.Is(err, context.Canceled) {
-					s.log.Warn("proposing decisions failed", "decisions", len(ds), "err", err)
+					s.log.Warn("proposing decisions failed; planning their shards again", "decisions", len(ds), "err", err)
 				}
 			case r.Code == dbpb.Code_CODE_STALE_EPOCH:
 				l.demote("decisions rejected: stale epoch")
 			case r.Code != dbpb.Code_CODE_OK:
+				l.node.Settle(ds, nil, true)
 				s.log.Error("decisions rejected", "code", r.Code.String())
 			default:
-				for _, u := range scheduler.Unapplied(ds, r.Data) {
-					s.log.Debug("decision not applied", "decision", u)
+				if n := l.node.Settle(ds, r.Data, false); n > 0 {
+					un := scheduler.Unapplied(ds, r.Data)
+					s.log.Info("decisions not applied (the DB changed since the round); planning their shards again",
+						"count", n, "first", un[0])
+					for _, u := range un {
+						s.log.Debug("decision not applied", "decision", u)
+					}
 				}
 			}
 		})

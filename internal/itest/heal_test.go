@@ -212,3 +212,69 @@ func TestMaintenanceWindow(t *testing.T) {
 		t.Fatalf("repaired %s after the host left, before its 15s window ended", time.Since(start))
 	}
 }
+
+// TestDrainMovesOneReplicaShard drains the host of a one-replica shard on
+// real dragonboat NodeHosts: the replica moves (the old one carries out
+// its own removal, the only word the trust rules take for it), the data
+// moves with it, and nothing is left on the drained host.
+func TestDrainMovesOneReplicaShard(t *testing.T) {
+	c, d := startCluster(t, 2)
+	ctx := context.Background()
+	if _, err := d.SetConfig(ctx, &drummerpb.SetConfigRequest{Values: map[string]string{"balance_replicas": "off"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: 1, Replicas: 1, App: "kv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "launch", func() (bool, string) { return allHealthy(ctx, d, 1) })
+	cl, err := client.New(ctx, client.Config{Endpoints: c.Drummers, AttemptTimeout: time.Second, Security: client.Security{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.KV(1).Put(ctx, []byte("k"), []byte("before the move")); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := d.GetShard(ctx, &drummerpb.GetShardRequest{ShardId: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := sh.Members[0].HostId
+	if _, err := d.SetHostState(ctx, &drummerpb.SetHostStateRequest{HostId: from, Action: drummerpb.HostAdminAction_HOST_ADMIN_ACTION_DRAIN}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, "the replica moved off the drained host", func() (bool, string) {
+		ok, msg := allHealthy(ctx, d, 1)
+		if !ok {
+			return false, msg
+		}
+		sh, err := d.GetShard(ctx, &drummerpb.GetShardRequest{ShardId: 1})
+		if err != nil {
+			return false, err.Error()
+		}
+		if m := sh.Members; len(m) != 1 || m[0].HostId == from {
+			return false, fmt.Sprintf("members %v, explanation %v", m, sh.Explanation)
+		}
+		return true, ""
+	})
+	v, found, err := cl.KV(1).Get(ctx, []byte("k"))
+	if err != nil || !found || string(v) != "before the move" {
+		t.Fatalf("after the move: %q found=%v err=%v, want the value written before", v, found, err)
+	}
+	var drained *agent.Agent
+	for _, a := range c.Agents {
+		if a.HostID() == from {
+			drained = a
+		}
+	}
+	if drained == nil {
+		t.Fatalf("no agent with host ID %s", from)
+	}
+	waitFor(t, 60*time.Second, "the drained host's data removed", func() (bool, string) {
+		info := drained.NodeHost().GetNodeHostInfo(dragonboat.DefaultNodeHostInfoOption)
+		return len(info.LogInfo) == 0, fmt.Sprintf("%d replicas still on disk: %v", len(info.LogInfo), info.LogInfo)
+	})
+}

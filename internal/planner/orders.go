@@ -75,6 +75,21 @@ func ccOrderID(epoch, shardID uint64, typ drummerpb.ConfigChangeType, replicaID,
 	return orderID(epoch, OrderConfigChange, shardID, uint64(typ), replicaID, ccid)
 }
 
+// ccOrderOf returns the change type and replica a membership change
+// order's ID names.
+func ccOrderOf(id string) (typ drummerpb.ConfigChangeType, replicaID uint64, ok bool) {
+	parts := strings.Split(id, "/")
+	if len(parts) != 6 || parts[1] != OrderConfigChange.String() {
+		return 0, 0, false
+	}
+	t, err1 := strconv.ParseUint(parts[3], 10, 32)
+	r, err2 := strconv.ParseUint(parts[4], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return drummerpb.ConfigChangeType(t), r, true
+}
+
 func transferOrderID(epoch, shardID, from, to uint64) string {
 	return orderID(epoch, OrderTransfer, shardID, from, to)
 }

@@ -974,3 +974,40 @@ func TestRefusedChangeRollsBackAtOnce(t *testing.T) {
 		t.Fatal("the refused replica is still recorded")
 	}
 }
+
+// A replica that never ran, on an up host that has not answered its start
+// order, is starting, not dead, however long the order takes to arrive; once
+// the host answered it (and still does not run it), the usual timers apply.
+func TestReplicaAwaitingItsStartOrderIsNotReplaced(t *testing.T) {
+	f := newFixture(t)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		f.host(id, "r1")
+	}
+	f.shard(1, "a", "b")
+	// Replica 3 on c is added to the record but c never ran it.
+	f.createShard(2, 3, nil)
+	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: 2, HostIds: []string{"a", "b", "c"}}}})
+	sh := f.st.Shards.Get(2)
+	f.membership(2, 1, map[uint64]string{sh.Members[0].ReplicaId: f.addr["a"], sh.Members[1].ReplicaId: f.addr["b"], sh.Members[2].ReplicaId: f.addr["c"]}, nil)
+	f.run(2, sh.Members[0].ReplicaId, "a", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	f.run(2, sh.Members[1].ReplicaId, "b", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	f.advance(2*time.Minute, "a", "b", "c", "d")
+	out := f.round()
+	for _, r := range startRepairs(out) {
+		if r.ShardId == 2 {
+			t.Fatalf("replica awaiting its start order replaced: %v: %s", r, explanation(out, 2))
+		}
+	}
+	// c answers the start order (done) but does not run the replica.
+	rid := sh.Members[2].ReplicaId
+	oid := startOrderID(1, 2, rid)
+	f.obs.Hosts["c"].Results = map[string]*drummerpb.OrderResult{oid: {Id: oid, ShardId: 2, ReplicaId: rid, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE}}
+	out = f.round()
+	replaced := false
+	for _, r := range startRepairs(out) {
+		replaced = replaced || r.ShardId == 2 && r.OldReplicaId == rid
+	}
+	if !replaced {
+		t.Fatalf("replica 3 answered its start order and has not run for 2 minutes, not replaced: %s", explanation(out, 2))
+	}
+}

@@ -318,6 +318,18 @@ func (p *planner) remove(v *shardView, id uint64) {
 		v.say("waiting: removing replica %d now would leave fewer live voters than a quorum", id)
 		return
 	}
+	if isVoter && v.sh.Replicas <= 1 {
+		// A one-replica shard has no second host to confirm that its old
+		// voter is gone: the new replica's host alone could claim it. So
+		// the old replica's own host carries out the removal, and its
+		// result is what the trust rules accept (distrust).
+		if m == nil || !m.live() {
+			v.say("waiting: replica %d must carry out its own removal (the shard has one replica), and it is %s", id, stateOf(m))
+			return
+		}
+		p.changeBy(v, m, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE, id, "")
+		return
+	}
 	if id == v.leader {
 		for _, vid := range v.voters {
 			if c := v.byID[vid]; c != nil && c.live() && vid != id {

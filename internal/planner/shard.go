@@ -109,9 +109,16 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		if o := p.obs.Hosts[rec.HostId]; o != nil && o.Starting {
 			starting = true
 		}
+		// A replica that never ran, on a host that has not answered its
+		// start order yet, waits for the order, not for itself: the
+		// delay is the control plane's (a launch of 333,334 shards on a
+		// busy machine took longer than dead_timeout to deliver some
+		// orders, and replacing those replicas only added work).
+		awaiting := p.obs.LastRunning[ReplicaKey{v.sh.Id, rec.ReplicaId}].IsZero() && p.startResult(v.sh.Id, rec) == nil
 		switch {
-		case starting && gap < StartGrace:
-			// Still working through its starts: not dead yet.
+		case (starting || awaiting) && gap < StartGrace:
+			// Still working through its starts, or not yet told to
+			// start: not dead yet.
 			m.state = memberStarting
 		case gap >= p.ms(v.dead):
 			m.state = memberDead
@@ -130,12 +137,18 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 // startRejected reports whether the member's host refused its start order
 // for good.
 func (p *planner) startRejected(shardID uint64, rec *dbpb.Replica) bool {
+	r := p.startResult(shardID, rec)
+	return r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED
+}
+
+// startResult is the member's host's result of this epoch's start order
+// for it, or nil.
+func (p *planner) startResult(shardID uint64, rec *dbpb.Replica) *drummerpb.OrderResult {
 	o := p.obs.Hosts[rec.HostId]
 	if o == nil {
-		return false
+		return nil
 	}
-	r := o.Results[startOrderID(p.in.Epoch, shardID, rec.ReplicaId)]
-	return r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED
+	return o.Results[startOrderID(p.in.Epoch, shardID, rec.ReplicaId)]
 }
 
 func (p *planner) newShardView(sh *dbpb.Shard) *shardView {
@@ -494,13 +507,18 @@ func (p *planner) executor(v *shardView, avoid uint64) *member {
 }
 
 func (p *planner) configChange(v *shardView, typ drummerpb.ConfigChangeType, replicaID uint64, target string, avoid uint64) bool {
-	if v.ms == nil {
-		v.say("waiting for the shard's membership to be reported")
+	ex := p.executor(v, avoid)
+	if v.ms != nil && ex == nil {
+		v.say("waiting for a live member to carry out the change")
 		return false
 	}
-	ex := p.executor(v, avoid)
-	if ex == nil {
-		v.say("waiting for a live member to carry out the change")
+	return p.changeBy(v, ex, typ, replicaID, target)
+}
+
+// changeBy orders a membership change from the member ex's host.
+func (p *planner) changeBy(v *shardView, ex *member, typ drummerpb.ConfigChangeType, replicaID uint64, target string) bool {
+	if v.ms == nil {
+		v.say("waiting for the shard's membership to be reported")
 		return false
 	}
 	cc := &drummerpb.ConfigChangeOrder{ShardId: v.sh.Id, Type: typ, ReplicaId: replicaID, Target: target, ConfigChangeId: v.ms.ConfigChangeId}

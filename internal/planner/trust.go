@@ -295,8 +295,25 @@ func (p *planner) distrust(v *shardView, ms *drummerpb.Membership) string {
 		got++
 		hosts[m.rec.HostId] = true
 	}
-	if got >= need && (v.sh.Replicas <= 1 || len(hosts) >= 2) {
+	// A one-replica shard has voters on two hosts only while it moves,
+	// and its old voter's removal is confirmed by the new replica's host
+	// alone, so believing a claim that drops a recorded voter also needs
+	// that voter's own host to have reported carrying out its removal
+	// (the planner orders it from there: remove).
+	oneHost := v.sh.Replicas <= 1
+	var unconfirmed uint64
+	for _, id := range dropped {
+		if m := v.byID[id]; m != nil && m.rec.Role == dbpb.Role_ROLE_VOTER && !p.removedItself(v.sh.Id, m) {
+			unconfirmed = id
+			oneHost = false
+		}
+	}
+	if got >= need && (len(hosts) >= 2 || oneHost) {
 		return ""
+	}
+	if got >= need && v.sh.Replicas <= 1 && unconfirmed != 0 {
+		return fmt.Sprintf("it drops voter %d of a one-replica shard, and only that replica's host (%s) can confirm its removal, which it has not reported",
+			unconfirmed, p.addr(v.byID[unconfirmed].rec.HostId))
 	}
 	what := "it is confirmed"
 	if len(dropped) > 0 {
@@ -304,6 +321,24 @@ func (p *planner) distrust(v *shardView, ms *drummerpb.Membership) string {
 	}
 	return fmt.Sprintf("%s by only %d of its %d voters (on %d hosts) live and reporting ConfigChangeID %d or later; %d needed, on 2 hosts or more",
 		what, got, len(ms.Voters), len(hosts), cci, need)
+}
+
+// removedItself tells whether m's host reported carrying out the removal
+// of m from its shard (a done membership change order).
+func (p *planner) removedItself(shardID uint64, m *member) bool {
+	o := p.obs.Hosts[m.rec.HostId]
+	if o == nil {
+		return false
+	}
+	for id, r := range o.Results {
+		if r.Outcome != drummerpb.OrderOutcome_ORDER_OUTCOME_DONE || r.ShardId != shardID {
+			continue
+		}
+		if typ, rid, ok := ccOrderOf(id); ok && typ == drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE && rid == m.rec.ReplicaId {
+			return true
+		}
+	}
+	return false
 }
 
 func sharesMember(v *shardView, ms *drummerpb.Membership) bool {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
+	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 )
 
@@ -111,5 +112,75 @@ func TestRemovalNeedsCorroboration(t *testing.T) {
 	out = f.plan()
 	if ds := dropsOrRemoves(out); len(ds) != 0 {
 		t.Fatalf("contradicted removal led to %v", ds)
+	}
+}
+
+// A one-replica shard moving off a draining host has voters on two hosts
+// only between the promotion and the removal of the old voter, and the
+// removal is then confirmed by the new replica's host alone. The old
+// replica's own host carries out the removal, and a claim that drops it is
+// believed only once that host reported doing so: the new host alone can
+// never make the planner forget the shard's only voter (and delete its
+// data).
+func TestOneReplicaMoveNeedsTheOldHostsWord(t *testing.T) {
+	f := newFixture(t)
+	f.host("a", "r1")
+	f.host("b", "r1")
+	f.shard(1, "a")
+	f.admin("a", dbpb.HostAdmin_HOST_ADMIN_DRAINING)
+	r := f.repairTo(dbpb.RepairKind_REPAIR_KIND_MOVE, "b", 1, dbpb.RepairStep_REPAIR_STEP_REMOVE_OLD)
+	n := r.NewReplicaId
+	f.membership(1, 20, map[uint64]string{1: f.addr["a"], n: f.addr["b"]}, nil)
+	f.run(1, 1, "a", 1, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	f.run(1, n, "b", 1, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+
+	// The removal is ordered from the old replica's host, a, although
+	// replica 1 leads (no leadership transfer first).
+	out := f.round()
+	cs := ccOrders(out, 1)
+	if len(cs) != 1 || cs[0].Type != drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE || cs[0].ReplicaId != 1 {
+		t.Fatalf("orders %v, want the removal of replica 1: %s", cs, explanation(out, 1))
+	}
+	var from string
+	for _, ho := range out.ShardOrders[1] {
+		if ho.Order.GetConfigChange() != nil {
+			from = ho.HostID
+		}
+	}
+	if from != "a" {
+		t.Fatalf("removal of replica 1 ordered from %q, want a (its own host)", from)
+	}
+
+	// b alone claims the removal; a's replica is gone (stopped, or never
+	// told): not believed, nothing dropped.
+	gone := &drummerpb.Membership{ConfigChangeId: 21, Voters: map[uint64]string{n: f.addr["b"]}, Removed: []uint64{1}}
+	f.obs.AddClaim(1, "b", n, gone)
+	f.obs.Hosts["b"].Replicas[1].ConfigChangeId = 21
+	f.obs.Hosts["b"].Replicas[1].Voters = []uint64{n}
+	f.stop("a", 1)
+	for range 3 {
+		out = f.round()
+		if ds := dropsOrRemoves(out); len(ds) != 0 {
+			t.Fatalf("b's word alone dropped replica 1: %v: %s", ds, explanation(out, 1))
+		}
+		f.advance(time.Second, "a", "b")
+	}
+	wantContains(t, "explanation", explanation(out, 1), "only that replica's host")
+	if sh := f.st.Shards.Get(1); db.Member(sh, 1) == nil {
+		t.Fatal("replica 1's record was dropped")
+	}
+
+	// a reports its removal order done: the move finishes.
+	oid := ccOrderID(1, 1, drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE, 1, 20)
+	f.obs.Hosts["a"].Results = map[string]*drummerpb.OrderResult{oid: {Id: oid, ShardId: 1, ReplicaId: 1, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE}}
+	out = f.round()
+	done := false
+	for _, d := range out.Decisions {
+		if fr := d.GetFinishRepair(); fr != nil && fr.Outcome == dbpb.RepairOutcome_REPAIR_OUTCOME_DONE {
+			done = true
+		}
+	}
+	if !done {
+		t.Fatalf("move not finished after a reported the removal: decisions %v: %s", kinds(out), explanation(out, 1))
 	}
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"maps"
 	"slices"
 	"time"
@@ -424,4 +425,50 @@ func Unapplied(ds []*dbpb.Decision, codes []byte) []string {
 		}
 	}
 	return out
+}
+
+// Settle takes the outcome of proposing a round's decisions: the codes
+// the DB returned per decision, or lost when the proposal failed (timed
+// out, lost leadership). The shards and hosts of decisions that did not
+// apply go back to be planned next round: nothing in the DB changed for
+// them, so no dirty mark would bring them back, and a launch would leave
+// them unplaced until the patrol came by (at 333,334 shards, minutes).
+// It returns how many decisions did not apply.
+func (n *Node) Settle(ds []*dbpb.Decision, codes []byte, lost bool) int {
+	missed := 0
+	for i, d := range ds {
+		if !lost && i < len(codes) {
+			if c := dbpb.Code(codes[i]); c == dbpb.Code_CODE_OK || c == dbpb.Code_CODE_NOOP {
+				continue
+			}
+		}
+		missed++
+		shard, host := decisionSubject(d)
+		if shard != 0 {
+			n.dirtyS[shard] = struct{}{}
+		}
+		if host != "" {
+			n.dirtyH[host] = struct{}{}
+		}
+	}
+	return missed
+}
+
+// decisionSubject returns the shard and host a decision is about (its
+// shard_id and host_id fields, zero when it has none).
+func decisionSubject(d *dbpb.Decision) (shard uint64, host string) {
+	m := d.ProtoReflect()
+	f := m.WhichOneof(m.Descriptor().Oneofs().ByName("kind"))
+	if f == nil || f.Message() == nil {
+		return 0, ""
+	}
+	inner := m.Get(f).Message()
+	fields := inner.Descriptor().Fields()
+	if sf := fields.ByName("shard_id"); sf != nil && sf.Kind() == protoreflect.Uint64Kind {
+		shard = inner.Get(sf).Uint()
+	}
+	if hf := fields.ByName("host_id"); hf != nil && hf.Kind() == protoreflect.StringKind {
+		host = inner.Get(hf).String()
+	}
+	return shard, host
 }

@@ -370,3 +370,33 @@ func TestAttentionFollowsRepairsInFlight(t *testing.T) {
 		t.Fatal("Attention says changed twice")
 	}
 }
+
+// Decisions the DB did not apply, or a proposal that was lost, send their
+// shards and hosts back to be planned: nothing changed in the DB for them.
+func TestSettleRequeuesUnappliedDecisions(t *testing.T) {
+	n := New(Config{Started: time.Unix(0, 0)})
+	ds := []*dbpb.Decision{
+		{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: 7, HostIds: []string{"a", "b", "c"}}}},
+		{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: 8, HostIds: []string{"a", "b", "c"}}}},
+		{Kind: &dbpb.Decision_AddCleanup{AddCleanup: &dbpb.AddCleanup{HostId: "h", ShardId: 9, ReplicaId: 1}}},
+	}
+	codes := []byte{byte(dbpb.Code_CODE_OK), byte(dbpb.Code_CODE_CONFLICT), byte(dbpb.Code_CODE_NOT_FOUND)}
+	if got := n.Settle(ds, codes, false); got != 2 {
+		t.Fatalf("Settle = %d not applied, want 2", got)
+	}
+	if _, ok := n.dirtyS[7]; ok {
+		t.Error("an applied decision's shard was queued again")
+	}
+	for _, id := range []uint64{8, 9} {
+		if _, ok := n.dirtyS[id]; !ok {
+			t.Errorf("shard %d of an unapplied decision is not queued again", id)
+		}
+	}
+	if _, ok := n.dirtyH["h"]; !ok {
+		t.Error("host of an unapplied decision is not queued again")
+	}
+	clear(n.dirtyS)
+	if got := n.Settle(ds, nil, true); got != 3 || len(n.dirtyS) != 3 {
+		t.Errorf("lost proposal: Settle = %d, queued %v; want all 3", got, n.dirtyS)
+	}
+}

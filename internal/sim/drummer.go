@@ -275,13 +275,16 @@ func (w *World) schedule() {
 			// same, as in the server): the next rounds decide again.
 			w.tracef("drummer: proposal of %d decisions lost", len(rd.Decisions))
 			w.stats.LostProposals++
-		} else {
-			w.applyDecisions(w.epoch, rd.Decisions)
+			d.node.Settle(rd.Decisions, nil, true)
+		} else if codes := w.applyDecisions(w.epoch, rd.Decisions); codes != nil {
+			d.node.Settle(rd.Decisions, codes, false)
 		}
 	}
 }
 
-func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
+// applyDecisions applies a round's decisions as the server's proposal
+// would and returns the per-decision codes (nil if the batch was refused).
+func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) []byte {
 	w.stats.Decisions += len(ds)
 	cmd := &dbpb.Command{Version: db.CommandVersion, Epoch: epoch, NowUnixMs: w.now.UnixMilli(),
 		Op: &dbpb.Command_Decisions{Decisions: &dbpb.Decisions{Items: ds}}}
@@ -289,7 +292,7 @@ func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
 	r := w.st.ApplyCommand(cmd)
 	if r.Code != dbpb.Code_CODE_OK {
 		w.violate("decision batch of %d rejected: %s", len(ds), r.Code)
-		return
+		return nil
 	}
 	w.lastBatch, w.lastEpoch = ds, epoch
 	for i, dd := range ds {
@@ -324,6 +327,7 @@ func (w *World) applyDecisions(epoch uint64, ds []*dbpb.Decision) {
 		}
 	}
 	w.checkDB()
+	return r.Data
 }
 
 func decisionName(d *dbpb.Decision) string {
