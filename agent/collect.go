@@ -37,7 +37,13 @@ type collector struct {
 	checking   map[replicaKey]bool
 	diskDue    bool
 	lastDisk   time.Time
+	// deleted records when replicas here applied their own removal
+	// (NodeDeleted), for the result of the order that removed them.
+	deleted map[replicaKey]time.Time
 }
+
+// deletedKeep bounds how long a replica's own removal is remembered.
+const deletedKeep = 5 * time.Minute
 
 func newCollector(a *Agent) *collector {
 	return &collector{
@@ -57,12 +63,30 @@ func (c *collector) onEvent(e events.Event) {
 	if e.Kind == events.NodeDeleted || e.Kind == events.NodeUnloaded {
 		c.mu.Lock()
 		c.diskDue = true
+		if e.Kind == events.NodeDeleted {
+			now := time.Now()
+			if c.deleted == nil {
+				c.deleted = map[replicaKey]time.Time{}
+			}
+			maps.DeleteFunc(c.deleted, func(_ replicaKey, t time.Time) bool { return now.Sub(t) > deletedKeep })
+			c.deleted[replicaKey{e.ShardID, e.ReplicaID}] = now
+		}
 		c.mu.Unlock()
 	}
 	select {
 	case c.kick <- struct{}{}:
 	default:
 	}
+}
+
+// deletedItself tells whether the replica applied its own removal here
+// (dragonboat then stops it, and the call that removed it may fail as
+// the shard closes under it).
+func (c *collector) deletedItself(shardID, replicaID uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.deleted[replicaKey{shardID, replicaID}]
+	return ok
 }
 
 // inventoryDue asks for a fresh on-disk inventory (after data removal).

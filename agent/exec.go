@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -595,6 +596,21 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 	default:
 		return rejected("unknown config change type %v", o.Type)
 	}
+	if err != nil && o.Type == drummerpb.ConfigChangeType_CONFIG_CHANGE_TYPE_REMOVE && !errors.Is(err, dragonboat.ErrRejected) {
+		// Removing the replica that runs here: it applies its own removal
+		// and stops, and the request may fail as its shard closes. The
+		// removal happened if the replica reported it (NodeDeleted); for a
+		// one-replica shard this host's word is the only confirmation
+		// there can be. The event may trail the error a little.
+		for i := 0; i < 20 && ctx.Err() == nil; i++ {
+			if e.a.col.deletedItself(o.ShardId, o.ReplicaId) {
+				e.a.log.Info("replica applied its own removal", "shard_id", o.ShardId, "replica_id", o.ReplicaId, "call_error", firstLine(err))
+				err = nil
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	res := &drummerpb.OrderResult{ShardId: o.ShardId, ReplicaId: o.ReplicaId}
 	switch {
 	case err == nil:
@@ -603,6 +619,7 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 		res.Outcome, res.Error = drummerpb.OrderOutcome_ORDER_OUTCOME_REJECTED, "rejected (stale ConfigChangeID or illegal change)"
 	default:
 		res.Outcome, res.Error = drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED, err.Error()
+		e.a.log.Info("membership change failed", "shard_id", o.ShardId, "change", o.Type.String(), "replica_id", o.ReplicaId, "err", err)
 	}
 	// Report the membership as it is now either way: it tells the
 	// scheduler whether the change happened.
@@ -615,6 +632,13 @@ func (e *executor) configChange(ctx context.Context, o *drummerpb.ConfigChangeOr
 		e.a.log.Info("membership changed", "shard_id", o.ShardId, "change", o.Type.String(), "replica_id", o.ReplicaId)
 	}
 	return res
+}
+
+// firstLine is an error's first line (dragonboat's errors carry stack
+// traces after it).
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
 }
 
 // restore brings back, after a restart, the replicas this host was
