@@ -102,6 +102,14 @@ type Node struct {
 	// and what was added, never of the whole backlog (a launch makes every
 	// shard dirty at once).
 	backlog, sweep *btree.BTreeG[uint64]
+	// unplaced holds the changed shards that wait for their initial
+	// placement; a round takes up to Limits.MaxPlacements of them before
+	// the backlog. In a launch the backlog's lowest IDs are the shards
+	// already placed, re-planned as their hosts report them starting, so
+	// the shards still to place waited behind them in ID order: placement
+	// crept through the ID space as a wave (400 shards a second at
+	// 333,334 shards) instead of handing every host its orders at once.
+	unplaced *btree.BTreeG[uint64]
 
 	// silentAfter is the gap between two reports after which a host's
 	// shards are re-planned when it reports again: two report intervals
@@ -151,6 +159,20 @@ func (n *Node) resetOrders() {
 	n.changed = map[string]struct{}{}
 	n.backlog = btree.NewOrderedG[uint64](32)
 	n.sweep = btree.NewOrderedG[uint64](32)
+	n.unplaced = btree.NewOrderedG[uint64](32)
+}
+
+// queue puts a shard to be planned in the backlog, or with the shards
+// awaiting their initial placement.
+func (n *Node) queue(st *db.State, id uint64) {
+	if sh := st.Shards.Get(id); sh != nil && st.Launched && len(sh.Members) == 0 && sh.Phase == dbpb.ShardPhase_SHARD_PHASE_PENDING {
+		n.unplaced.ReplaceOrInsert(id)
+		n.backlog.Delete(id)
+	} else {
+		n.backlog.ReplaceOrInsert(id)
+		n.unplaced.Delete(id)
+	}
+	n.sweep.Delete(id)
 }
 
 // Become makes the node the scheduler under epoch: it forgets the orders
@@ -244,16 +266,22 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	in.Seed = n.round*0x9e3779b97f4a7c15 + n.cfg.Salt
 	n.round++
 	for id := range shards {
-		n.backlog.ReplaceOrInsert(id)
-		n.sweep.Delete(id)
+		n.queue(st, id)
 	}
 	for id := range swept {
-		if !n.backlog.Has(id) {
+		if !n.backlog.Has(id) && !n.unplaced.Has(id) {
 			n.sweep.ReplaceOrInsert(id)
 		}
 	}
-	in.Shards = make([]uint64, 0, min(n.backlog.Len()+n.sweep.Len(), n.cfg.MaxShardsPerRound))
-	for _, q := range []*btree.BTreeG[uint64]{n.backlog, n.sweep} {
+	in.Shards = make([]uint64, 0, min(n.unplaced.Len()+n.backlog.Len()+n.sweep.Len(), n.cfg.MaxShardsPerRound))
+	for len(in.Shards) < min(n.cfg.MaxShardsPerRound, in.Limits.MaxPlacements) {
+		id, ok := n.unplaced.DeleteMin()
+		if !ok {
+			break
+		}
+		in.Shards = append(in.Shards, id)
+	}
+	for _, q := range []*btree.BTreeG[uint64]{n.backlog, n.sweep, n.unplaced} {
 		for len(in.Shards) < n.cfg.MaxShardsPerRound {
 			id, ok := q.DeleteMin()
 			if !ok {
@@ -297,7 +325,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	}
 	n.status.record(st, in.Shards, out.Shards)
 	for _, id := range out.Again {
-		n.backlog.ReplaceOrInsert(id)
+		n.queue(st, id)
 	}
 	n.maybePrune(st, now)
 	r := Ready{Epoch: n.epoch, Decisions: out.Decisions, Output: out, Input: in,
