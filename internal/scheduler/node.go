@@ -165,7 +165,7 @@ func (n *Node) resetOrders() {
 // queue puts a shard to be planned in the backlog, or with the shards
 // awaiting their initial placement.
 func (n *Node) queue(st *db.State, id uint64) {
-	if sh := st.Shards.Get(id); sh != nil && st.Launched && len(sh.Members) == 0 && sh.Phase == dbpb.ShardPhase_SHARD_PHASE_PENDING {
+	if unplaced(st, id) {
 		n.unplaced.ReplaceOrInsert(id)
 		n.backlog.Delete(id)
 	} else {
@@ -173,6 +173,12 @@ func (n *Node) queue(st *db.State, id uint64) {
 		n.unplaced.Delete(id)
 	}
 	n.sweep.Delete(id)
+}
+
+// unplaced tells whether a shard waits for its initial placement.
+func unplaced(st *db.State, id uint64) bool {
+	sh := st.Shards.Get(id)
+	return sh != nil && st.Launched && len(sh.Members) == 0 && sh.Phase == dbpb.ShardPhase_SHARD_PHASE_PENDING
 }
 
 // Become makes the node the scheduler under epoch: it forgets the orders
@@ -269,7 +275,13 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		n.queue(st, id)
 	}
 	for id := range swept {
-		if !n.backlog.Has(id) && !n.unplaced.Has(id) {
+		switch {
+		case n.backlog.Has(id) || n.unplaced.Has(id):
+		case unplaced(st, id):
+			// A launch marks everything changed, so its shards come
+			// from the patrol's pass: they are placed first all the same.
+			n.unplaced.ReplaceOrInsert(id)
+		default:
 			n.sweep.ReplaceOrInsert(id)
 		}
 	}

@@ -400,3 +400,55 @@ func TestSettleRequeuesUnappliedDecisions(t *testing.T) {
 		t.Errorf("lost proposal: Settle = %d, queued %v; want all 3", got, n.dirtyS)
 	}
 }
+
+// Shards awaiting their initial placement are planned before the backlog,
+// whether they changed or the patrol found them: a round full of placed
+// shards to re-plan (their hosts reporting them starting) does not hold
+// the placement of the others back.
+func TestUnplacedShardsArePlacedFirst(t *testing.T) {
+	f := newFixture(t, Config{MaxShardsPerRound: 10, Limits: planner.Limits{MaxPlacements: 5, MaxNewRepairs: 256, MaxCleanups: 1024, MaxOrdersPerHost: 256}})
+	for i := range 3 {
+		f.report(hostName(i))
+	}
+	f.round()
+	f.create(1, 40)
+	for range 8 {
+		f.round()
+	}
+	placed := 0
+	for _, sh := range f.st.Shards.All() {
+		if len(sh.Members) > 0 {
+			placed++
+		}
+	}
+	if placed != 40 {
+		t.Fatalf("%d of 40 shards placed after 8 rounds of 5 placements", placed)
+	}
+	// Every placed shard is dirty again (its hosts report it), and 20 new
+	// shards come: each round still places its 5.
+	for sid := range f.st.Shards.IDs() {
+		f.n.dirtyS[sid] = struct{}{}
+	}
+	f.create(41, 20)
+	for i := range 4 {
+		f.round()
+		n := 0
+		for sid := uint64(41); sid <= 60; sid++ {
+			if len(f.st.Shards.Get(sid).Members) > 0 {
+				n++
+			}
+		}
+		if want := 5 * (i + 1); n != want {
+			t.Fatalf("round %d: %d new shards placed, want %d (placement waits behind the backlog)", i+1, n, want)
+		}
+	}
+}
+
+// create defines count shards of 3 kv replicas from ID first.
+func (f *fixture) create(first uint64, count int) {
+	var specs []*dbpb.ShardSpec
+	for i := range count {
+		specs = append(specs, &dbpb.ShardSpec{ShardId: first + uint64(i), App: "kv", Replicas: 3})
+	}
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{Shards: specs}}})
+}
