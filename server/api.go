@@ -161,29 +161,49 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 // ---------------------------------------------------------------------------
 // Deployment.
 
+// countsWait bounds how long GetClusterInfo waits for the loop before it
+// answers with the counts of the last round.
+const countsWait = time.Second
+
 // GetClusterInfo summarizes the deployment.
 func (s *Server) GetClusterInfo(ctx context.Context, _ *drummerpb.GetClusterInfoRequest) (*drummerpb.ClusterInfo, error) {
 	st, err := s.requireLeader(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var counts, hcounts map[string]int
+	// The loop answers between rounds. When it is so busy that it cannot
+	// within countsWait (a launch at 10,000 hosts kept it busy for
+	// minutes), the counts of its last round answer instead: a summary
+	// that may lag a round, rather than a status call that hangs.
+	lctx, cancel := context.WithTimeout(ctx, countsWait)
+	var lc, lh map[string]int // written by the loop, maybe after a timeout: read only on success
+	err = s.loop.do(lctx, func(n *scheduler.Node) {
+		s.absorb(n, st)
+		lc, lh = n.Counts(), n.HostCounts()
+	})
+	cancel()
+	if err == nil {
+		counts, hcounts = lc, lh
+	} else {
+		p := s.loop.counts.Load()
+		if ctx.Err() != nil || p == nil || p.epoch != st.Epoch {
+			return nil, status.FromContextError(err).Err()
+		}
+		counts, hcounts = p.health, p.hosts
+	}
 	health := map[string]uint64{}
 	hostStates := map[string]uint64{}
-	if err := s.loop.do(ctx, func(n *scheduler.Node) {
-		s.absorb(n, st)
-		judged := 0
-		for h, c := range n.Counts() {
-			health[h] = uint64(c)
-			judged += c
-		}
-		if rest := st.Shards.Len() - judged; rest > 0 {
-			health["pending"] += uint64(rest) // not judged yet by this leader
-		}
-		for l, c := range n.HostCounts() {
-			hostStates[l] = uint64(c)
-		}
-	}); err != nil {
-		return nil, status.FromContextError(err).Err()
+	judged := 0
+	for h, c := range counts {
+		health[h] = uint64(c)
+		judged += c
+	}
+	if rest := st.Shards.Len() - judged; rest > 0 {
+		health["pending"] += uint64(rest) // not judged yet by this leader
+	}
+	for l, c := range hcounts {
+		hostStates[l] = uint64(c)
 	}
 	id, _ := s.raftLeader()
 	hash, idx := s.DBHash()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
 // A proposal pending when the DB replica closed may still be committed by
@@ -76,5 +78,39 @@ func TestMaintenanceDurationOverflowIsRefused(t *testing.T) {
 	}
 	if _, err := c.SetHostState(ctx, &drummerpb.SetHostStateRequest{HostId: "h1", Action: drummerpb.HostAdminAction_HOST_ADMIN_ACTION_MAINTENANCE, DurationMs: 60_000}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A loop too busy to answer within countsWait (a launch at 10,000 hosts
+// kept it busy for minutes) does not hang GetClusterInfo: the counts of
+// its last round answer.
+func TestClusterInfoAnswersWhileTheLoopIsBusy(t *testing.T) {
+	s, c := startServer(t)
+	ctx := ctxT(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.loop.counts.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no round published its counts within 30 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	release := make(chan struct{})
+	busy := make(chan struct{})
+	go func() {
+		_ = s.loop.do(context.Background(), func(*scheduler.Node) { close(busy); <-release })
+	}()
+	<-busy
+	start := time.Now()
+	info, err := c.GetClusterInfo(ctx, &drummerpb.GetClusterInfoRequest{})
+	took := time.Since(start)
+	close(release)
+	if err != nil {
+		t.Fatalf("GetClusterInfo with the loop busy: %v", err)
+	}
+	if took > 10*time.Second {
+		t.Errorf("GetClusterInfo took %s with the loop busy, want about countsWait (%s)", took, countsWait)
+	}
+	if info.Epoch == 0 {
+		t.Errorf("info %v, want the leader's epoch", info)
 	}
 }

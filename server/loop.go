@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -41,6 +42,28 @@ type loop struct {
 	// expect holds the hosts taking part in repairs in flight
 	// (scheduler.Node.Attention); replaced, never modified.
 	expect map[string]struct{}
+
+	// counts are the verdict counts as of the last round, for a status
+	// call the loop cannot answer in time; replaced, never modified.
+	counts atomic.Pointer[publishedCounts]
+}
+
+// publishedCounts are a leader's shard and host verdict counts after a
+// round.
+type publishedCounts struct {
+	epoch  uint64
+	health map[string]int
+	hosts  map[string]int
+}
+
+// publish stores the node's counts after a round (O(health states)).
+func (l *loop) publish() {
+	epoch, active := l.node.Active()
+	if !active {
+		l.counts.Store(nil)
+		return
+	}
+	l.counts.Store(&publishedCounts{epoch: epoch, health: l.node.Counts(), hosts: l.node.HostCounts()})
 }
 
 type reportIn struct {
@@ -164,6 +187,7 @@ func (l *loop) demote(why string) {
 		l.s.log.Info("scheduler stopped", "epoch", epoch, "reason", why)
 	}
 	l.node.Demote()
+	l.counts.Store(nil)
 	l.mu.Lock()
 	l.active, l.epoch = false, 0
 	clear(l.board)
@@ -213,6 +237,7 @@ func (l *loop) step(ctx context.Context) {
 	}
 	start := time.Now()
 	rd := l.node.Round(st, dirty, start)
+	l.publish()
 	if s.cfg.Metrics != nil && (rd.PlannedShards > 0 || rd.PlannedHosts > 0) {
 		s.cfg.Metrics.PlanRound(time.Since(start), rd.PlannedShards, rd.PlannedHosts, len(rd.Decisions))
 	}
