@@ -97,7 +97,24 @@ type State struct {
 	// Not replicated: which records changed since the last TakeDirty, so the
 	// scheduler re-plans only what changed.
 	dirty Dirty
+
+	// drops counts the shards deleted and the shard updates that dropped a
+	// member record, since lineage was made (New; clones share it): the
+	// soft state kept per shard or replica needs pruning only when it moved.
+	drops   uint64
+	lineage *tableToken
 }
+
+// PruneMark identifies how far a State has dropped shards and member
+// records: while it is unchanged, nothing was deleted that soft state
+// kept per shard or replica could refer to.
+type PruneMark struct {
+	lineage *tableToken
+	drops   uint64
+}
+
+// PruneMark returns the state's mark (see PruneMark).
+func (s *State) PruneMark() PruneMark { return PruneMark{s.lineage, s.drops} }
 
 // Dirty lists records changed by applied commands.
 type Dirty struct {
@@ -133,6 +150,7 @@ func New() *State {
 		Drummers:       map[uint64]*dbpb.Drummer{},
 		KV:             map[string]*dbpb.KVRecord{},
 		dirty:          newDirty(),
+		lineage:        &tableToken{},
 		hostMembers:    map[string]int{},
 		pools:          map[string]Pool{},
 		repairsTo:      map[string]int{},
@@ -186,6 +204,9 @@ func (s *State) putShard(sh *dbpb.Shard) {
 			s.unindexRepair(old)
 		} else {
 			s.unindex(old)
+			if droppedMember(old.Members, sh.Members) {
+				s.drops++
+			}
 		}
 		s.sums.shards -= recordHash(tagShard, old)
 	}
@@ -208,7 +229,18 @@ func (s *State) deleteShard(id uint64) {
 		s.unindex(old)
 		s.sums.shards -= recordHash(tagShard, old)
 		s.Shards.remove(id)
+		s.drops++
 	}
+}
+
+// droppedMember tells whether a member of old is missing from now.
+func droppedMember(old, now []*dbpb.Replica) bool {
+	for _, m := range old {
+		if !slices.ContainsFunc(now, func(n *dbpb.Replica) bool { return n.ReplicaId == m.ReplicaId }) {
+			return true
+		}
+	}
+	return false
 }
 
 // indexMembers adds a stored shard's members to the member indexes.

@@ -22,7 +22,12 @@ const (
 // replicas that are no longer members. It returns the hosts it forgot, so
 // that callers can drop what else they keep per host. The server and the
 // simulator both call it, so the simulator checks the real bounds.
-func Prune(o *Observed, resultAt map[string]map[string]time.Time, st *db.State, now time.Time) (forgotten []string) {
+//
+// The per-shard part (memberships, claims, last-running times) costs
+// O(everything observed); it runs only when shards is set (the DB deleted
+// shards or dropped member records since the last one) or a host was
+// forgotten, so that a fleet that only adds replicas never pays for it.
+func Prune(o *Observed, resultAt map[string]map[string]time.Time, st *db.State, now time.Time, shards bool) (forgotten []string) {
 	for hostID, at := range resultAt {
 		h := o.Hosts[hostID]
 		for id, t := range at {
@@ -40,6 +45,9 @@ func Prune(o *Observed, resultAt map[string]map[string]time.Time, st *db.State, 
 			delete(resultAt, id)
 			forgotten = append(forgotten, id)
 		}
+	}
+	if !shards && len(forgotten) == 0 {
+		return forgotten
 	}
 	for id := range o.Memberships {
 		if _, ok := st.Shards.Lookup(id); !ok {

@@ -24,7 +24,7 @@ func TestPruneBoundsObservedState(t *testing.T) {
 		"a":    {"old": f.now.Add(-ResultTTL - time.Second), "new": f.now},
 		"gone": {},
 	}
-	forgotten := Prune(o, resultAt, f.st, f.now)
+	forgotten := Prune(o, resultAt, f.st, f.now, true)
 	if len(forgotten) != 1 || forgotten[0] != "gone" || o.Hosts["gone"] != nil || resultAt["gone"] != nil {
 		t.Errorf("forgotten %v; hosts kept %d", forgotten, len(o.Hosts))
 	}

@@ -452,3 +452,36 @@ func (f *fixture) create(first uint64, count int) {
 	}
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{Shards: specs}}})
 }
+
+// The per-shard part of Prune (O(everything observed)) runs only when the
+// DB dropped shards or member records since the last one, or
+// FullPruneEvery passed: a fleet that only adds replicas never pays for it.
+func TestPruneScansShardsOnlyAfterDrops(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	f.create(1, 2)
+	f.n.obs.Memberships[99] = &drummerpb.Membership{ConfigChangeId: 1} // a shard the DB never had
+	f.n.Prune(f.st, f.now)                                             // the first prune is full
+	if _, ok := f.n.obs.Memberships[99]; ok {
+		t.Fatal("the first prune kept the membership of a shard the DB does not have")
+	}
+	f.n.obs.Memberships[99] = &drummerpb.Membership{ConfigChangeId: 1}
+	f.n.Prune(f.st, f.now.Add(10*time.Second))
+	if _, ok := f.n.obs.Memberships[99]; !ok {
+		t.Fatal("a prune without drops in the DB scanned the shards")
+	}
+	// Deleting a shard moves the DB's mark: the next prune is full.
+	f.n.obs.Memberships[2] = &drummerpb.Membership{ConfigChangeId: 1}
+	f.cmd(&dbpb.Command{Op: &dbpb.Command_DeleteShards{DeleteShards: &dbpb.DeleteShards{ShardIds: []uint64{2}}}})
+	f.n.Prune(f.st, f.now.Add(20*time.Second))
+	for _, id := range []uint64{2, 99} {
+		if _, ok := f.n.obs.Memberships[id]; ok {
+			t.Errorf("after a deletion, the prune kept the membership of shard %d", id)
+		}
+	}
+	// Without drops, FullPruneEvery still bounds what is kept.
+	f.n.obs.Memberships[99] = &drummerpb.Membership{ConfigChangeId: 1}
+	f.n.Prune(f.st, f.now.Add(20*time.Second+FullPruneEvery))
+	if _, ok := f.n.obs.Memberships[99]; ok {
+		t.Error("FullPruneEvery passed and the membership of a missing shard is kept")
+	}
+}

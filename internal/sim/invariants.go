@@ -58,6 +58,7 @@ import (
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/planner"
+	"github.com/drummerhq/drummer/internal/scheduler"
 )
 
 // grace is how long the scheduler may take to notice a liveness change.
@@ -756,9 +757,12 @@ func (w *World) final() {
 		}
 		return
 	}
-	// Bounded soft state after a final prune.
+	// Bounded soft state after a final prune: the per-shard part runs when
+	// the DB dropped something since the last one, and at least every
+	// FullPruneEvery (what reports about deleted shards leave behind lives
+	// that long at most).
 	d := w.drummer
-	d.node.Prune(w.st, w.now)
+	d.node.Prune(w.st, w.now.Add(scheduler.FullPruneEvery))
 	obs := d.node.Observed()
 	for id := range obs.Memberships {
 		if w.st.Shards.Get(id) == nil {
