@@ -143,6 +143,12 @@ func placeable(h *dbpb.Host) bool {
 	return h != nil && h.Admin == dbpb.HostAdmin_HOST_ADMIN_ACTIVE
 }
 
+// AwaitsPlacement tells whether a shard waits for its initial placement
+// (what PlaceShard applies to).
+func AwaitsPlacement(sh *dbpb.Shard) bool {
+	return sh.Phase == dbpb.ShardPhase_SHARD_PHASE_PENDING && len(sh.Members) == 0
+}
+
 func (s *State) placeShard(p *dbpb.PlaceShard, now int64) dbpb.Code {
 	if p == nil || p.ShardId == 0 || len(p.HostIds) == 0 {
 		return dbpb.Code_CODE_INVALID
@@ -151,7 +157,7 @@ func (s *State) placeShard(p *dbpb.PlaceShard, now int64) dbpb.Code {
 	if !ok {
 		return dbpb.Code_CODE_NOT_FOUND
 	}
-	if sh.Phase != dbpb.ShardPhase_SHARD_PHASE_PENDING || len(sh.Members) > 0 {
+	if !AwaitsPlacement(sh) {
 		return dbpb.Code_CODE_CONFLICT
 	}
 	if len(p.HostIds) != int(sh.Replicas) {

@@ -246,7 +246,7 @@ func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 	case b.downN > 0:
 		b.hold(v, fmt.Sprintf("%d hosts holding replicas are suspect or dead (%s); repairs first", b.downN, p.addr(b.down)))
 		return false
-	case b.placing || p.placements > 0:
+	case p.placing():
 		b.hold(v, "new shards are being placed (on the least loaded hosts); balancing waits until placements stop")
 		return false
 	case p.deferred > 0:
@@ -284,6 +284,10 @@ func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 	b.movingOut[src.rec.HostId]++
 	return true
 }
+
+// placing tells whether new shards were placed within placementSettle
+// report intervals, this round included.
+func (p *planner) placing() bool { return p.bal.placing || p.placements > 0 }
 
 func (b *balancer) hold(v *shardView, why string) {
 	b.why = why
@@ -333,7 +337,7 @@ func (p *planner) balanceLeader(v *shardView) {
 	// Leaders leave a host that may not lead first, before its replicas
 	// move (drain); otherwise one change at a time per shard.
 	off := !p.leaderHost(l.rec.HostId)
-	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling || b.placing || p.placements > 0) {
+	if !off && (v.plan != nil || !b.set.Leaders || p.cooling(v.sh.Id) || b.downN > 0 || b.settling || p.placing()) {
 		// Leaders are not balanced while a host holding replicas is
 		// suspect or dead (they would move again when it returns), while
 		// new shards are placed (their elections are still to come), nor

@@ -300,20 +300,17 @@ func (p *planner) distrust(v *shardView, ms *drummerpb.Membership) string {
 	// alone, so believing a claim that drops a recorded voter also needs
 	// that voter's own host to have reported carrying out its removal
 	// (the planner orders it from there: remove).
-	oneHost := v.sh.Replicas <= 1
-	var unconfirmed uint64
-	for _, id := range dropped {
-		if m := v.byID[id]; m != nil && m.rec.Role == dbpb.Role_ROLE_VOTER && !p.removedItself(v.sh.Id, m) {
-			unconfirmed = id
-			oneHost = false
-		}
-	}
-	if got >= need && (len(hosts) >= 2 || oneHost) {
+	if got >= need && len(hosts) >= 2 {
 		return ""
 	}
-	if got >= need && v.sh.Replicas <= 1 && unconfirmed != 0 {
-		return fmt.Sprintf("it drops voter %d of a one-replica shard, and only that replica's host (%s) can confirm its removal, which it has not reported",
-			unconfirmed, p.addr(v.byID[unconfirmed].rec.HostId))
+	if got >= need && v.sh.Replicas <= 1 {
+		for _, id := range dropped {
+			if m := v.byID[id]; m != nil && m.rec.Role == dbpb.Role_ROLE_VOTER && !p.removedItself(v.sh.Id, m) {
+				return fmt.Sprintf("it drops voter %d of a one-replica shard, and only that replica's host (%s) can confirm its removal, which it has not reported",
+					id, p.addr(m.rec.HostId))
+			}
+		}
+		return ""
 	}
 	what := "it is confirmed"
 	if len(dropped) > 0 {

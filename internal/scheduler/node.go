@@ -180,7 +180,7 @@ func (n *Node) queue(st *db.State, id uint64) {
 // unplaced tells whether a shard waits for its initial placement.
 func unplaced(st *db.State, id uint64) bool {
 	sh := st.Shards.Get(id)
-	return sh != nil && st.Launched && len(sh.Members) == 0 && sh.Phase == dbpb.ShardPhase_SHARD_PHASE_PENDING
+	return sh != nil && st.Launched && db.AwaitsPlacement(sh)
 }
 
 // Become makes the node the scheduler under epoch: it forgets the orders
