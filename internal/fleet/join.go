@@ -149,6 +149,7 @@ func (r *runner) join(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			r.res.Joins = append(r.res.Joins, jr)
+			r.explainImbalance(ctx, jr)
 			return fmt.Errorf("not balanced within %s: hosts hold %d to %d replicas (fair share %.1f ± %.1f)", r.cfg.PhaseTimeout, least, most, jr.Share, jr.Tolerance)
 		}
 		select {
@@ -163,4 +164,63 @@ func (r *runner) join(ctx context.Context) error {
 	r.res.Joins = append(r.res.Joins, jr)
 	end()
 	return nil
+}
+
+// explainImbalance logs what the drummers say holds balancing back: the
+// deployment's explanation, each host out of balance with its own, and
+// the repairs in flight or recently failed. A join that times out is
+// diagnosed from this log alone.
+func (r *runner) explainImbalance(ctx context.Context, jr *JoinResult) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	bs, err := r.d.GetBalanceStatus(ctx, &drummerpb.GetBalanceStatusRequest{PageSize: 5000})
+	if err != nil {
+		r.cfg.Logf("balance status: %v", err)
+	} else {
+		r.cfg.Logf("balance status: %d moves in flight, %d leader transfers recently; %q",
+			bs.MovesInFlight, bs.LeaderTransfersRecent, bs.Explanation)
+		shown := 0
+		for _, h := range bs.Hosts {
+			if math.Abs(float64(h.Replicas)-jr.Share) <= jr.Tolerance && h.MovesIn+h.MovesOut == 0 {
+				continue
+			}
+			if shown++; shown > 40 {
+				break
+			}
+			r.cfg.Logf("  host %s (%s): %d replicas (target %.1f), moves in %d out %d: %q",
+				h.HostId, h.RaftAddress, h.Replicas, h.ReplicaTarget, h.MovesIn, h.MovesOut, h.Explanation)
+		}
+	}
+	hosts, err := r.d.ListHosts(ctx, &drummerpb.ListHostsRequest{PageSize: 5000})
+	if err != nil {
+		r.cfg.Logf("hosts: %v", err)
+	} else {
+		for _, h := range hosts.Hosts {
+			if h.State != "up" || h.AdminState != "active" {
+				r.cfg.Logf("  host %s: %s, %s, %d replicas", h.Id, h.State, h.AdminState, h.Replicas)
+			}
+		}
+	}
+	reps, err := r.d.ListRepairs(ctx, &drummerpb.ListRepairsRequest{})
+	if err != nil {
+		r.cfg.Logf("repairs: %v", err)
+		return
+	}
+	for i, rp := range reps.InFlight {
+		if i == 20 {
+			r.cfg.Logf("  ... %d repairs in flight in all", len(reps.InFlight))
+			break
+		}
+		r.cfg.Logf("  in flight: shard %d %s %s -> %s, step %s (%d of %d), started %s ago",
+			rp.ShardId, rp.Kind, rp.OldHostId, rp.NewHostId, rp.Step, rp.StepIndex, rp.StepCount,
+			time.Since(time.UnixMilli(rp.StartedUnixMs)).Round(time.Second))
+	}
+	failed := 0
+	for _, rp := range reps.Recent {
+		if rp.Outcome == "done" || failed >= 20 {
+			continue
+		}
+		failed++
+		r.cfg.Logf("  recent: shard %d %s %s -> %s: %s %q", rp.ShardId, rp.Kind, rp.OldHostId, rp.NewHostId, rp.Outcome, rp.Reason)
+	}
 }

@@ -121,3 +121,24 @@ func TestHistogram(t *testing.T) {
 		}
 	}
 }
+
+// Only running hosts are killed: the join scenario's hosts, not started
+// yet, would never be declared dead.
+func TestVictimsAreRunningHosts(t *testing.T) {
+	f := testFleet(t, 10)
+	for i := range 4 {
+		f.hosts[i].cancel = func() {}
+	}
+	killed := map[string]bool{f.hosts[0].ID(): true}
+	for range 50 {
+		v := f.victims(killed, 10)
+		if len(v) != 3 {
+			t.Fatalf("victims %v: want hosts 1, 2 and 3", v)
+		}
+		for _, i := range v {
+			if i < 1 || i > 3 {
+				t.Fatalf("victim %d: not started or already killed", i)
+			}
+		}
+	}
+}

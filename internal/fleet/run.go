@@ -509,17 +509,25 @@ func (r *runner) steady(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) kill(ctx context.Context) error {
-	f := r.fleet
-	// Victims: alive hosts, chosen at random.
+// victims picks k running hosts at random, none of them in killed. The
+// join scenario's hosts exist from the start but run only once it starts
+// them: one "killed" before that never registers, so it is never declared
+// dead (TestSmallFleet's kill phase waited out its timeout in one run of
+// six).
+func (f *Fleet) victims(killed map[string]bool, k int) []int {
 	var alive []int
 	for i, h := range f.hosts {
-		if !r.killed[h.ID()] {
+		if h.cancel != nil && !killed[h.ID()] {
 			alive = append(alive, i)
 		}
 	}
 	rand.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
-	victims := alive[:r.cfg.Kill]
+	return alive[:min(k, len(alive))]
+}
+
+func (r *runner) kill(ctx context.Context) error {
+	f := r.fleet
+	victims := f.victims(r.killed, r.cfg.Kill)
 	kr := &KillResult{Hosts: len(victims)}
 	end := r.phase(ScenarioKill)
 	begin := time.Now()
@@ -547,7 +555,15 @@ func (r *runner) kill(ctx context.Context) error {
 		}
 		return true
 	}); err != nil {
-		return err
+		var alive []string
+		if s, _ := r.watch.latest(); s != nil {
+			for _, id := range ids {
+				if s.dead[id].IsZero() {
+					alive = append(alive, id)
+				}
+			}
+		}
+		return fmt.Errorf("%w; not declared dead: %v", err, alive)
 	}
 	verdict := time.Since(begin)
 	kr.KillToDeadSeconds = verdict.Seconds()
