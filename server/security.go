@@ -46,7 +46,9 @@ func (s *Server) apiLimits() grpcutil.Limits {
 		Deadlines:              map[string]time.Duration{drummerpb.Drummer_Report_FullMethodName: 10 * time.Second},
 		DefaultMaxRequestBytes: maxOperatorBytes,
 		MaxRequestBytes: map[string]int{
-			drummerpb.Drummer_Report_FullMethodName:       MaxReportBytes,
+			// The receive limit is this one: measuring every report
+			// again (proto.Size) was 2 % of a follower at 10,000 hosts.
+			drummerpb.Drummer_Report_FullMethodName:       0,
 			drummerpb.Drummer_LocateShards_FullMethodName: maxListBytes,
 			drummerpb.Drummer_ListShards_FullMethodName:   maxListBytes,
 			drummerpb.Drummer_DeleteShards_FullMethodName: maxListBytes,
@@ -66,7 +68,7 @@ func callerKey(ctx context.Context) string {
 // grpcServerOptions are the security and limit options of the API server.
 func (s *Server) grpcServerOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxReportBytes + 64<<10),
+		grpc.MaxRecvMsgSize(MaxReportBytes),
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.ConnectionTimeout(10 * time.Second),

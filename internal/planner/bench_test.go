@@ -76,7 +76,10 @@ func benchWorld(b *testing.B, hosts, shards int) (*db.State, *Observed, time.Tim
 // BenchmarkPlan measures one planning round over a steady deployment:
 // "all" is the periodic full sweep, "dirty100" an incremental round over
 // 100 changed shards (the common case), "locate1" a status query for one
-// shard.
+// shard, "hosts100" 100 reporting hosts (their registration, cleanups and
+// zombie check):
+//
+//	go test ./internal/planner -run '^$' -bench Plan
 func BenchmarkPlan(b *testing.B) {
 	for _, size := range []struct{ hosts, shards int }{{100, 10_000}, {1000, 100_000}} {
 		st, obs, now := benchWorld(b, size.hosts, size.shards)
@@ -85,7 +88,11 @@ func BenchmarkPlan(b *testing.B) {
 		for i := 1; i <= 100; i++ {
 			dirty = append(dirty, uint64(i*size.shards/100))
 		}
-		for _, mode := range []string{"all", "dirty100", "locate1"} {
+		var hosts []string
+		for i := range 100 {
+			hosts = append(hosts, fmt.Sprintf("h%05d", i*size.hosts/100))
+		}
+		for _, mode := range []string{"all", "dirty100", "locate1", "hosts100"} {
 			b.Run(fmt.Sprintf("%s/shards=%d", mode, size.shards), func(b *testing.B) {
 				in := in
 				switch mode {
@@ -95,6 +102,8 @@ func BenchmarkPlan(b *testing.B) {
 					in.Shards = dirty
 				case "locate1":
 					in.Shards, in.Hosts = dirty[:1], []string{}
+				case "hosts100":
+					in.Shards, in.Hosts = []uint64{}, hosts
 				}
 				b.ReportAllocs()
 				for b.Loop() {

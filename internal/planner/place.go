@@ -156,16 +156,10 @@ type scored struct {
 }
 
 func (p *planner) best(cands []*dbpb.Host, regionCount map[string]int) *dbpb.Host {
-	var all []scored
-	for _, h := range cands {
-		all = append(all, scored{h: h, spread: regionCount[h.Labels[RegionLabel]], load: p.load(h.Id), tie: p.rng.Uint64()})
-	}
-	if len(all) == 0 {
-		return nil
-	}
-	b := all[0]
-	for _, s := range all[1:] {
-		if s.spread < b.spread || (s.spread == b.spread && (s.load < b.load || (s.load == b.load && s.tie < b.tie))) {
+	var b scored
+	for i, h := range cands {
+		s := scored{h: h, spread: regionCount[h.Labels[RegionLabel]], load: p.load(h.Id), tie: p.rng.Uint64()}
+		if i == 0 || s.spread < b.spread || (s.spread == b.spread && (s.load < b.load || (s.load == b.load && s.tie < b.tie))) {
 			b = s
 		}
 	}

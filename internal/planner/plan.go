@@ -321,72 +321,86 @@ func (p *planner) hostCleanups(h *dbpb.Host, o *HostObs, rep *HostReport) {
 }
 
 // findZombies records replicas that run (or have data) on a host although
-// they are not members there. Apply re-checks each one against the DB.
+// they are not members there. Apply re-checks each one against the DB. It
+// runs for every host evaluated, so the common case (every replica a
+// member here) allocates nothing and sorts nothing: only the zombies
+// found are sorted, for a deterministic order under MaxCleanups.
 func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
-	check := func(k ReplicaKey, running bool) {
-		if p.cleanups >= p.lim.MaxCleanups {
-			return
-		}
-		if _, ok := p.st.Cleanups[db.CleanupKey{HostID: h.Id, ShardID: k.ShardID, ReplicaID: k.ReplicaID}]; ok {
-			return
-		}
-		reason := ""
-		sh, ok := p.st.Shards.Lookup(k.ShardID)
-		switch {
-		case !ok:
-			reason = "shard does not exist (deleted)"
-		case db.Member(sh, k.ReplicaID) != nil:
-			m := db.Member(sh, k.ReplicaID)
-			if m.HostId == h.Id {
-				return
-			}
-			reason = fmt.Sprintf("replica belongs to host %s", m.HostId)
-		case k.ReplicaID >= sh.NextReplicaId:
-			return // not allocated as far as we know: never touch it
-		case sh.Repair != nil && sh.Repair.NewReplicaId == k.ReplicaID:
-			return
-		default:
-			reason = "no longer a member"
-		}
-		if !running {
-			reason += " (data on disk)"
-		}
-		p.cleanups++
-		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_AddCleanup{AddCleanup: &dbpb.AddCleanup{
-			HostId: h.Id, ShardId: k.ShardID, ReplicaId: k.ReplicaID, Reason: "zombie: " + reason}}})
+	type zombie struct {
+		k       ReplicaKey
+		reason  string
+		running bool
 	}
-	shardIDs := make([]uint64, 0, len(o.Replicas))
-	for id := range o.Replicas {
-		shardIDs = append(shardIDs, id)
-	}
-	slices.Sort(shardIDs)
-	for _, id := range shardIDs {
-		r := o.Replicas[id]
-		check(ReplicaKey{r.ShardId, r.ReplicaId}, true)
+	var running, onDisk []zombie
+	for _, r := range o.Replicas {
+		k := ReplicaKey{r.ShardId, r.ReplicaId}
+		if reason := p.zombieReason(h, k); reason != "" {
+			running = append(running, zombie{k, reason, true})
+		}
 	}
 	if o.DiskKnown {
-		// Replicas the host confirmed stopped and deleted have no data any
-		// more (dragonboat never restarts a removed replica), whatever an
-		// older disk inventory still lists; re-condemning them would flap.
-		removed := map[ReplicaKey]bool{}
-		for id, r := range o.Results {
-			if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && OrderKindOf(id) == OrderStop {
-				removed[ReplicaKey{r.ShardId, r.ReplicaId}] = true
-			}
-		}
-		keys := make([]ReplicaKey, 0, len(o.Disk))
+		var removed map[ReplicaKey]bool
 		for k := range o.Disk {
-			keys = append(keys, k)
-		}
-		slices.SortFunc(keys, compareKeys)
-		for _, k := range keys {
 			if r := o.Replicas[k.ShardID]; r != nil && r.ReplicaId == k.ReplicaID {
 				continue
 			}
-			if removed[k] {
+			reason := p.zombieReason(h, k)
+			if reason == "" {
 				continue
 			}
-			check(k, false)
+			if removed == nil {
+				// Replicas the host confirmed stopped and deleted have no
+				// data any more (dragonboat never restarts a removed
+				// replica), whatever an older disk inventory still lists;
+				// re-condemning them would flap.
+				removed = map[ReplicaKey]bool{}
+				for id, r := range o.Results {
+					if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && OrderKindOf(id) == OrderStop {
+						removed[ReplicaKey{r.ShardId, r.ReplicaId}] = true
+					}
+				}
+			}
+			if !removed[k] {
+				onDisk = append(onDisk, zombie{k, reason + " (data on disk)", false})
+			}
 		}
 	}
+	if len(running)+len(onDisk) == 0 {
+		return
+	}
+	slices.SortFunc(running, func(a, b zombie) int { return compareKeys(a.k, b.k) })
+	slices.SortFunc(onDisk, func(a, b zombie) int { return compareKeys(a.k, b.k) })
+	for _, z := range slices.Concat(running, onDisk) {
+		if p.cleanups >= p.lim.MaxCleanups {
+			return
+		}
+		if _, ok := p.st.Cleanups[db.CleanupKey{HostID: h.Id, ShardID: z.k.ShardID, ReplicaID: z.k.ReplicaID}]; ok {
+			continue
+		}
+		p.cleanups++
+		p.decide(&dbpb.Decision{Kind: &dbpb.Decision_AddCleanup{AddCleanup: &dbpb.AddCleanup{
+			HostId: h.Id, ShardId: z.k.ShardID, ReplicaId: z.k.ReplicaID, Reason: "zombie: " + z.reason}}})
+	}
+}
+
+// zombieReason tells why replica k on host h is a zombie, or "" when it
+// is not one (a member there, or not known to be allocated).
+func (p *planner) zombieReason(h *dbpb.Host, k ReplicaKey) string {
+	sh, ok := p.st.Shards.Lookup(k.ShardID)
+	if !ok {
+		return "shard does not exist (deleted)"
+	}
+	if m := db.Member(sh, k.ReplicaID); m != nil {
+		if m.HostId == h.Id {
+			return ""
+		}
+		return fmt.Sprintf("replica belongs to host %s", m.HostId)
+	}
+	if k.ReplicaID >= sh.NextReplicaId {
+		return "" // not allocated as far as we know: never touch it
+	}
+	if sh.Repair != nil && sh.Repair.NewReplicaId == k.ReplicaID {
+		return ""
+	}
+	return "no longer a member"
 }
