@@ -226,6 +226,12 @@ type Input struct {
 	// PlacedAt is when a round last placed a new shard or queued one for
 	// placement (Output.Placing); balancing waits while placements flow.
 	PlacedAt time.Time
+	// Zombies, when not nil, narrows the zombie check of the evaluated
+	// hosts to what may have changed: a host listed with nil keys is
+	// checked in full, one listed with keys only for those replicas, one
+	// not listed not at all. Nil checks every evaluated host in full
+	// (read-only assessments, tests).
+	Zombies map[string][]ReplicaKey
 }
 
 // HostOrder is an order addressed to a host.

@@ -117,9 +117,10 @@ type Node struct {
 	// every report once report_interval was 5 s.
 	silentAfter time.Duration
 
-	patrol patrol
-	live   liveness
-	bal    balance
+	patrol  patrol
+	live    liveness
+	zombies zombies
+	bal     balance
 	// Hosts taking part in repairs in flight (attention.go).
 	attention        map[string]struct{}
 	attentionChanged bool
@@ -191,6 +192,7 @@ func (n *Node) Become(epoch uint64) {
 	n.active, n.epoch = true, epoch
 	n.patrol.reset()
 	n.live.reset()
+	n.zombies.reset()
 	n.bal.reset()
 	n.attention, n.attentionChanged = nil, true
 }
@@ -201,6 +203,7 @@ func (n *Node) Demote() {
 	n.active, n.epoch = false, 0
 	n.patrol.reset()
 	n.live.reset()
+	n.zombies.reset()
 	n.bal.reset()
 	n.attention, n.attentionChanged = nil, true
 	n.status.reset()
@@ -247,6 +250,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	n.dirtyH = map[string]struct{}{}
 	for _, c := range n.live.fire(st, n.obs, n.cfg.Started, now) {
 		hosts[c.host] = struct{}{}
+		n.checkFully(c.host)
 		if c.shards {
 			for sid := range n.patrol.hostShards[c.host] {
 				shards[sid] = struct{}{}
@@ -309,6 +313,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	if in.Hosts == nil {
 		in.Hosts = []string{}
 	}
+	in.Zombies = n.zombieInput(st, in.Hosts, now)
 	if len(in.Shards) == 0 && len(in.Hosts) == 0 {
 		n.maybePrune(st, now)
 		return Ready{Epoch: n.epoch, Input: in}
@@ -363,6 +368,18 @@ func (n *Node) Absorb(st *db.State, dirty db.Dirty, now time.Time) {
 	for id := range dirty.Hosts {
 		n.dirtyH[id] = struct{}{}
 	}
+	if rebuild := !n.patrol.built || dirty.All; rebuild && st.Launched {
+		// A launch (which marks everything changed), a snapshot or a new
+		// term: the shards awaiting placement are queued now, not as the
+		// patrol reaches them (it visits 2,000 a second: a 333,334-shard
+		// launch placed no faster than that). O(shards), as the patrol's
+		// own rebuild.
+		for id, sh := range st.Shards.All() {
+			if db.AwaitsPlacement(sh) {
+				n.unplaced.ReplaceOrInsert(id)
+			}
+		}
+	}
 	n.patrol.update(st, dirty)
 	n.live.update(st, dirty, now)
 }
@@ -396,6 +413,7 @@ func (n *Node) Prune(st *db.State, now time.Time) []string {
 	for _, id := range forgotten {
 		n.live.forget(id)
 	}
+	n.pruneZombies()
 	n.forgotten = append(n.forgotten, forgotten...)
 	return forgotten
 }
