@@ -110,6 +110,12 @@ type Node struct {
 	// crept through the ID space as a wave (400 shards a second at
 	// 333,334 shards) instead of handing every host its orders at once.
 	unplaced *btree.BTreeG[uint64]
+	// queued holds the shards in backlog or unplaced. A launch re-marks
+	// a starting shard on every report of each of its replicas, 100,000
+	// shards a round at 10,000 hosts, most of them queued already: a map
+	// lookup settles those, where the trees' inserts were a quarter of
+	// the leader's loop.
+	queued map[uint64]struct{}
 
 	// silentAfter is the gap between two reports after which a host's
 	// shards are re-planned when it reports again: two report intervals
@@ -163,11 +169,16 @@ func (n *Node) resetOrders() {
 	n.backlog = btree.NewOrderedG[uint64](32)
 	n.sweep = btree.NewOrderedG[uint64](32)
 	n.unplaced = btree.NewOrderedG[uint64](32)
+	n.queued = map[uint64]struct{}{}
 }
 
 // queue puts a shard to be planned in the backlog, or with the shards
 // awaiting their initial placement.
 func (n *Node) queue(st *db.State, id uint64) {
+	if _, ok := n.queued[id]; ok {
+		return // planned when its queue reaches it, placed or not
+	}
+	n.queued[id] = struct{}{}
 	if unplaced(st, id) {
 		n.unplaced.ReplaceOrInsert(id)
 		n.backlog.Delete(id)
@@ -282,11 +293,11 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	}
 	for id := range swept {
 		switch {
-		case n.backlog.Has(id) || n.unplaced.Has(id):
+		case hasKey(n.queued, id):
 		case unplaced(st, id):
-			// A launch marks everything changed, so its shards come
-			// from the patrol's pass: they are placed first all the same.
+			// Found by the patrol: placed first all the same.
 			n.unplaced.ReplaceOrInsert(id)
+			n.queued[id] = struct{}{}
 		default:
 			n.sweep.ReplaceOrInsert(id)
 		}
@@ -297,6 +308,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 		if !ok {
 			break
 		}
+		delete(n.queued, id)
 		in.Shards = append(in.Shards, id)
 	}
 	for _, q := range []*btree.BTreeG[uint64]{n.backlog, n.sweep, n.unplaced} {
@@ -305,6 +317,7 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 			if !ok {
 				break
 			}
+			delete(n.queued, id)
 			in.Shards = append(in.Shards, id)
 		}
 	}
@@ -376,7 +389,9 @@ func (n *Node) Absorb(st *db.State, dirty db.Dirty, now time.Time) {
 		// own rebuild.
 		for id, sh := range st.Shards.All() {
 			if db.AwaitsPlacement(sh) {
+				n.backlog.Delete(id)
 				n.unplaced.ReplaceOrInsert(id)
+				n.queued[id] = struct{}{}
 			}
 		}
 	}
@@ -545,4 +560,9 @@ func decisionSubject(d *dbpb.Decision) (shard uint64, host string) {
 		host = inner.Get(hf).String()
 	}
 	return shard, host
+}
+
+func hasKey[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	return ok
 }

@@ -14,10 +14,10 @@ import (
 // checked for zombies. In between, only the replicas a host started
 // reporting (or listing on disk) since are: a host's zombie check read
 // every replica it reports, and at 10,000 hosts that was a fifth of the
-// leader's loop. The full check finds the zombies the DB's changes make
-// without a cleanup record of their own (an abandoned repair's new
-// replica); everything else that makes a zombie is a gained key or a
-// liveness transition, which are checked at once.
+// leader's loop. A zombie appears on a host when it reports a replica it
+// did not (checked at once), or when the DB drops a member (the DB
+// records that cleanup itself); the full check is the backstop, and runs
+// too when a host's liveness changes.
 const FullZombieEvery = time.Minute
 
 // zombies tracks what each host's zombie check must look at.
