@@ -82,12 +82,19 @@ func (f *fixture) round() Ready {
 
 func hostName(i int) string { return fmt.Sprintf("h%03d", i) }
 
-func TestHostsRegisterAndShardsArePlaced(t *testing.T) {
-	f := newFixture(t, Config{PatrolPerSecond: -1})
-	for i := range 3 {
+// registerHosts has hosts 0 to n-1 report and runs the round that
+// registers them.
+func (f *fixture) registerHosts(n int) {
+	f.t.Helper()
+	for i := range n {
 		f.report(hostName(i))
 	}
 	f.round()
+}
+
+func TestHostsRegisterAndShardsArePlaced(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	f.registerHosts(3)
 	if len(f.st.Hosts) != 3 {
 		t.Fatalf("%d hosts registered, want 3", len(f.st.Hosts))
 	}
@@ -118,10 +125,7 @@ func TestHostsRegisterAndShardsArePlaced(t *testing.T) {
 // is dirty.
 func TestUnchangedReportsPlanNothing(t *testing.T) {
 	f := newFixture(t, Config{PatrolPerSecond: -1})
-	for i := range 3 {
-		f.report(hostName(i))
-	}
-	f.round()
+	f.registerHosts(3)
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
 		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}}}}})
 	f.round()
@@ -413,10 +417,7 @@ func TestSettleRequeuesUnappliedDecisions(t *testing.T) {
 // the placement of the others back.
 func TestUnplacedShardsArePlacedFirst(t *testing.T) {
 	f := newFixture(t, Config{MaxShardsPerRound: 10, Limits: planner.Limits{MaxPlacements: 5, MaxNewRepairs: 256, MaxCleanups: 1024, MaxOrdersPerHost: 256}})
-	for i := range 3 {
-		f.report(hostName(i))
-	}
-	f.round()
+	f.registerHosts(3)
 	f.create(1, 40)
 	for range 8 {
 		f.round()
@@ -457,10 +458,7 @@ func TestUnplacedShardsArePlacedFirst(t *testing.T) {
 func TestLaunchQueuesEveryShardForPlacement(t *testing.T) {
 	cfg := Config{PatrolPerSecond: 1, MaxShardsPerRound: 400, Limits: planner.Limits{MaxPlacements: 300, MaxNewRepairs: 256, MaxCleanups: 1024, MaxOrdersPerHost: 256}}
 	f := newFixtureLaunched(t, cfg, false)
-	for i := range 3 {
-		f.report(hostName(i))
-	}
-	f.round()
+	f.registerHosts(3)
 	f.create(1, 1000)
 	f.round()
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_Launch{Launch: &dbpb.Launch{}}})
@@ -536,10 +534,7 @@ func TestPruneScansShardsOnlyAfterDrops(t *testing.T) {
 // once.
 func TestZombieChecksReadWhatChanged(t *testing.T) {
 	f := newFixture(t, Config{PatrolPerSecond: -1})
-	for i := range 3 {
-		f.report(hostName(i))
-	}
-	f.round()
+	f.registerHosts(3)
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
 		Shards: []*dbpb.ShardSpec{{ShardId: 1, App: "kv", Replicas: 3}, {ShardId: 2, App: "kv", Replicas: 3}}}}})
 	f.round()
@@ -601,10 +596,7 @@ func TestZombieChecksReadWhatChanged(t *testing.T) {
 	// host's member: a cleanup is recorded in that round.
 	f.cmd(&dbpb.Command{Op: &dbpb.Command_CreateShards{CreateShards: &dbpb.CreateShards{
 		Shards: []*dbpb.ShardSpec{{ShardId: 3, App: "kv", Replicas: 3}}}}})
-	for i := range 3 {
-		f.report(hostName(i))
-	}
-	f.round()
+	f.registerHosts(3)
 	sh3 := f.st.Shards.Get(3)
 	if len(sh3.Members) != 3 {
 		t.Fatalf("shard 3 not placed: %v", sh3)
