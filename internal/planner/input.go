@@ -226,6 +226,9 @@ type Input struct {
 	// PlacedAt is when a round last placed a new shard or queued one for
 	// placement (Output.Placing); balancing waits while placements flow.
 	PlacedAt time.Time
+	// ResultAt records when each host's order results first arrived (by
+	// host, then order ID), on the scheduler's clock; nil when unknown.
+	ResultAt map[string]map[string]time.Time
 	// Zombies, when not nil, narrows the zombie check of the evaluated
 	// hosts to what may have changed: a host listed with nil keys is
 	// checked in full, one listed with keys only for those replicas, one

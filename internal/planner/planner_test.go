@@ -1011,3 +1011,51 @@ func TestReplicaAwaitingItsStartOrderIsNotReplaced(t *testing.T) {
 		t.Fatalf("replica 3 answered its start order and has not run for 2 minutes, not replaced: %s", explanation(out, 2))
 	}
 }
+
+// A replica's timeouts count from when its host answered its start order,
+// not from its placement: a start order that took longer than dead_timeout
+// to arrive does not get its just-started replica replaced before the
+// host's next report can show it running.
+func TestStartTimeoutsCountFromTheStartResult(t *testing.T) {
+	f := newFixture(t)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		f.host(id, "r1")
+	}
+	f.shard(1, "a", "b")
+	f.createShard(2, 3, nil)
+	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: 2, HostIds: []string{"a", "b", "c"}}}})
+	sh := f.st.Shards.Get(2)
+	f.membership(2, 1, map[uint64]string{sh.Members[0].ReplicaId: f.addr["a"], sh.Members[1].ReplicaId: f.addr["b"], sh.Members[2].ReplicaId: f.addr["c"]}, nil)
+	f.run(2, sh.Members[0].ReplicaId, "a", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	f.run(2, sh.Members[1].ReplicaId, "b", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	// Two minutes after the placement, c answers its start order.
+	f.advance(2*time.Minute, "a", "b", "c", "d")
+	rid := sh.Members[2].ReplicaId
+	oid := startOrderID(1, 2, rid)
+	f.obs.Hosts["c"].Results = map[string]*drummerpb.OrderResult{oid: {Id: oid, ShardId: 2, ReplicaId: rid, Outcome: drummerpb.OrderOutcome_ORDER_OUTCOME_DONE}}
+	resultAt := map[string]map[string]time.Time{"c": {oid: f.now}}
+	plan := func() *Output {
+		in := f.input(true)
+		in.ResultAt = resultAt
+		out := Plan(in)
+		f.decide(out.Decisions...)
+		return out
+	}
+	replaced := func(out *Output) bool {
+		for _, r := range startRepairs(out) {
+			if r.ShardId == 2 && r.OldReplicaId == rid {
+				return true
+			}
+		}
+		return false
+	}
+	f.advance(10*time.Second, "a", "b", "c", "d")
+	if out := plan(); replaced(out) {
+		t.Fatalf("replica started 10 s ago replaced: %s", explanation(out, 2))
+	}
+	// It never shows up: dead_timeout after the start, it is replaced.
+	f.advance(2*time.Minute, "a", "b", "c", "d")
+	if out := plan(); !replaced(out) {
+		t.Fatalf("replica started 2 min ago and never reported not replaced: %s", explanation(out, 2))
+	}
+}

@@ -103,6 +103,15 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		if t := p.unixMs(rec.AddedUnixMs); t.After(since) {
 			since = t
 		}
+		if r := p.startResult(v.sh.Id, rec); r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
+			// Its host started it then: the timeouts count from there,
+			// not from the placement (at 10,000 hosts a start order took
+			// 25 s to arrive, and its replica, started a few seconds
+			// before its host's next report, was replaced as "dead for 32 s").
+			if t := p.in.ResultAt[rec.HostId][r.Id]; t.After(since) {
+				since = t
+			}
+		}
 		gap := max(0, p.now.Sub(since))
 		m.since = gap
 		starting := false

@@ -86,7 +86,8 @@ func (c *Config) setDefaults() {
 type Node struct {
 	cfg Config
 	obs *planner.Observed
-	// resultAt records when each order result arrived, for expiry.
+	// resultAt records when each order result first arrived (with its
+	// outcome), for expiry and for the planner's start timeouts.
 	resultAt map[string]map[string]time.Time
 	dirtyS   map[uint64]struct{}
 	dirtyH   map[string]struct{}

@@ -610,3 +610,25 @@ func TestZombieChecksReadWhatChanged(t *testing.T) {
 		t.Fatalf("replica %d of shard 3 on %s (not its member) not recorded as a zombie; zombie checks %v", zombie, other, rd.Input.Zombies)
 	}
 }
+
+// An order result re-sent by its host (until a report of it is answered)
+// keeps the time it first arrived: the planner's start timeouts count from
+// there.
+func TestResultsKeepTheirFirstArrival(t *testing.T) {
+	n := New(Config{Started: t0})
+	n.Become(1)
+	rep := func(seq uint64, out drummerpb.OrderOutcome) *drummerpb.ReportRequest {
+		r := fullReport(seq)
+		r.Results = []*drummerpb.OrderResult{{Id: "s-1", ShardId: 1, ReplicaId: 1, Outcome: out}}
+		return r
+	}
+	n.Step(rep(1, drummerpb.OrderOutcome_ORDER_OUTCOME_DONE), t0, true)
+	n.Step(rep(2, drummerpb.OrderOutcome_ORDER_OUTCOME_DONE), t0.Add(time.Minute), true)
+	if got := n.input(db.New(), t0).ResultAt["h1"]["s-1"]; !got.Equal(t0) {
+		t.Fatalf("re-sent result arrived at %v, want its first arrival %v", got, t0)
+	}
+	n.Step(rep(3, drummerpb.OrderOutcome_ORDER_OUTCOME_FAILED), t0.Add(2*time.Minute), true)
+	if got := n.input(db.New(), t0).ResultAt["h1"]["s-1"]; !got.Equal(t0.Add(2 * time.Minute)) {
+		t.Fatalf("changed result arrived at %v, want %v", got, t0.Add(2*time.Minute))
+	}
+}

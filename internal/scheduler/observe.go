@@ -180,9 +180,12 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 				if res.ShardId != 0 {
 					n.markS(res.ShardId)
 				}
+				// When it first arrived: an agent re-sends results
+				// until a report of them is answered, and a re-sent
+				// start result must not restart its replica's timeouts.
+				at[res.Id] = now
 			}
 			h.Results[res.Id] = res
-			at[res.Id] = now
 			if res.ShardId != 0 {
 				n.mergeMembership(r.HostId, res.ShardId, 0, res.Membership)
 			}

@@ -130,7 +130,7 @@ func (n *Node) DrainCheck(st *db.State, hostID string, now time.Time) error {
 // evaluations (rounds add their own seed and what to evaluate).
 func (n *Node) input(st *db.State, now time.Time) planner.Input {
 	return planner.Input{Now: now, State: st, Obs: n.obs, ObsSince: n.cfg.Started, Epoch: n.epoch, Seed: n.cfg.Salt,
-		ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits}
+		ShardConfig: n.cfg.ShardConfig, Limits: n.cfg.Limits, ResultAt: n.resultAt}
 }
 
 // ShardPage lists up to size shard IDs from from (inclusive) in ID order
