@@ -105,9 +105,10 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 		}
 		if r := p.startResult(v.sh.Id, rec); r != nil && r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE {
 			// Its host started it then: the timeouts count from there,
-			// not from the placement (at 10,000 hosts a start order took
-			// 25 s to arrive, and its replica, started a few seconds
-			// before its host's next report, was replaced as "dead for 32 s").
+			// not from the placement. An order rides on the answer to
+			// its host's next report, so under load it can arrive late,
+			// and a replica started a few seconds before the host's next
+			// report was replaced as "dead for 32 s" (10,000 hosts).
 			if t := p.in.ResultAt[rec.HostId][r.Id]; t.After(since) {
 				since = t
 			}
