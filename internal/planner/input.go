@@ -229,12 +229,6 @@ type Input struct {
 	// ResultAt records when each host's order results first arrived (by
 	// host, then order ID), on the scheduler's clock; nil when unknown.
 	ResultAt map[string]map[string]time.Time
-	// Zombies, when not nil, narrows the zombie check of the evaluated
-	// hosts to what may have changed: a host listed with nil keys is
-	// checked in full, one listed with keys only for those replicas, one
-	// not listed not at all. Nil checks every evaluated host in full
-	// (read-only assessments, tests).
-	Zombies map[string][]ReplicaKey
 }
 
 // HostOrder is an order addressed to a host.

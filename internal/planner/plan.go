@@ -219,11 +219,7 @@ func (p *planner) hosts() {
 		p.housekeeping(h, rep)
 		p.hostCleanups(h, o, rep)
 		if o != nil && rep.Liveness == Up {
-			if p.in.Zombies == nil {
-				p.findZombies(h, o, nil, true)
-			} else if keys, ok := p.in.Zombies[id]; ok {
-				p.findZombies(h, o, keys, keys == nil)
-			}
+			p.findZombies(h, o)
 		}
 	}
 }
@@ -325,63 +321,47 @@ func (p *planner) hostCleanups(h *dbpb.Host, o *HostObs, rep *HostReport) {
 }
 
 // findZombies records replicas that run (or have data) on a host although
-// they are not members there: all of them when full, else those of keys
-// still reported. Apply re-checks each one against the DB. It runs for
-// every host evaluated, so the common case (every replica a member here)
-// allocates nothing and sorts nothing: only the zombies found are sorted,
-// for a deterministic order under MaxCleanups.
-func (p *planner) findZombies(h *dbpb.Host, o *HostObs, keys []ReplicaKey, full bool) {
+// they are not members there. Apply re-checks each one against the DB. It
+// runs for every host evaluated, so the common case (every replica a
+// member here) allocates nothing and sorts nothing: only the zombies
+// found are sorted, for a deterministic order under MaxCleanups.
+func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 	type zombie struct {
 		k       ReplicaKey
 		reason  string
 		running bool
 	}
 	var running, onDisk []zombie
-	var removed map[ReplicaKey]bool
-	onlyDisk := func(k ReplicaKey) {
-		if r := o.Replicas[k.ShardID]; r != nil && r.ReplicaId == k.ReplicaID {
-			return
-		}
-		reason := p.zombieReason(h, k)
-		if reason == "" {
-			return
-		}
-		if removed == nil {
-			// Replicas the host confirmed stopped and deleted have no
-			// data any more (dragonboat never restarts a removed
-			// replica), whatever an older disk inventory still lists;
-			// re-condemning them would flap.
-			removed = map[ReplicaKey]bool{}
-			for id, r := range o.Results {
-				if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && OrderKindOf(id) == OrderStop {
-					removed[ReplicaKey{r.ShardId, r.ReplicaId}] = true
-				}
-			}
-		}
-		if !removed[k] {
-			onDisk = append(onDisk, zombie{k, reason + " (data on disk)", false})
+	for _, r := range o.Replicas {
+		k := ReplicaKey{r.ShardId, r.ReplicaId}
+		if reason := p.zombieReason(h, k); reason != "" {
+			running = append(running, zombie{k, reason, true})
 		}
 	}
-	if full {
-		for _, r := range o.Replicas {
-			k := ReplicaKey{r.ShardId, r.ReplicaId}
-			if reason := p.zombieReason(h, k); reason != "" {
-				running = append(running, zombie{k, reason, true})
-			}
-		}
-		if o.DiskKnown {
-			for k := range o.Disk {
-				onlyDisk(k)
-			}
-		}
-	} else {
-		for _, k := range keys {
+	if o.DiskKnown {
+		var removed map[ReplicaKey]bool
+		for k := range o.Disk {
 			if r := o.Replicas[k.ShardID]; r != nil && r.ReplicaId == k.ReplicaID {
-				if reason := p.zombieReason(h, k); reason != "" {
-					running = append(running, zombie{k, reason, true})
+				continue
+			}
+			reason := p.zombieReason(h, k)
+			if reason == "" {
+				continue
+			}
+			if removed == nil {
+				// Replicas the host confirmed stopped and deleted have no
+				// data any more (dragonboat never restarts a removed
+				// replica), whatever an older disk inventory still lists;
+				// re-condemning them would flap.
+				removed = map[ReplicaKey]bool{}
+				for id, r := range o.Results {
+					if r.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE && OrderKindOf(id) == OrderStop {
+						removed[ReplicaKey{r.ShardId, r.ReplicaId}] = true
+					}
 				}
-			} else if _, ok := o.Disk[k]; ok && o.DiskKnown {
-				onlyDisk(k)
+			}
+			if !removed[k] {
+				onDisk = append(onDisk, zombie{k, reason + " (data on disk)", false})
 			}
 		}
 	}

@@ -124,10 +124,9 @@ type Node struct {
 	// every report once report_interval was 5 s.
 	silentAfter time.Duration
 
-	patrol  patrol
-	live    liveness
-	zombies zombies
-	bal     balance
+	patrol patrol
+	live   liveness
+	bal    balance
 	// Hosts taking part in repairs in flight (attention.go).
 	attention        map[string]struct{}
 	attentionChanged bool
@@ -204,7 +203,6 @@ func (n *Node) Become(epoch uint64) {
 	n.active, n.epoch = true, epoch
 	n.patrol.reset()
 	n.live.reset()
-	n.zombies.reset()
 	n.bal.reset()
 	n.attention, n.attentionChanged = nil, true
 }
@@ -215,7 +213,6 @@ func (n *Node) Demote() {
 	n.active, n.epoch = false, 0
 	n.patrol.reset()
 	n.live.reset()
-	n.zombies.reset()
 	n.bal.reset()
 	n.attention, n.attentionChanged = nil, true
 	n.status.reset()
@@ -262,7 +259,6 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	n.dirtyH = map[string]struct{}{}
 	for _, c := range n.live.fire(st, n.obs, n.cfg.Started, now) {
 		hosts[c.host] = struct{}{}
-		n.checkFully(c.host)
 		if c.shards {
 			for sid := range n.patrol.hostShards[c.host] {
 				shards[sid] = struct{}{}
@@ -327,7 +323,6 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	if in.Hosts == nil {
 		in.Hosts = []string{}
 	}
-	in.Zombies = n.zombieInput(st, in.Hosts, now)
 	if len(in.Shards) == 0 && len(in.Hosts) == 0 {
 		n.maybePrune(st, now)
 		return Ready{Epoch: n.epoch, Input: in}
@@ -429,7 +424,6 @@ func (n *Node) Prune(st *db.State, now time.Time) []string {
 	for _, id := range forgotten {
 		n.live.forget(id)
 	}
-	n.pruneZombies()
 	n.forgotten = append(n.forgotten, forgotten...)
 	return forgotten
 }

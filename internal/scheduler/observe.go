@@ -160,11 +160,6 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 		}
 		if !h.DiskKnown || !maps.Equal(disk, h.Disk) {
 			n.markH(r.HostId)
-			for k := range disk {
-				if _, had := h.Disk[k]; !had || !h.DiskKnown {
-					n.gain(r.HostId, k)
-				}
-			}
 		}
 		h.DiskKnown, h.DiskAt, h.Disk = true, now, disk
 	}
@@ -218,9 +213,6 @@ func (n *Node) replica(h *planner.HostObs, rr *drummerpb.ReplicaReport, now time
 	}
 	if old == nil || !sameReplica(old, rr) {
 		n.markS(rr.ShardId)
-	}
-	if old == nil || old.ReplicaId != rr.ReplicaId {
-		n.gain(h.ID, planner.ReplicaKey{ShardID: rr.ShardId, ReplicaID: rr.ReplicaId})
 	}
 	n.mergeMembership(h.ID, rr.ShardId, rr.ReplicaId, rr.Membership)
 }
