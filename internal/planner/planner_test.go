@@ -975,22 +975,29 @@ func TestRefusedChangeRollsBackAtOnce(t *testing.T) {
 	}
 }
 
-// A replica that never ran, on an up host that has not answered its start
-// order, is starting, not dead, however long the order takes to arrive; once
-// the host answered it (and still does not run it), the usual timers apply.
-func TestReplicaAwaitingItsStartOrderIsNotReplaced(t *testing.T) {
+// shardNotStartedOnC places shard 2 on a, b and c (hosts a to d, shard 1
+// on a and b); a and b run their replicas, c does not.
+func shardNotStartedOnC(t *testing.T) (*fixture, *dbpb.Shard) {
 	f := newFixture(t)
 	for _, id := range []string{"a", "b", "c", "d"} {
 		f.host(id, "r1")
 	}
 	f.shard(1, "a", "b")
-	// Replica 3 on c is added to the record but c never ran it.
 	f.createShard(2, 3, nil)
 	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: 2, HostIds: []string{"a", "b", "c"}}}})
 	sh := f.st.Shards.Get(2)
 	f.membership(2, 1, map[uint64]string{sh.Members[0].ReplicaId: f.addr["a"], sh.Members[1].ReplicaId: f.addr["b"], sh.Members[2].ReplicaId: f.addr["c"]}, nil)
 	f.run(2, sh.Members[0].ReplicaId, "a", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
 	f.run(2, sh.Members[1].ReplicaId, "b", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	return f, sh
+}
+
+// A replica that never ran, on an up host that has not answered its start
+// order, is starting, not dead, however long the order takes to arrive; once
+// the host answered it (and still does not run it), the usual timers apply.
+func TestReplicaAwaitingItsStartOrderIsNotReplaced(t *testing.T) {
+	// Replica 3 on c is added to the record but c never ran it.
+	f, sh := shardNotStartedOnC(t)
 	f.advance(2*time.Minute, "a", "b", "c", "d")
 	out := f.round()
 	for _, r := range startRepairs(out) {
@@ -1017,17 +1024,7 @@ func TestReplicaAwaitingItsStartOrderIsNotReplaced(t *testing.T) {
 // to arrive does not get its just-started replica replaced before the
 // host's next report can show it running.
 func TestStartTimeoutsCountFromTheStartResult(t *testing.T) {
-	f := newFixture(t)
-	for _, id := range []string{"a", "b", "c", "d"} {
-		f.host(id, "r1")
-	}
-	f.shard(1, "a", "b")
-	f.createShard(2, 3, nil)
-	f.decide(&dbpb.Decision{Kind: &dbpb.Decision_PlaceShard{PlaceShard: &dbpb.PlaceShard{ShardId: 2, HostIds: []string{"a", "b", "c"}}}})
-	sh := f.st.Shards.Get(2)
-	f.membership(2, 1, map[uint64]string{sh.Members[0].ReplicaId: f.addr["a"], sh.Members[1].ReplicaId: f.addr["b"], sh.Members[2].ReplicaId: f.addr["c"]}, nil)
-	f.run(2, sh.Members[0].ReplicaId, "a", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
-	f.run(2, sh.Members[1].ReplicaId, "b", sh.Members[0].ReplicaId, drummerpb.ReplicaRole_REPLICA_ROLE_VOTER)
+	f, sh := shardNotStartedOnC(t)
 	// Two minutes after the placement, c answers its start order.
 	f.advance(2*time.Minute, "a", "b", "c", "d")
 	rid := sh.Members[2].ReplicaId
