@@ -327,15 +327,14 @@ func (p *planner) hostCleanups(h *dbpb.Host, o *HostObs, rep *HostReport) {
 // found are sorted, for a deterministic order under MaxCleanups.
 func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 	type zombie struct {
-		k       ReplicaKey
-		reason  string
-		running bool
+		k      ReplicaKey
+		reason string
 	}
 	var running, onDisk []zombie
 	for _, r := range o.Replicas {
 		k := ReplicaKey{r.ShardId, r.ReplicaId}
 		if reason := p.zombieReason(h, k); reason != "" {
-			running = append(running, zombie{k, reason, true})
+			running = append(running, zombie{k, reason})
 		}
 	}
 	if o.DiskKnown {
@@ -361,7 +360,7 @@ func (p *planner) findZombies(h *dbpb.Host, o *HostObs) {
 				}
 			}
 			if !removed[k] {
-				onDisk = append(onDisk, zombie{k, reason + " (data on disk)", false})
+				onDisk = append(onDisk, zombie{k, reason + " (data on disk)"})
 			}
 		}
 	}
