@@ -147,7 +147,7 @@ func (r *reporters) report(ctx context.Context, ep string) {
 		} else {
 			st.Acked(rep, resp, time.Now())
 			st.lastErr = ""
-			r.handle(resp, ep, &p)
+			r.handle(resp, st.Orders(), ep, &p)
 		}
 		select {
 		case <-ctx.Done():
@@ -187,7 +187,9 @@ func (r *reporters) build(st *endpoint) *reportproto.Report {
 	return st.Build(id, a.col.view(), status, a.exec.resultsSince, a.cfg.FullReportEvery, time.Now())
 }
 
-func (r *reporters) handle(resp *drummerpb.ReportResponse, ep string, p *peer.Peer) {
+// handle acts on a reply; orders are the ones in force after it (sent with
+// it, or held when the leader said they are unchanged).
+func (r *reporters) handle(resp *drummerpb.ReportResponse, orders []*drummerpb.Order, ep string, p *peer.Peer) {
 	a := r.a
 	if resp.DeploymentId != 0 && resp.DeploymentId != a.store.deployment {
 		a.log.Error("drummer belongs to another deployment; ignoring its orders",
@@ -208,7 +210,6 @@ func (r *reporters) handle(resp *drummerpb.ReportResponse, ep string, p *peer.Pe
 				return
 			}
 		}
-		orders := resp.Orders
 		if ok, why := a.leader.verify(a.tls != nil, resp.Epoch, ep, p); !ok {
 			orders = a.exec.filterUnverified(orders, why)
 		}

@@ -149,9 +149,17 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	if err := s.loop.enqueue(ctx, reportIn{r: req, at: time.Now(), inSequence: inSequence}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "report not taken: %v", err)
 	}
-	epoch, orders, expect := s.loop.ordersFor(req.HostId)
+	epoch, p, expect := s.loop.ordersFor(req.HostId)
 	if epoch != 0 {
-		resp.Leader, resp.Epoch, resp.Orders, resp.ExpectOrders = true, epoch, orders, expect
+		resp.Leader, resp.Epoch, resp.ExpectOrders = true, epoch, expect
+		resp.OrdersVersion = p.version
+		// The agent holds these very orders: do not send (and marshal)
+		// them again. Most reports during a launch or a repair are such.
+		if p.version != 0 && req.OrdersEpoch == epoch && req.OrdersVersion == p.version {
+			resp.OrdersUnchanged = true
+		} else {
+			resp.Orders = p.orders
+		}
 	} else {
 		resp.Epoch = dbEpoch
 	}

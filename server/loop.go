@@ -38,7 +38,10 @@ type loop struct {
 	mu     sync.RWMutex
 	active bool
 	epoch  uint64
-	board  map[string][]*drummerpb.Order
+	board  map[string]posted
+	// version numbers the board's entries; it starts at the clock so that
+	// a restarted server never hands out a version it gave before.
+	version uint64
 	// expect holds the hosts taking part in repairs in flight
 	// (scheduler.Node.Attention); replaced, never modified.
 	expect map[string]struct{}
@@ -46,6 +49,13 @@ type loop struct {
 	// counts are the verdict counts as of the last round, for a status
 	// call the loop cannot answer in time; replaced, never modified.
 	counts atomic.Pointer[publishedCounts]
+}
+
+// posted is a host's entry on the board: the orders in force and the
+// version that names them in reports (ReportRequest.orders_version).
+type posted struct {
+	orders  []*drummerpb.Order
+	version uint64
 }
 
 // publishedCounts are a leader's shard and host verdict counts after a
@@ -91,7 +101,8 @@ func newLoop(s *Server) *loop {
 		reports: make(chan reportIn, reportQueue),
 		calls:   make(chan func(), 64),
 		stopped: make(chan struct{}),
-		board:   map[string][]*drummerpb.Order{},
+		board:   map[string]posted{},
+		version: uint64(time.Now().UnixNano()),
 	}
 }
 
@@ -102,12 +113,13 @@ func (l *loop) isActive() bool {
 }
 
 // ordersFor returns the epoch (0 if not leading), the orders in force for
-// a host and whether more are expected soon (it takes part in a repair).
-func (l *loop) ordersFor(hostID string) (uint64, []*drummerpb.Order, bool) {
+// a host with the version that names them (0: none), and whether more are
+// expected soon (it takes part in a repair).
+func (l *loop) ordersFor(hostID string) (uint64, posted, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if !l.active {
-		return 0, nil, false
+		return 0, posted{}, false
 	}
 	_, expect := l.expect[hostID]
 	return l.epoch, l.board[hostID], expect
@@ -265,7 +277,8 @@ func (l *loop) step(ctx context.Context) {
 		l.mu.Lock()
 		for _, h := range rd.OrderHosts {
 			if o := l.node.OrdersFor(h); len(o) > 0 {
-				l.board[h] = o
+				l.version++
+				l.board[h] = posted{orders: o, version: l.version}
 			} else {
 				delete(l.board, h)
 			}

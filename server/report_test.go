@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/scheduler"
@@ -55,5 +56,72 @@ func TestOversizedReportDegrades(t *testing.T) {
 	resp, err = c.Report(ctx, report("h1", 2, 10))
 	if err != nil || resp.ResultsLeft != 0 {
 		t.Fatalf("next report: %v, left %d", err, resp.GetResultsLeft())
+	}
+}
+
+// A report that names the orders the agent holds gets orders_unchanged
+// and no list while they are still the orders in force; any other name
+// gets the list. At 100 replicas per host the list came with every report
+// of a launch, and marshalling it was a fifth of the leader's CPU.
+func TestReportNamingHeldOrdersGetsUnchanged(t *testing.T) {
+	_, c := startServer(t)
+	ctx := ctxT(t)
+	if _, err := c.CreateShards(ctx, &drummerpb.CreateShardsRequest{FirstShardId: 1, Count: 1, App: "kv", Replicas: 3, AllowPending: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Launch(ctx, &drummerpb.LaunchRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	seq := map[string]uint64{}
+	send := func(h string, epoch, version uint64) *drummerpb.ReportResponse {
+		t.Helper()
+		seq[h]++
+		req := report(h, seq[h], 0)
+		req.RaftAddress = "127.0.0.1:1700" + h[1:]
+		req.OrdersEpoch, req.OrdersVersion = epoch, version
+		resp, err := c.Report(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var got *drummerpb.ReportResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for got == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no start order for h1 within 20 s")
+		}
+		for _, h := range []string{"h2", "h3", "h1"} {
+			if r := send(h, 0, 0); h == "h1" && len(r.Orders) > 0 {
+				got = r
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got.OrdersVersion == 0 || got.OrdersUnchanged {
+		t.Fatalf("orders sent without a version, or as unchanged: %v", got)
+	}
+	unchanged := 0
+	for range 20 {
+		r := send("h1", got.Epoch, got.OrdersVersion)
+		switch {
+		case r.OrdersVersion == got.OrdersVersion:
+			if !r.OrdersUnchanged || len(r.Orders) != 0 {
+				t.Fatalf("the held orders' version came back without unchanged: %v", r)
+			}
+			unchanged++
+		case r.OrdersUnchanged:
+			t.Fatalf("unchanged for version %d when %d was held", r.OrdersVersion, got.OrdersVersion)
+		default:
+			got = r // a round posted new orders: hold those
+		}
+	}
+	if unchanged == 0 {
+		t.Fatal("no report got orders_unchanged")
+	}
+	for _, name := range []struct{ epoch, version uint64 }{{got.Epoch, got.OrdersVersion + 1}, {got.Epoch + 1, got.OrdersVersion}, {0, 0}} {
+		if r := send("h1", name.epoch, name.version); r.OrdersUnchanged || (r.OrdersVersion != 0) != (len(r.Orders) > 0) {
+			t.Fatalf("orders named %v: %v", name, r)
+		}
 	}
 }

@@ -597,7 +597,13 @@ type ReportRequest struct {
 	// The agent is still starting replicas (restoring after a restart, or
 	// working through start orders). Starting N replicas costs O(N^2) in
 	// dragonboat, so a busy host's missing replicas are not yet dead.
-	Starting      bool `protobuf:"varint,19,opt,name=starting,proto3" json:"starting,omitempty"`
+	Starting bool `protobuf:"varint,19,opt,name=starting,proto3" json:"starting,omitempty"`
+	// The orders this agent holds from the scheduler leader: the epoch and
+	// orders_version of the leader's reply they came with (0: none). When
+	// they are still the orders in force, the leader answers
+	// orders_unchanged instead of sending them again.
+	OrdersEpoch   uint64 `protobuf:"varint,20,opt,name=orders_epoch,json=ordersEpoch,proto3" json:"orders_epoch,omitempty"`
+	OrdersVersion uint64 `protobuf:"varint,21,opt,name=orders_version,json=ordersVersion,proto3" json:"orders_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -744,6 +750,20 @@ func (x *ReportRequest) GetStarting() bool {
 	return false
 }
 
+func (x *ReportRequest) GetOrdersEpoch() uint64 {
+	if x != nil {
+		return x.OrdersEpoch
+	}
+	return 0
+}
+
+func (x *ReportRequest) GetOrdersVersion() uint64 {
+	if x != nil {
+		return x.OrdersVersion
+	}
+	return 0
+}
+
 type ReportResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The server lost track of this agent's deltas: send a full report next.
@@ -770,9 +790,18 @@ type ReportResponse struct {
 	// Set by the scheduler leader for hosts that take part in a repair or
 	// balancing move in flight: the next step's order may come with any
 	// report, so report to this server at the fast cadence meanwhile.
-	ExpectOrders  bool `protobuf:"varint,10,opt,name=expect_orders,json=expectOrders,proto3" json:"expect_orders,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExpectOrders bool `protobuf:"varint,10,opt,name=expect_orders,json=expectOrders,proto3" json:"expect_orders,omitempty"`
+	// Identifies the orders in force for this host on the leader (with
+	// epoch): the agent sends it back as orders_version. Set with every
+	// leader reply.
+	OrdersVersion uint64 `protobuf:"varint,11,opt,name=orders_version,json=ordersVersion,proto3" json:"orders_version,omitempty"`
+	// The report's orders_epoch and orders_version name the orders still in
+	// force, so orders is left empty: the agent keeps acting on the ones it
+	// holds. At 100 replicas per host most reports would otherwise carry the
+	// same list again.
+	OrdersUnchanged bool `protobuf:"varint,12,opt,name=orders_unchanged,json=ordersUnchanged,proto3" json:"orders_unchanged,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReportResponse) Reset() {
@@ -871,6 +900,20 @@ func (x *ReportResponse) GetResultsLeft() uint32 {
 func (x *ReportResponse) GetExpectOrders() bool {
 	if x != nil {
 		return x.ExpectOrders
+	}
+	return false
+}
+
+func (x *ReportResponse) GetOrdersVersion() uint64 {
+	if x != nil {
+		return x.OrdersVersion
+	}
+	return 0
+}
+
+func (x *ReportResponse) GetOrdersUnchanged() bool {
+	if x != nil {
+		return x.OrdersUnchanged
 	}
 	return false
 }
@@ -4799,7 +4842,7 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"membership\x12\x10\n" +
 	"\x03app\x18\n" +
 	" \x01(\tR\x03app\x12\x16\n" +
-	"\x06voters\x18\v \x03(\x04R\x06voters\"\x85\x05\n" +
+	"\x06voters\x18\v \x03(\x04R\x06voters\"\xcf\x05\n" +
 	"\rReportRequest\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -4819,10 +4862,12 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\aresults\x18\x11 \x03(\v2\x17.drummer.v1.OrderResultR\aresults\x12\x1d\n" +
 	"\n" +
 	"epoch_seen\x18\x12 \x01(\x04R\tepochSeen\x12\x1a\n" +
-	"\bstarting\x18\x13 \x01(\bR\bstarting\x1a9\n" +
+	"\bstarting\x18\x13 \x01(\bR\bstarting\x12!\n" +
+	"\forders_epoch\x18\x14 \x01(\x04R\vordersEpoch\x12%\n" +
+	"\x0eorders_version\x18\x15 \x01(\x04R\rordersVersion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x03\n" +
 	"\x0eReportResponse\x12\x1b\n" +
 	"\tneed_full\x18\x01 \x01(\bR\bneedFull\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12'\n" +
@@ -4834,7 +4879,9 @@ const file_drummer_v1_drummer_proto_rawDesc = "" +
 	"\rdeployment_id\x18\b \x01(\x04R\fdeploymentId\x12!\n" +
 	"\fresults_left\x18\t \x01(\rR\vresultsLeft\x12#\n" +
 	"\rexpect_orders\x18\n" +
-	" \x01(\bR\fexpectOrders\"\xef\x01\n" +
+	" \x01(\bR\fexpectOrders\x12%\n" +
+	"\x0eorders_version\x18\v \x01(\x04R\rordersVersion\x12)\n" +
+	"\x10orders_unchanged\x18\f \x01(\bR\x0fordersUnchanged\"\xef\x01\n" +
 	"\vShardConfig\x12!\n" +
 	"\felection_rtt\x18\x01 \x01(\x04R\velectionRtt\x12#\n" +
 	"\rheartbeat_rtt\x18\x02 \x01(\x04R\fheartbeatRtt\x12)\n" +

@@ -239,8 +239,9 @@ func (h *Host) nudge() {
 	h.nudged = make(chan struct{})
 }
 
-// handle takes a reply: the interval, and a leader's orders.
-func (h *Host) handle(resp *drummerpb.ReportResponse, ep string) {
+// handle takes a reply: the interval, and a leader's orders (the ones in
+// force after it: sent with it, or held when unchanged).
+func (h *Host) handle(resp *drummerpb.ReportResponse, orders []*drummerpb.Order, ep string) {
 	if resp.ReportIntervalMs != 0 {
 		h.interval.Store(int64(time.Duration(resp.ReportIntervalMs) * time.Millisecond))
 	}
@@ -273,7 +274,7 @@ func (h *Host) handle(resp *drummerpb.ReportResponse, ep string) {
 		}
 	}
 	ran := 0
-	for _, o := range resp.Orders {
+	for _, o := range orders {
 		if o == nil || o.Id == "" {
 			continue
 		}
@@ -367,7 +368,7 @@ func (h *Host) report(ctx context.Context, ep int, dc drummerpb.DrummerClient) {
 			h.f.noteError(ep, status.Code(err).String(), err)
 		} else {
 			st.Acked(rep, resp, time.Now())
-			h.handle(resp, epName)
+			h.handle(resp, st.Orders(), epName)
 		}
 		select {
 		case <-ctx.Done():

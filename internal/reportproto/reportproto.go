@@ -79,6 +79,12 @@ type Endpoint struct {
 	// expect: the leader said orders are on their way (a repair in flight
 	// involves this host), so the fast cadence applies without work here.
 	expect bool
+	// orders are the orders in force as of the leader's last reply, named
+	// by ordersEpoch and ordersVersion (0: none held). Reports send the
+	// name, and the leader leaves the list out while it still holds.
+	orders        []*drummerpb.Order
+	ordersEpoch   uint64
+	ordersVersion uint64
 }
 
 // NewEndpoint returns the state of a server that has heard nothing yet:
@@ -106,6 +112,8 @@ func (e *Endpoint) Build(id *Identity, v *View, st Status, results Results, full
 		Session: id.Session, Seq: e.seq + 1, Full: full,
 		EpochSeen: st.EpochSeen,
 		Starting:  st.Starting,
+
+		OrdersEpoch: e.ordersEpoch, OrdersVersion: e.ordersVersion,
 	}
 	if e.sentCCI == nil {
 		e.sentCCI = map[uint64]uint64{}
@@ -161,6 +169,7 @@ func (e *Endpoint) Acked(r *Report, resp *drummerpb.ReportResponse, now time.Tim
 	e.full = resp.GetNeedFull()
 	e.leader = resp.GetLeader()
 	e.expect = e.leader && resp.GetExpectOrders()
+	e.holdOrders(req, resp)
 	e.latency = max(0, now.Sub(r.built))
 	e.sent = r.view.Replicas
 	e.sentView = r.view
@@ -184,6 +193,38 @@ func (e *Endpoint) Acked(r *Report, resp *drummerpb.ReportResponse, now time.Tim
 	e.sentResult = seq
 }
 
+// holdOrders keeps the orders in force after a reply: the leader's new
+// list, or the held one when the leader said it is unchanged.
+func (e *Endpoint) holdOrders(req *drummerpb.ReportRequest, resp *drummerpb.ReportResponse) {
+	switch {
+	case !resp.GetLeader():
+		e.dropOrders()
+	case resp.GetOrdersUnchanged():
+		// Unchanged names what this report asked about; anything else is
+		// a confused server, and the next report asks for the full list.
+		if req.OrdersEpoch != resp.GetEpoch() || req.OrdersVersion != resp.GetOrdersVersion() ||
+			req.OrdersEpoch != e.ordersEpoch || req.OrdersVersion != e.ordersVersion {
+			e.dropOrders()
+		}
+	default:
+		e.orders = resp.GetOrders()
+		e.ordersEpoch, e.ordersVersion = resp.GetEpoch(), resp.GetOrdersVersion()
+		if e.ordersVersion == 0 {
+			e.ordersEpoch = 0
+		}
+	}
+}
+
+func (e *Endpoint) dropOrders() {
+	e.orders, e.ordersEpoch, e.ordersVersion = nil, 0, 0
+}
+
+// Orders returns the orders in force as of this server's last reply as
+// the scheduler leader (nil after any other reply or a failure). Callers
+// submit them after every reply, whether sent again or held: executing an
+// order is idempotent, and a failed one is retried that way.
+func (e *Endpoint) Orders() []*drummerpb.Order { return e.orders }
+
 // Failed records that a report failed: the server may or may not have
 // taken its deltas, so the next report is full.
 func (e *Endpoint) Failed() {
@@ -192,6 +233,7 @@ func (e *Endpoint) Failed() {
 	// Until it answers again as the leader, a failing server gets the
 	// normal cadence: a dead or overloaded server is not hammered.
 	e.leader = false
+	e.dropOrders()
 }
 
 // Leader reports whether this server's last reply came from the scheduler

@@ -171,3 +171,58 @@ func TestExpectedOrdersGetTheFastCadence(t *testing.T) {
 		t.Fatal("the fast cadence outlived expect_orders")
 	}
 }
+
+func TestHeldOrdersUntilTheLeaderChangesThem(t *testing.T) {
+	now := time.Unix(1000, 0)
+	e := NewEndpoint()
+	v := view(rep(1, 1, 1))
+	orders := []*drummerpb.Order{{Id: "o1", Epoch: 5}}
+	step := func(resp *drummerpb.ReportResponse) *drummerpb.ReportRequest {
+		t.Helper()
+		now = now.Add(time.Second)
+		r := e.Build(id, v, Status{}, nil, 30*time.Second, now)
+		e.Acked(r, resp, now)
+		return r.Req
+	}
+	// Nothing held yet: the report names no orders.
+	if req := step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 9, Orders: orders}); req.OrdersEpoch != 0 || req.OrdersVersion != 0 {
+		t.Fatalf("first report names orders: %v", req)
+	}
+	if len(e.Orders()) != 1 {
+		t.Fatalf("orders not held: %v", e.Orders())
+	}
+	// The next report names them; unchanged keeps them.
+	req := step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 9, OrdersUnchanged: true})
+	if req.OrdersEpoch != 5 || req.OrdersVersion != 9 || len(e.Orders()) != 1 {
+		t.Fatalf("unchanged: req %v, held %v", req, e.Orders())
+	}
+	// Unchanged about another version than the one asked about: drop
+	// them, so the next report asks for the list.
+	step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 10, OrdersUnchanged: true})
+	if e.Orders() != nil {
+		t.Fatalf("mismatched unchanged kept %v", e.Orders())
+	}
+	if req := step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 10, Orders: orders}); req.OrdersVersion != 0 {
+		t.Fatalf("dropped orders still named: %v", req)
+	}
+	// A new list replaces the held one; an empty one clears it.
+	step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 11, Orders: []*drummerpb.Order{{Id: "o2", Epoch: 5}, {Id: "o3", Epoch: 5}}})
+	if len(e.Orders()) != 2 {
+		t.Fatalf("replaced list: %v", e.Orders())
+	}
+	if req := step(&drummerpb.ReportResponse{Leader: true, Epoch: 5}); req.OrdersVersion != 11 || e.Orders() != nil {
+		t.Fatalf("cleared list: req %v, held %v", req, e.Orders())
+	}
+	// A follower's reply or a failure forgets them: orders come only from
+	// a leader, and a new one sends its own.
+	step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 12, Orders: orders})
+	step(&drummerpb.ReportResponse{Epoch: 5})
+	if e.Orders() != nil {
+		t.Fatal("a follower's reply kept the orders")
+	}
+	step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 12, Orders: orders})
+	e.Failed()
+	if r := e.Build(id, v, Status{}, nil, 30*time.Second, now); e.Orders() != nil || r.Req.OrdersVersion != 0 {
+		t.Fatalf("a failure kept the orders: %v", r.Req)
+	}
+}
