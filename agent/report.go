@@ -142,7 +142,7 @@ func (r *reporters) report(ctx context.Context, ep string) {
 		if err != nil {
 			// The server may or may not have taken the deltas: start over
 			// from a full report.
-			st.Failed()
+			st.Failed(rep, time.Now())
 			r.logError(st, ep, err)
 		} else {
 			st.Acked(rep, resp, time.Now())
@@ -152,7 +152,7 @@ func (r *reporters) report(ctx context.Context, ep string) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(st.Pause(interval)):
 		case <-nudged:
 			// Let the collector see the effect of the order first.
 			time.Sleep(20 * time.Millisecond)

@@ -207,6 +207,9 @@ func (s *Server) onEvent(e events.Event) {
 	switch e.Kind {
 	case events.LeaderUpdated:
 		s.leaderChanges.Add(1)
+		// Rare, and worth an operator's eye: a new Raft leader takes the
+		// scheduler epoch and judges the whole fleet again.
+		s.log.Info("DB Raft leader changed", "leader_id", e.LeaderID, "term", e.Term)
 		select {
 		case s.leaderKick <- struct{}{}:
 		default:

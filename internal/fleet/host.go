@@ -364,7 +364,7 @@ func (h *Host) report(ctx context.Context, ep int, dc drummerpb.DrummerClient) {
 		}
 		h.f.stats.Load().record(ep, took, err, rep.Req.Full)
 		if err != nil {
-			st.Failed()
+			st.Failed(rep, time.Now())
 			h.f.noteError(ep, status.Code(err).String(), err)
 		} else {
 			st.Acked(rep, resp, time.Now())
@@ -373,7 +373,7 @@ func (h *Host) report(ctx context.Context, ep int, dc drummerpb.DrummerClient) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(st.Pause(interval)):
 		case <-nudged:
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -55,7 +55,7 @@ func TestFullThenDeltas(t *testing.T) {
 		t.Fatalf("delta: %v", r.Req)
 	}
 	// Not acknowledged: the next one is full.
-	e.Failed()
+	e.Failed(r, now.Add(2*time.Second))
 	r = e.Build(id, v2, Status{}, nil, 30*time.Second, now.Add(3*time.Second))
 	if !r.Req.Full || r.Req.Seq != 3 || len(r.Req.Replicas) != 3 {
 		t.Fatalf("after a failure: %v", r.Req)
@@ -129,7 +129,7 @@ func TestIntervalFastOnlyToTheLeader(t *testing.T) {
 	if got := e.Interval(5*time.Second, true); got != 2*time.Second {
 		t.Fatalf("interval after a 500ms report: %v, want 2s", got)
 	}
-	e.Failed()
+	e.Failed(e.Build(id, v, Status{}, nil, time.Minute, now), now)
 	if e.Interval(5*time.Second, true) != 5*time.Second || e.Nudge(ch) != nil {
 		t.Fatal("a failing server keeps the fast cadence")
 	}
@@ -221,8 +221,43 @@ func TestHeldOrdersUntilTheLeaderChangesThem(t *testing.T) {
 		t.Fatal("a follower's reply kept the orders")
 	}
 	step(&drummerpb.ReportResponse{Leader: true, Epoch: 5, OrdersVersion: 12, Orders: orders})
-	e.Failed()
+	e.Failed(e.Build(id, v, Status{}, nil, 30*time.Second, now), now)
 	if r := e.Build(id, v, Status{}, nil, 30*time.Second, now); e.Orders() != nil || r.Req.OrdersVersion != 0 {
 		t.Fatalf("a failure kept the orders: %v", r.Req)
+	}
+}
+
+// The period runs from send to send: a slow reply shortens the pause
+// after it, down to half a period, so a server hears from a live host at
+// least every Timeout plus half a period, whatever the latency.
+func TestPauseKeepsTheSendToSendPeriod(t *testing.T) {
+	now := time.Unix(1000, 0)
+	base := 5 * time.Second
+	e := NewEndpoint()
+	v := view(rep(1, 1, 1))
+	for _, c := range []struct {
+		took time.Duration
+		fail bool
+		want time.Duration
+	}{
+		{10 * time.Millisecond, false, base - 10*time.Millisecond},
+		{2 * time.Second, false, 3 * time.Second},
+		{4 * time.Second, false, base / 2},
+		{Timeout(base), true, base / 2},
+		{0, true, base},
+	} {
+		r := e.Build(id, v, Status{}, nil, time.Minute, now)
+		now = now.Add(c.took)
+		if c.fail {
+			e.Failed(r, now)
+		} else {
+			e.Acked(r, &drummerpb.ReportResponse{}, now)
+		}
+		if got := e.Pause(base); got != c.want {
+			t.Errorf("after a report that took %v (failed %v): pause %v, want %v", c.took, c.fail, got, c.want)
+		}
+		if gap := c.took + e.Pause(base); gap > Timeout(base)+base/2 {
+			t.Errorf("send-to-send gap %v exceeds the timeout plus half a period", gap)
+		}
 	}
 }
