@@ -113,8 +113,8 @@ func TestIntervalFastOnlyToTheLeader(t *testing.T) {
 	now := time.Unix(1000, 0)
 	e := NewEndpoint()
 	ch := make(chan struct{})
-	if e.Interval(5*time.Second, true) != 5*time.Second || e.Nudge(ch) != nil {
-		t.Fatal("a server not known as the leader gets the fast cadence")
+	if e.Interval(5*time.Second, true) != FollowerFactor*5*time.Second || e.Nudge(ch) != nil {
+		t.Fatal("a server not known as the leader does not get the follower cadence")
 	}
 	v := &View{Replicas: map[uint64]*drummerpb.ReplicaReport{}}
 	id := &Identity{HostID: "h", Session: 1}
@@ -130,8 +130,8 @@ func TestIntervalFastOnlyToTheLeader(t *testing.T) {
 		t.Fatalf("interval after a 500ms report: %v, want 2s", got)
 	}
 	e.Failed(e.Build(id, v, Status{}, nil, time.Minute, now), now)
-	if e.Interval(5*time.Second, true) != 5*time.Second || e.Nudge(ch) != nil {
-		t.Fatal("a failing server keeps the fast cadence")
+	if e.Interval(5*time.Second, true) != FollowerFactor*5*time.Second || e.Nudge(ch) != nil {
+		t.Fatal("a failing server keeps the leader's cadence")
 	}
 	if Timeout(100*time.Millisecond) != 2*time.Second || Timeout(5*time.Second) != 10*time.Second {
 		t.Fatal("Timeout")
@@ -159,8 +159,8 @@ func TestExpectedOrdersGetTheFastCadence(t *testing.T) {
 	id := &Identity{HostID: "h", Session: 1}
 	// A follower cannot ask for it.
 	e.Acked(e.Build(id, v, Status{}, nil, time.Minute, now), &drummerpb.ReportResponse{ExpectOrders: true}, now)
-	if e.Interval(5*time.Second, false) != 5*time.Second {
-		t.Fatal("a follower's expect_orders made the cadence fast")
+	if e.Interval(5*time.Second, false) != FollowerFactor*5*time.Second {
+		t.Fatal("a follower's expect_orders changed its cadence")
 	}
 	e.Acked(e.Build(id, v, Status{}, nil, time.Minute, now), &drummerpb.ReportResponse{Leader: true, ExpectOrders: true}, now)
 	if e.Interval(5*time.Second, false) != FastInterval {

@@ -12,6 +12,7 @@ import (
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
 	"github.com/drummerhq/drummer/internal/planner"
+	"github.com/drummerhq/drummer/internal/reportproto"
 )
 
 // Config tunes a Node. The zero value of every field but Started is
@@ -95,6 +96,9 @@ type Node struct {
 	active bool
 	epoch  uint64
 	round  uint64
+	// credit is set by Become: the first round credits the reports taken
+	// while following (creditFollowerReports).
+	credit bool
 	// backlog holds the shards waiting to be planned, in ID order: what
 	// changed, what the planner asked to see again, and what did not fit
 	// in a round; sweep holds the patrol's, planned after them (a new
@@ -200,7 +204,7 @@ func unplaced(st *db.State, id uint64) bool {
 // restart from the DB on the next round).
 func (n *Node) Become(epoch uint64) {
 	n.resetOrders()
-	n.active, n.epoch = true, epoch
+	n.active, n.epoch, n.credit = true, epoch, true
 	n.patrol.reset()
 	n.live.reset()
 	n.bal.reset()
@@ -251,6 +255,10 @@ type Ready struct {
 func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	if !n.active {
 		return Ready{}
+	}
+	if n.credit {
+		n.credit = false
+		n.creditFollowerReports(st, now)
 	}
 	n.Absorb(st, dirty, now)
 	shards := n.dirtyS
@@ -361,6 +369,26 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	r.OrderHosts = slices.Sorted(maps.Keys(n.changed))
 	clear(n.changed)
 	return r
+}
+
+// creditFollowerReports moves each host's last report forward by what
+// the longer follower cadence (reportproto.FollowerFactor) adds to the
+// gap between two reports, up to now: hosts report to a server that is
+// not the leader less often, so silence measured from a report taken as a
+// follower is longer than the host's real silence by up to that much, and
+// a new leader would judge live hosts suspect. Once per term, O(hosts).
+func (n *Node) creditFollowerReports(st *db.State, now time.Time) {
+	c := time.Duration(reportproto.FollowerFactor-1) * time.Duration(st.Config.ReportIntervalMs) * time.Millisecond
+	for _, h := range n.obs.Hosts {
+		if h.LastHeard.IsZero() || !h.LastHeard.Before(now) {
+			continue
+		}
+		if t := h.LastHeard.Add(c); t.Before(now) {
+			h.LastHeard = t
+		} else {
+			h.LastHeard = now
+		}
+	}
 }
 
 // Absorb takes DB changes into the node's indexes and dirty sets without

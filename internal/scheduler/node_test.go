@@ -549,3 +549,29 @@ func TestResultsKeepTheirFirstArrival(t *testing.T) {
 		t.Fatalf("changed result arrived at %v, want %v", got, t0.Add(2*time.Minute))
 	}
 }
+
+// A new leader credits the reports it took as a follower with the longer
+// follower cadence (reportproto.FollowerFactor): a host whose last report
+// to it is one follower period old is still up, a long-silent one is not.
+func TestNewLeaderCreditsFollowerReports(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	for i := range 3 {
+		f.report(hostName(i))
+	}
+	f.round()
+	f.n.Demote()
+	suspect := time.Duration(f.st.Config.SuspectTimeoutMs) * time.Millisecond
+	f.now = f.now.Add(50 * time.Second)
+	f.report(hostName(0))
+	f.report(hostName(1))
+	f.now = f.now.Add(suspect - 500*time.Millisecond)
+	f.report(hostName(1))
+	f.now = f.now.Add(time.Second) // h000: silent for suspect+0.5s, as a follower hears it
+	f.n.Become(f.st.Epoch)
+	f.round()
+	for h, want := range map[string]planner.Liveness{hostName(0): planner.Up, hostName(1): planner.Up, hostName(2): planner.Dead} {
+		if l, _ := f.n.HostLiveness(h); l != want {
+			t.Errorf("%s judged %s after the failover, want %s", h, l, want)
+		}
+	}
+}
