@@ -146,7 +146,11 @@ func (s *Server) Report(ctx context.Context, req *drummerpb.ReportRequest) (*dru
 	}
 	inSequence := s.loop.ses.Check(req)
 	resp.NeedFull = !req.Full && !inSequence
-	if err := s.loop.enqueue(ctx, reportIn{r: req, at: time.Now(), inSequence: inSequence}); err != nil {
+	at := time.Now()
+	if host != nil {
+		s.loop.noteHeard(req.HostId, at)
+	}
+	if err := s.loop.enqueue(ctx, reportIn{r: req, at: at, inSequence: inSequence}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "report not taken: %v", err)
 	}
 	epoch, p, expect := s.loop.ordersFor(req.HostId)

@@ -49,6 +49,35 @@ type loop struct {
 	// counts are the verdict counts as of the last round, for a status
 	// call the loop cannot answer in time; replaced, never modified.
 	counts atomic.Pointer[publishedCounts]
+
+	// heard holds when the latest report of each registered host arrived,
+	// noted by the report handler before it queues the report and taken by
+	// the loop before every round (scheduler.Node.Heard): a report that
+	// waits in a full queue, or gives up waiting, still shows its host
+	// alive. Bounded by the registered hosts.
+	heardMu sync.Mutex
+	heard   map[string]time.Time
+	spare   map[string]time.Time
+}
+
+// noteHeard records a report's arrival for the loop's next round.
+func (l *loop) noteHeard(hostID string, at time.Time) {
+	l.heardMu.Lock()
+	l.heard[hostID] = at
+	l.heardMu.Unlock()
+}
+
+// takeHeard hands the arrivals noted since the last call to the node.
+func (l *loop) takeHeard() {
+	l.heardMu.Lock()
+	m := l.heard
+	l.heard, l.spare = l.spare, nil
+	l.heardMu.Unlock()
+	for id, at := range m {
+		l.node.Heard(id, at)
+	}
+	clear(m)
+	l.spare = m
 }
 
 // posted is a host's entry on the board: the orders in force and the
@@ -102,6 +131,8 @@ func newLoop(s *Server) *loop {
 		calls:   make(chan func(), 64),
 		stopped: make(chan struct{}),
 		board:   map[string]posted{},
+		heard:   map[string]time.Time{},
+		spare:   map[string]time.Time{},
 		version: uint64(time.Now().UnixNano()),
 	}
 }
@@ -174,9 +205,11 @@ func (l *loop) run(ctx context.Context) {
 			f()
 		case <-t.C:
 			l.drainAll()
+			l.takeHeard()
 			l.step(ctx)
 		case <-l.s.leaderKick:
 			l.drainAll()
+			l.takeHeard()
 			l.step(ctx)
 		}
 	}

@@ -31,8 +31,13 @@ type HostObs struct {
 	APIAddress  string
 	Labels      map[string]string
 	Apps        []string
-	// LastHeard is when the last report arrived; zero if never.
+	// LastHeard is when the last report arrived; zero if never. A driver
+	// may note an arrival before the report is taken (scheduler.Node.Heard).
 	LastHeard time.Time
+	// LastTaken is when the last report taken arrived (LastHeard without
+	// the arrivals only noted): the scheduler's test for a host coming
+	// back from silence.
+	LastTaken time.Time
 	// Replicas running on the host, by shard ID (dragonboat runs at most one
 	// replica of a shard per host). Change it with SetReplica, DropReplica
 	// and SetReplicas, which keep Leading.

@@ -34,9 +34,13 @@ type Config struct {
 	// step deadlines) have their own timers.
 	PatrolPerSecond int
 	// PatrolHostsPerSecond bounds the hosts the patrol adds per second
-	// (default 1,000): a host's evaluation reads every replica it reports,
-	// so at 10,000 hosts of 100 replicas a pass every Sweep would cost more
-	// than the shards' patrol.
+	// (default 250): a host's evaluation reads every replica it reports and
+	// has on disk (the zombie check), so at 10,000 hosts of 100 replicas a
+	// pass every Sweep would cost more than the shards' patrol; at 1,000 a
+	// second it was a quarter of the leader's loop. What changes on a host
+	// is planned when it changes; the patrol only catches what time alone
+	// changes (a maintenance window's end, a dead host's forgetting), and
+	// zombies no change revealed, within hosts/250 seconds.
 	PatrolHostsPerSecond int
 	// MaxShardsPerRound bounds a round (default 20,000): what does not fit
 	// is carried to the next round.
@@ -68,7 +72,7 @@ func (c *Config) setDefaults() {
 		c.PatrolPerSecond = 2_000
 	}
 	if c.PatrolHostsPerSecond == 0 {
-		c.PatrolHostsPerSecond = 1_000
+		c.PatrolHostsPerSecond = 250
 	}
 	if c.MaxShardsPerRound <= 0 {
 		c.MaxShardsPerRound = 20_000

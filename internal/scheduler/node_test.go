@@ -575,3 +575,35 @@ func TestNewLeaderCreditsFollowerReports(t *testing.T) {
 		}
 	}
 }
+
+// An arrival the driver only noted (Heard) keeps a host alive like a
+// report taken, and a queued report taken later does not move the host's
+// last report back.
+func TestHeardArrivalsKeepHostsUp(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	f.registerHosts(2)
+	suspect := time.Duration(f.st.Config.SuspectTimeoutMs) * time.Millisecond
+	queuedAt := f.now
+	for elapsed := time.Duration(0); elapsed < 2*suspect; elapsed += time.Second {
+		f.now = f.now.Add(time.Second)
+		f.report(hostName(0))
+		f.n.Heard(hostName(1), f.now)
+		f.round()
+	}
+	for i := range 2 {
+		if l, _ := f.n.HostLiveness(hostName(i)); l != planner.Up {
+			t.Fatalf("%s judged %s", hostName(i), l)
+		}
+	}
+	f.n.Heard("unknown", f.now)
+	if f.n.Observed().Hosts["unknown"] != nil {
+		t.Fatal("Heard made up a host")
+	}
+	// The report behind the last noted arrival is taken late.
+	f.seq[hostName(1)]++
+	f.n.Step(&drummerpb.ReportRequest{HostId: hostName(1), RaftAddress: "10.0.0.1:7001", ApiAddress: "10.0.1.1:7001",
+		Labels: map[string]string{}, Apps: []string{"kv"}, Session: 1, Seq: f.seq[hostName(1)], Full: true}, queuedAt, true)
+	if got := f.n.LastHeard(hostName(1)); !got.Equal(f.now) {
+		t.Fatalf("last heard %v after a late report, want %v", got, f.now)
+	}
+}

@@ -110,12 +110,15 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 		n.obs.Hosts[r.HostId] = h
 		n.markH(r.HostId)
 	}
-	wasSilent := h.LastHeard.IsZero() || now.Sub(h.LastHeard) > n.silentAfter
+	wasSilent := h.LastTaken.IsZero() || now.Sub(h.LastTaken) > n.silentAfter
 	if h.RaftAddress != r.RaftAddress || h.APIAddress != r.ApiAddress || !maps.Equal(h.Labels, r.Labels) || !slices.Equal(h.Apps, r.Apps) {
 		n.markH(r.HostId)
 	}
 	h.RaftAddress, h.APIAddress, h.Labels, h.Apps = r.RaftAddress, r.ApiAddress, r.Labels, r.Apps
-	h.LastHeard = now
+	h.LastTaken = now
+	if now.After(h.LastHeard) { // Heard may have noted a later arrival
+		h.LastHeard = now
+	}
 	n.live.heard(r.HostId, now)
 	if h.Starting != r.Starting || wasSilent {
 		h.Starting = r.Starting
@@ -186,6 +189,22 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 			}
 		}
 	}
+}
+
+// Heard notes that a report from a host the node knows arrived at at,
+// without taking it (yet): the driver notes every arrival as it happens, so
+// that liveness follows what reaches the server, not what planning has
+// caught up with. At 10,000 hosts, reports that waited for a busy loop
+// until their deadline were dropped, and about 1,000 live hosts at a time
+// looked silent. A host the node does not know needs its report taken
+// (Step): only a report registers a host.
+func (n *Node) Heard(id string, at time.Time) {
+	h := n.obs.Hosts[id]
+	if h == nil || !at.After(h.LastHeard) {
+		return
+	}
+	h.LastHeard = at
+	n.live.heard(id, at)
 }
 
 // markS and markH mark a shard or host dirty. A node that is not leading
