@@ -43,8 +43,14 @@ type Host struct {
 	index int
 	ident reportproto.Identity
 	raft  string
-	// version is bumped whenever something this host reports changes.
-	version atomic.Uint64
+	// version is bumped whenever something this host reports changes;
+	// dirty lists the shards whose report changed since the view was last
+	// built (all of them when dirtyAll). dirtyMu is a leaf lock: groups
+	// mark their hosts under their own lock.
+	version  atomic.Uint64
+	dirtyMu  sync.Mutex
+	dirty    map[uint64]struct{}
+	dirtyAll bool
 	// interval is the report period the drummers asked for (nanoseconds);
 	// active is when orders last arrived or finished (unix nanoseconds).
 	interval atomic.Int64
@@ -112,7 +118,29 @@ func hostIP(i int) string {
 // ID is the host's ID.
 func (h *Host) ID() string { return h.ident.HostID }
 
-// currentView returns the host's view, rebuilt when something changed.
+// changed marks the report of the host's replica of shard as changed.
+func (h *Host) changed(shard uint64) {
+	h.dirtyMu.Lock()
+	if h.dirty == nil {
+		h.dirty = map[uint64]struct{}{}
+	}
+	h.dirty[shard] = struct{}{}
+	h.dirtyMu.Unlock()
+	h.version.Add(1)
+}
+
+// changedAll marks every report of the host as changed.
+func (h *Host) changedAll() {
+	h.dirtyMu.Lock()
+	h.dirtyAll = true
+	h.dirtyMu.Unlock()
+	h.version.Add(1)
+}
+
+// currentView returns the host's view, rebuilt when something changed:
+// only the reports of the shards marked changed, since rebuilding all of
+// them on every change (each under its group's lock) was 18 % of the
+// bench at 10,000 hosts.
 func (h *Host) currentView(now time.Time) *reportproto.View {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -126,30 +154,20 @@ func (h *Host) currentView(now time.Time) *reportproto.View {
 		return h.view
 	}
 	old := h.view
-	v := &reportproto.View{Replicas: make(map[uint64]*drummerpb.ReplicaReport, len(h.running)), Memberships: map[uint64]*drummerpb.Membership{}}
-	for sid, r := range h.running {
-		g := r.g
-		g.mu.Lock()
-		if r.removedSelf {
-			// It applied its own removal: dragonboat unloaded it.
-			g.mu.Unlock()
-			delete(h.running, sid)
-			if rec := h.disk[key{sid, r.id}]; rec != nil {
-				rec.removedSelf = true
-			}
-			h.diskChanged = true
-			continue
+	h.dirtyMu.Lock()
+	dirty, all := h.dirty, h.dirtyAll || old == nil
+	h.dirty, h.dirtyAll = nil, false
+	h.dirtyMu.Unlock()
+	var v *reportproto.View
+	if all {
+		v = &reportproto.View{Replicas: make(map[uint64]*drummerpb.ReplicaReport, len(h.running)), Memberships: map[uint64]*drummerpb.Membership{}}
+		for sid := range h.running {
+			h.reportInto(v, old, sid)
 		}
-		rr, ms := r.report(h.raft)
-		g.mu.Unlock()
-		if old != nil {
-			if prev := old.Replicas[sid]; prev != nil && sameReport(prev, rr) {
-				rr = prev
-			}
-		}
-		v.Replicas[sid] = rr
-		if ms != nil {
-			v.Memberships[sid] = ms
+	} else {
+		v = &reportproto.View{Replicas: maps.Clone(old.Replicas), Memberships: maps.Clone(old.Memberships)}
+		for sid := range dirty {
+			h.reportInto(v, old, sid)
 		}
 	}
 	if h.diskChanged || old == nil {
@@ -291,8 +309,42 @@ func (h *Host) handle(resp *drummerpb.ReportResponse, orders []*drummerpb.Order,
 	h.mu.Unlock()
 	if ran > 0 {
 		h.active.Store(time.Now().UnixNano())
-		h.version.Add(1)
+		h.changedAll()
 		h.nudge()
+	}
+}
+
+// reportInto puts the current report of the host's replica of shard sid
+// into v (removing it if the host runs none); the caller holds h.mu.
+func (h *Host) reportInto(v, old *reportproto.View, sid uint64) {
+	delete(v.Replicas, sid)
+	delete(v.Memberships, sid)
+	r := h.running[sid]
+	if r == nil {
+		return
+	}
+	g := r.g
+	g.mu.Lock()
+	if r.removedSelf {
+		// It applied its own removal: dragonboat unloaded it.
+		g.mu.Unlock()
+		delete(h.running, sid)
+		if rec := h.disk[key{sid, r.id}]; rec != nil {
+			rec.removedSelf = true
+		}
+		h.diskChanged = true
+		return
+	}
+	rr, ms := r.report(h.raft)
+	g.mu.Unlock()
+	if old != nil {
+		if prev := old.Replicas[sid]; prev != nil && sameReport(prev, rr) {
+			rr = prev
+		}
+	}
+	v.Replicas[sid] = rr
+	if ms != nil {
+		v.Memberships[sid] = ms
 	}
 }
 

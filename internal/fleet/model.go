@@ -155,7 +155,7 @@ func (g *group) liveVoters(voters map[uint64]string) int {
 // bump makes every host running a replica of g rebuild its view.
 func (g *group) bump() {
 	for _, r := range g.run {
-		r.host.version.Add(1)
+		r.host.changed(g.shard)
 	}
 }
 
@@ -357,7 +357,7 @@ func (h *Host) stop(so *drummerpb.StopReplicaOrder) (drummerpb.OrderOutcome, str
 		g.reconsider()
 		g.mu.Unlock()
 		delete(h.running, so.ShardId)
-		h.version.Add(1)
+		h.changed(so.ShardId)
 	}
 	if so.RemoveData {
 		if h.disk[k] != nil {
@@ -446,7 +446,7 @@ func (h *Host) configChange(cc *drummerpb.ConfigChangeOrder) (drummerpb.OrderOut
 		if rr := g.run[id]; rr != nil {
 			rr.removedSelf = true
 			delete(g.run, id)
-			rr.host.version.Add(1)
+			rr.host.changed(g.shard)
 		}
 		delete(g.voters, id)
 		delete(g.nonVoting, id)
@@ -503,6 +503,7 @@ func (h *Host) crash() {
 		g.mu.Unlock()
 		delete(h.running, sid)
 	}
+	h.changedAll()
 }
 
 // stats of the model at one moment.
