@@ -92,7 +92,7 @@ func b2u(b bool) uint64 {
 
 // table is every setting, in the order `config get` shows them.
 var table = []Setting{
-	{Key: "report_interval", Kind: Duration, Help: "how often agents report", Min: 100, Max: 60_000,
+	{Key: "report_interval", Kind: Duration, Help: "how often agents report to the scheduler leader (to the other drummer servers every 2 intervals)", Min: 100, Max: 60_000,
 		get: func(c *dbpb.Config) uint64 { return c.GetReportIntervalMs() }, set: func(c *dbpb.Config, v uint64) { c.ReportIntervalMs = v },
 		api: (*drummerpb.RuntimeConfig).GetReportIntervalMs, setAPI: func(r *drummerpb.RuntimeConfig, v uint64) { r.ReportIntervalMs = v }},
 	{Key: "suspect_timeout", Kind: Duration, PerShard: true, Help: "silence after which a host is suspect (at least 2x report_interval)", Min: 1, Max: 7 * day,
