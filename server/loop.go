@@ -204,14 +204,26 @@ func (l *loop) run(ctx context.Context) {
 			l.drain() // a call sees the reports taken before it
 			f()
 		case <-t.C:
-			l.drainAll()
-			l.takeHeard()
+			l.catchUp()
 			l.step(ctx)
 		case <-l.s.leaderKick:
-			l.drainAll()
-			l.takeHeard()
+			l.catchUp()
 			l.step(ctx)
 		}
+	}
+}
+
+// slowLoopWork is how long a round or a catch-up on queued reports may
+// take before the loop logs it: either holds up reports and status calls.
+const slowLoopWork = time.Second
+
+// catchUp takes the queued reports and the noted arrivals before a round.
+func (l *loop) catchUp() {
+	start, queued := time.Now(), len(l.reports)
+	l.drainAll()
+	l.takeHeard()
+	if took := time.Since(start); took >= slowLoopWork {
+		l.s.log.Info("slow catch-up on queued reports", "took", took.Round(time.Millisecond), "reports", queued)
 	}
 }
 
@@ -297,9 +309,15 @@ func (l *loop) step(ctx context.Context) {
 	}
 	start := time.Now()
 	rd := l.node.Round(st, dirty, start)
+	took := time.Since(start)
 	l.publish()
 	if s.cfg.Metrics != nil && (rd.PlannedShards > 0 || rd.PlannedHosts > 0) {
-		s.cfg.Metrics.PlanRound(time.Since(start), rd.PlannedShards, rd.PlannedHosts, len(rd.Decisions))
+		s.cfg.Metrics.PlanRound(took, rd.PlannedShards, rd.PlannedHosts, len(rd.Decisions))
+	}
+	if took >= slowLoopWork {
+		// Reports queue behind a round, and status calls wait for it.
+		s.log.Info("slow scheduling round", "took", took.Round(time.Millisecond), "shards", rd.PlannedShards,
+			"hosts", rd.PlannedHosts, "decisions", len(rd.Decisions), "reports_queued", len(l.reports))
 	}
 	if a, changed := l.node.Attention(); changed {
 		l.mu.Lock()
