@@ -71,13 +71,13 @@ func (l *loop) noteHeard(hostID string, at time.Time) {
 func (l *loop) takeHeard() {
 	l.heardMu.Lock()
 	m := l.heard
-	l.heard, l.spare = l.spare, nil
+	l.heard = l.spare
 	l.heardMu.Unlock()
 	for id, at := range m {
 		l.node.Heard(id, at)
 	}
 	clear(m)
-	l.spare = m
+	l.spare = m // only the loop goroutine touches spare
 }
 
 // posted is a host's entry on the board: the orders in force and the

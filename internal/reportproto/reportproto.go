@@ -202,10 +202,10 @@ func (e *Endpoint) holdOrders(req *drummerpb.ReportRequest, resp *drummerpb.Repo
 	case !resp.GetLeader():
 		e.dropOrders()
 	case resp.GetOrdersUnchanged():
-		// Unchanged names what this report asked about; anything else is
-		// a confused server, and the next report asks for the full list.
-		if req.OrdersEpoch != resp.GetEpoch() || req.OrdersVersion != resp.GetOrdersVersion() ||
-			req.OrdersEpoch != e.ordersEpoch || req.OrdersVersion != e.ordersVersion {
+		// Unchanged names what this report asked about (the list held,
+		// which Build put in it); anything else is a confused server, and
+		// the next report asks for the full list.
+		if req.OrdersEpoch != resp.GetEpoch() || req.OrdersVersion != resp.GetOrdersVersion() {
 			e.dropOrders()
 		}
 	default:
