@@ -524,10 +524,10 @@ func (f *Fleet) victims(killed map[string]bool, k int) []int {
 	}
 	rand.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
 	// Hosts that share no shard first: the scenario measures repair, and
-	// a shard that lost its quorum cannot be repaired; its dead members
-	// also hold balancing back (drummer waits for repairs first), so a
-	// join after such a kill never balanced (TestSmallFleet, one run in
-	// four). Others only when there are not enough such hosts.
+	// a shard that lost its quorum cannot be repaired (and until
+	// drummer stopped counting such shards' dead members as repairs to
+	// wait for, a join after such a kill never balanced). Others only
+	// when there are not enough such hosts.
 	picked := make([]int, 0, k)
 	inPicked := map[int]bool{}
 	taken := map[uint64]bool{}

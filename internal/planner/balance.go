@@ -51,7 +51,8 @@ type balancer struct {
 	movingOut map[string]int
 	moves     int // balancing moves in flight
 	// down is the first host holding replicas that is suspect or dead, and
-	// how many there are: balancing waits for their repairs.
+	// how many there are, counting only hosts with a repairable shard
+	// (repairableOn): balancing waits for their repairs.
 	down     string
 	downN    int
 	leadMove map[string]int // leadership moved this round, per host
@@ -84,13 +85,45 @@ func (p *planner) initBalance() {
 		if h == nil || p.st.HostMembers(id) == 0 || p.inMaintenance(h) {
 			continue
 		}
-		if l, _ := p.globalLiveness(id); l == Up {
+		if l, _ := p.globalLiveness(id); l == Up || !p.repairableOn(id) {
 			continue
 		}
 		if b.downN++; b.down == "" {
 			b.down = id
 		}
 	}
+}
+
+// repairableOn reports whether a down host holds a member of a shard that
+// still has a live quorum of voters, so a repair of it can commit. Balancing
+// waits for those repairs; it does not wait for shards that lost their
+// quorum (those wait for their hosts to return, or for an operator), or
+// one such shard would hold every move back for good. It stops at the
+// first repairable shard, so a host with repairs to come costs O(1).
+func (p *planner) repairableOn(hostID string) bool {
+	for sid := range p.st.ShardsOnHost(hostID) {
+		sh := p.st.Shards.Get(sid)
+		if sh == nil {
+			continue
+		}
+		voters, live := 0, 0
+		for _, m := range sh.Members {
+			if m.Role != dbpb.Role_ROLE_VOTER {
+				continue
+			}
+			voters++
+			if m.HostId == hostID {
+				continue
+			}
+			if l, _ := p.globalLiveness(m.HostId); l == Up {
+				live++
+			}
+		}
+		if voters > 0 && live >= db.Quorum(voters) {
+			return true
+		}
+	}
+	return false
 }
 
 // countMove notes a repair in flight for the balance (newPlanner).
@@ -244,7 +277,7 @@ func (p *planner) tryBalance(v *shardView, r *repairPlan) bool {
 		b.hold(v, fmt.Sprintf("%d balancing moves in flight, the limit (max_balance_moves)", b.moves))
 		return false
 	case b.downN > 0:
-		b.hold(v, fmt.Sprintf("%d hosts holding replicas are suspect or dead (%s); repairs first", b.downN, p.addr(b.down)))
+		b.hold(v, fmt.Sprintf("%d hosts holding replicas of shards with a live quorum are suspect or dead (%s); repairs first", b.downN, p.addr(b.down)))
 		return false
 	case p.placing():
 		b.hold(v, "new shards are being placed (on the least loaded hosts); balancing waits until placements stop")

@@ -119,6 +119,28 @@ func TestBalanceWaitsWhileAHostIsDown(t *testing.T) {
 	}
 }
 
+// A shard that lost its quorum cannot be repaired, so its dead members are
+// no repairs to wait for: before, one such shard held every balancing move
+// back for good (a join after a kill that took two replicas of one shard
+// never balanced).
+func TestBalanceDoesNotWaitForShardsWithoutQuorum(t *testing.T) {
+	f := balanceFixture(t, "d", "e", "x", "y")
+	f.shard(31, "x", "y", "a")
+	f.advance(10*time.Second, "a", "b", "c", "d", "e") // x and y are suspect
+	in := f.input(true)
+	in.Down = []string{"x", "y"}
+	out := Plan(in)
+	moves := balanceMoves(out)
+	if len(moves) == 0 {
+		t.Fatalf("no balancing move while the only down hosts hold a shard without quorum; why: %q", out.BalanceWhy())
+	}
+	for _, m := range moves {
+		if m.ShardId == 31 {
+			t.Errorf("balancing moved a replica of shard 31, which has no quorum: %v", m)
+		}
+	}
+}
+
 // A launch places shards a round at a time on the least loaded hosts;
 // moves judged on the counts in between would be undone by the next
 // placements, so balancing waits until placements stop.

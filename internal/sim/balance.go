@@ -234,6 +234,31 @@ func schedHeard(in planner.Input, hostID string) bool {
 	return o != nil && !o.LastHeard.IsZero() && in.Now.Sub(o.LastHeard) < time.Duration(in.State.Config.SuspectTimeoutMs)*time.Millisecond
 }
 
+// repairableOn reports whether a shard with a member on hostID keeps a
+// quorum of voters on other hosts the scheduler judges up.
+func repairableOn(in planner.Input, hostID string) bool {
+	st := in.State
+	for _, sh := range st.Shards.All() {
+		if db.MemberOnHost(sh, hostID) == nil {
+			continue
+		}
+		voters, live := 0, 0
+		for _, m := range sh.Members {
+			if m.Role != dbpb.Role_ROLE_VOTER {
+				continue
+			}
+			voters++
+			if h := st.Hosts[m.HostId]; m.HostId != hostID && h != nil && h.Admin != dbpb.HostAdmin_HOST_ADMIN_REPLACED && plannerUp(in, m.HostId) {
+				live++
+			}
+		}
+		if voters > 0 && live >= db.Quorum(voters) {
+			return true
+		}
+	}
+	return false
+}
+
 func inMaintenance(h *dbpb.Host, now time.Time) bool {
 	return h != nil && h.MaintenanceUntilUnixMs != 0 && now.Before(time.UnixMilli(h.MaintenanceUntilUnixMs))
 }
@@ -255,8 +280,10 @@ func mayNotLead(in planner.Input, hostID string) string {
 }
 
 // balanceBlocker names a registered host holding replicas, not in
-// maintenance, that is suspect or dead as the scheduler can judge it, or
-// returns "".
+// maintenance, that is suspect or dead as the scheduler can judge it and
+// holds a member of a shard that a repair could fix (a live quorum of
+// voters on other hosts), or returns "". Shards that lost their quorum
+// are not repairs to wait for: they wait for their hosts or an operator.
 func (w *World) balanceBlocker(in planner.Input) string {
 	st := in.State
 	c := st.Config
@@ -264,7 +291,7 @@ func (w *World) balanceBlocker(in planner.Input) string {
 	for _, id := range st.SortedHostIDs() {
 		h := st.Hosts[id]
 		n := st.HostMembers(id)
-		if n == 0 || inMaintenance(h, in.Now) {
+		if n == 0 || inMaintenance(h, in.Now) || !repairableOn(in, id) {
 			continue
 		}
 		if !plannerUp(in, id) {
