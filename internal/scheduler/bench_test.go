@@ -77,16 +77,17 @@ func TestRepeatedClaimSkipped(t *testing.T) {
 	n.Become(1)
 	n.Step(fullReport(1), t0, true)
 	clear(n.dirtyS)
+	clear(n.dirtyP)
 	n.Step(fullReport(2), t0.Add(time.Second), true)
-	if len(n.dirtyS) != 0 {
-		t.Fatalf("a repeated full report made %d shards dirty", len(n.dirtyS))
+	if len(n.dirtyS)+len(n.dirtyP) != 0 {
+		t.Fatalf("a repeated full report made %d shards dirty", len(n.dirtyS)+len(n.dirtyP))
 	}
 	r := fullReport(3)
 	r.Replicas[0].Membership.Voters[4] = "10.0.0.4:7004"
 	r.Replicas[0].Membership.ConfigChangeId = 8
 	r.Replicas[0].ConfigChangeId = 8
 	n.Step(r, t0.Add(2*time.Second), true)
-	if _, ok := n.dirtyS[1]; !ok {
+	if _, ok := n.dirtyP[1]; !ok {
 		t.Fatal("a new claim did not make its shard dirty")
 	}
 	if got := n.Observed().Claims[1]["h1"].Latest.M.ConfigChangeId; got != 8 {

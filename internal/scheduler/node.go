@@ -96,6 +96,10 @@ type Node struct {
 	resultAt map[string]map[string]time.Time
 	dirtyS   map[uint64]struct{}
 	dirtyH   map[string]struct{}
+	// dirtyP holds the shards marked by progress reports (markProgress);
+	// starting ones wait in settle.
+	dirtyP map[uint64]struct{}
+	settle settle
 
 	active bool
 	epoch  uint64
@@ -161,10 +165,12 @@ func New(cfg Config) *Node {
 		resultAt: map[string]map[string]time.Time{},
 		dirtyS:   map[uint64]struct{}{},
 		dirtyH:   map[string]struct{}{},
+		dirtyP:   map[uint64]struct{}{},
 
 		silentAfter: 2 * time.Second,
 	}
 	n.status.init()
+	n.settle.reset()
 	n.resetOrders()
 	return n
 }
@@ -183,6 +189,7 @@ func (n *Node) resetOrders() {
 // queue puts a shard to be planned in the backlog, or with the shards
 // awaiting their initial placement.
 func (n *Node) queue(st *db.State, id uint64) {
+	n.settle.release(id)
 	if _, ok := n.queued[id]; ok {
 		return // planned when its queue reaches it, placed or not
 	}
@@ -224,6 +231,8 @@ func (n *Node) Demote() {
 	n.bal.reset()
 	n.attention, n.attentionChanged = nil, true
 	n.status.reset()
+	n.settle.reset()
+	clear(n.dirtyP)
 }
 
 // Active reports whether the node holds an epoch, and which.
@@ -269,6 +278,18 @@ func (n *Node) Round(st *db.State, dirty db.Dirty, now time.Time) Ready {
 	hosts := n.dirtyH
 	n.dirtyS = map[uint64]struct{}{}
 	n.dirtyH = map[string]struct{}{}
+	window := settleWindow(st.Config.ReportIntervalMs)
+	for id := range n.dirtyP {
+		switch {
+		case hasKey(shards, id):
+		case window > 0 && starting(st, id):
+			n.settle.hold(id, now.Add(window))
+		default:
+			shards[id] = struct{}{}
+		}
+	}
+	clear(n.dirtyP)
+	n.settle.due(now, shards)
 	for _, c := range n.live.fire(st, n.obs, n.cfg.Started, now) {
 		hosts[c.host] = struct{}{}
 		if c.shards {

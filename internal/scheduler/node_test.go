@@ -607,3 +607,65 @@ func TestHeardArrivalsKeepHostsUp(t *testing.T) {
 		t.Fatalf("last heard %v after a late report, want %v", got, f.now)
 	}
 }
+
+// A starting shard's progress marks (each replica's first report, its
+// membership, the first leader it sees) are taken in one evaluation when
+// its settle window ends, not one evaluation each; a replica that stops is
+// planned at once.
+func TestStartingShardProgressIsCoalesced(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	f.registerHosts(3)
+	f.create(1, 1)
+	f.round() // places
+	f.round() // start orders
+	sh := f.st.Shards.Get(1)
+	if len(sh.Members) != 3 || sh.Bootstrapped {
+		t.Fatalf("shard 1: %d members, bootstrapped %v; want 3 members starting", len(sh.Members), sh.Bootstrapped)
+	}
+	window := settleWindow(f.st.Config.ReportIntervalMs)
+	planned := func(rd Ready) bool { return slices.Contains(rd.Input.Shards, 1) }
+	start := f.now
+	for i, m := range sh.Members {
+		f.now = start.Add(time.Duration(i) * window / 4)
+		f.runs[m.HostId] = map[uint64]*drummerpb.ReplicaReport{1: {ShardId: 1, ReplicaId: m.ReplicaId, Pending: true,
+			Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER, App: "kv"}}
+		f.report(m.HostId)
+		if rd := f.round(); planned(rd) {
+			t.Fatalf("report %d of a starting shard planned it at once", i+1)
+		}
+	}
+	f.now = start.Add(window)
+	if rd := f.round(); !planned(rd) {
+		t.Fatalf("shard 1 not planned when its settle window ended (planned %v)", rd.Input.Shards)
+	}
+	if rd := f.round(); planned(rd) {
+		t.Fatal("shard 1 planned again with nothing new")
+	}
+	// A replica that stops is no progress: planned in the next round.
+	f.now = f.now.Add(100 * time.Millisecond)
+	delete(f.runs[sh.Members[0].HostId], 1)
+	f.report(sh.Members[0].HostId)
+	if rd := f.round(); !planned(rd) {
+		t.Fatal("a starting shard whose replica stopped was not planned at once")
+	}
+	// The first leader a replica sees bootstraps the shard: planned at once.
+	f.now = f.now.Add(100 * time.Millisecond)
+	m := sh.Members[1]
+	f.runs[m.HostId][1] = &drummerpb.ReplicaReport{ShardId: 1, ReplicaId: m.ReplicaId, LeaderId: m.ReplicaId, Term: 2,
+		Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER, App: "kv"}
+	f.report(m.HostId)
+	if rd := f.round(); !planned(rd) {
+		t.Fatal("a starting shard's first leader was held back")
+	}
+	// Once bootstrapped, progress is planned at once.
+	if !f.st.Shards.Get(1).Bootstrapped {
+		t.Fatal("shard 1 not bootstrapped after its replica saw a leader")
+	}
+	f.now = f.now.Add(100 * time.Millisecond)
+	f.runs[m.HostId][1] = &drummerpb.ReplicaReport{ShardId: 1, ReplicaId: m.ReplicaId, LeaderId: m.ReplicaId, Term: 3,
+		Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER, App: "kv"}
+	f.report(m.HostId)
+	if rd := f.round(); !planned(rd) {
+		t.Fatal("progress of a bootstrapped shard was held back")
+	}
+}

@@ -176,7 +176,11 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 		for _, res := range r.Results {
 			if old := h.Results[res.Id]; old == nil || old.Outcome != res.Outcome {
 				n.markH(r.HostId)
-				if res.ShardId != 0 {
+				switch {
+				case res.ShardId == 0:
+				case res.Outcome == drummerpb.OrderOutcome_ORDER_OUTCOME_DONE:
+					n.markProgress(res.ShardId)
+				default: // a failure is planned at once
 					n.markS(res.ShardId)
 				}
 				// When it first arrived: an agent re-sends results
@@ -218,6 +222,17 @@ func (n *Node) markS(id uint64) {
 	}
 }
 
+// markProgress marks a shard whose replicas reported progress (a
+// replica's state, an order done, a membership claim). A shard that is
+// starting may be held back a little to take several such marks in one
+// evaluation (Round, settle.go); what decides something for it (the first
+// leader a replica sees, an order that failed) is marked with markS.
+func (n *Node) markProgress(id uint64) {
+	if n.active {
+		n.dirtyP[id] = struct{}{}
+	}
+}
+
 func (n *Node) markH(id string) {
 	if n.active {
 		n.dirtyH[id] = struct{}{}
@@ -231,8 +246,13 @@ func (n *Node) replica(h *planner.HostObs, rr *drummerpb.ReplicaReport, now time
 	if old != nil && old.ReplicaId != rr.ReplicaId {
 		n.stopped(old, now)
 	}
-	if old == nil || !sameReplica(old, rr) {
+	switch {
+	case rr.LeaderId != 0 && (old == nil || old.LeaderId == 0):
+		// The first leader a replica sees is what bootstraps a starting
+		// shard: planned at once.
 		n.markS(rr.ShardId)
+	case old == nil || !sameReplica(old, rr):
+		n.markProgress(rr.ShardId)
 	}
 	n.mergeMembership(h.ID, rr.ShardId, rr.ReplicaId, rr.Membership)
 	// The claim keeps the membership the planner reads; the stored report
@@ -260,7 +280,7 @@ func (n *Node) mergeMembership(hostID string, shardID, replicaID uint64, m *drum
 		return
 	}
 	if n.obs.AddClaim(shardID, hostID, replicaID, m) {
-		n.markS(shardID)
+		n.markProgress(shardID)
 	}
 }
 

@@ -697,6 +697,12 @@ func (w *World) checkSettled() {
 	for _, sid := range w.st.SortedShardIDs() {
 		sh := w.st.Shards.Get(sid)
 		retry = max(retry, sh.RetryAfterUnixMs)
+		if r := sh.Repair; r != nil && r.StepStartedUnixMs != 0 {
+			// A repair or move in flight may finish its step: about 25 s,
+			// as a queued round. Without it, a balancing move that the
+			// judged work no longer counted could run past the deadline.
+			extend(time.UnixMilli(r.StepStartedUnixMs).Add(25 * time.Second))
+		}
 		if ok, _ := w.repairable(sh); ok {
 			if r := w.lastOut.Shards[sid]; r == nil || r.Health != "healthy" {
 				waiting++
