@@ -24,6 +24,8 @@ type fixture struct {
 	now  time.Time
 	seq  map[string]uint64
 	runs map[string]map[uint64]*drummerpb.ReplicaReport
+	// starting sets ReportRequest.starting in a host's reports.
+	starting map[string]bool
 }
 
 func newFixture(t *testing.T, cfg Config) *fixture {
@@ -60,7 +62,7 @@ func (f *fixture) report(host string) {
 	var i int
 	fmt.Sscanf(host, "h%d", &i)
 	r := &drummerpb.ReportRequest{HostId: host, RaftAddress: fmt.Sprintf("10.0.0.1:%d", 7000+i), ApiAddress: fmt.Sprintf("10.0.1.1:%d", 7000+i),
-		Labels: map[string]string{}, Apps: []string{"kv"}, Session: 1, Seq: f.seq[host], Full: true}
+		Labels: map[string]string{}, Apps: []string{"kv"}, Session: 1, Seq: f.seq[host], Full: true, Starting: f.starting[host]}
 	for _, rr := range f.runs[host] {
 		r.Replicas = append(r.Replicas, rr)
 	}
@@ -199,6 +201,72 @@ func TestLivenessTimers(t *testing.T) {
 	f.round()
 	if l, _ := f.n.HostLiveness(victim); l != planner.Up {
 		t.Fatalf("host back but judged %s", l)
+	}
+}
+
+// The fast first pass after Become covers the shards the new leader found,
+// not those defined later (their DB marks plan them): a leader elected
+// before a 333,334-shard fleet was defined patrolled all of it at half a
+// round's capacity during the launch.
+func TestFirstPassCoversTheShardsFoundAtBecome(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: 100, Tick: 200 * time.Millisecond, Sweep: time.Second, MaxShardsPerRound: 400})
+	next := func() Ready {
+		f.now = f.now.Add(200 * time.Millisecond)
+		return f.round()
+	}
+	next() // no shards: nothing to patrol
+	f.create(1, 1000)
+	next()
+	if !f.n.patrol.warm {
+		t.Fatal("shards defined after Become extended the first pass")
+	}
+	// A new leader finds 1,000 shards: its first pass visits them at
+	// half a round (200 a round) until it has seen them all.
+	f.n.Demote()
+	f.n.Become(f.st.Epoch)
+	for i := range 5 {
+		if f.n.patrol.warm {
+			t.Fatalf("first pass over after %d rounds of 200 of 1,000 shards", i)
+		}
+		if rd := next(); rd.PlannedShards < 200 {
+			t.Fatalf("round %d of the first pass planned %d shards, want at least 200", i, rd.PlannedShards)
+		}
+	}
+	if !f.n.patrol.warm {
+		t.Fatal("first pass not over after 1,000 shards")
+	}
+}
+
+// When a host is done starting replicas (or comes back from silence), the
+// shards it should run are planned at once: a replica it did not start is
+// no longer "starting" there, and may need replacing. Those are the DB's
+// members on the host, not the replicas it runs (whose verdicts the flag
+// does not change).
+func TestHostDoneStartingPlansItsShards(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: -1})
+	f.starting = map[string]bool{}
+	f.registerHosts(3)
+	f.create(1, 1)
+	f.round() // places
+	f.round() // start orders
+	sh := f.st.Shards.Get(1)
+	lagging := sh.Members[2].HostId
+	f.starting[lagging] = true
+	for _, m := range sh.Members[:2] {
+		f.runs[m.HostId] = map[uint64]*drummerpb.ReplicaReport{1: {ShardId: 1, ReplicaId: m.ReplicaId, LeaderId: sh.Members[0].ReplicaId,
+			Term: 2, Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER, App: "kv"}}
+		f.report(m.HostId)
+	}
+	f.report(lagging)
+	for range 3 {
+		f.now = f.now.Add(time.Second)
+		f.round()
+	}
+	f.now = f.now.Add(time.Second)
+	f.starting[lagging] = false
+	f.report(lagging)
+	if rd := f.round(); !slices.Contains(rd.Input.Shards, 1) {
+		t.Fatalf("host %s done starting without replica %d: shard 1 not planned (planned %v)", lagging, sh.Members[2].ReplicaId, rd.Input.Shards)
 	}
 }
 
@@ -667,5 +735,24 @@ func TestStartingShardProgressIsCoalesced(t *testing.T) {
 	f.report(m.HostId)
 	if rd := f.round(); !planned(rd) {
 		t.Fatal("progress of a bootstrapped shard was held back")
+	}
+}
+
+// A shard released from the settle window and held again waits for its new
+// window: its older FIFO entry does not release it early.
+func TestSettleHeldAgainWaitsForItsNewWindow(t *testing.T) {
+	var s settle
+	s.reset()
+	s.hold(1, t0.Add(2*time.Second))
+	s.release(1) // planned anyway
+	s.hold(1, t0.Add(3*time.Second))
+	out := map[uint64]struct{}{}
+	s.due(t0.Add(2*time.Second), out)
+	if len(out) != 0 {
+		t.Fatalf("shard 1 released at its old due time: %v", out)
+	}
+	s.due(t0.Add(3*time.Second), out)
+	if _, ok := out[1]; !ok || s.Len() != 0 {
+		t.Fatalf("shard 1 not released at its new due time (out %v, held %d)", out, s.Len())
 	}
 }

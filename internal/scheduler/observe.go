@@ -122,9 +122,15 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 	}
 	n.live.heard(r.HostId, now)
 	if h.Starting != r.Starting || wasSilent {
+		// The verdicts of the members the host does not run depend on
+		// both (a member is "starting" while its host is): plan the
+		// shards the DB places on the host, and those it ran.
 		h.Starting = r.Starting
 		n.markH(r.HostId)
 		if n.active {
+			for id := range n.patrol.hostShards[r.HostId] {
+				n.markS(id)
+			}
 			for id := range h.Replicas {
 				n.markS(id)
 			}

@@ -29,9 +29,15 @@ type patrol struct {
 	credit     float64
 	hostCredit float64
 	// warm is set once the first pass after Become has visited every
-	// shard: until then the patrol runs at half a round's capacity, so a
-	// new leader knows every shard's verdict within seconds.
-	warm bool
+	// shard that existed then (firstLeft counts those still to visit):
+	// until then the patrol runs at half a round's capacity, so a new
+	// leader knows every shard's verdict within seconds. Shards created
+	// later come with their DB marks and do not extend the first pass: a
+	// leader that started before a 333,334-shard fleet was defined spent
+	// its launch patrolling all of it at 10,000 a round, and every round
+	// of the launch was full (sweep behind the placements).
+	warm      bool
+	firstLeft int
 }
 
 func (p *patrol) reset() { *p = patrol{} }
@@ -51,6 +57,10 @@ func (p *patrol) update(st *db.State, d db.Dirty) {
 		}
 		for id := range st.Hosts {
 			p.hosts.ReplaceOrInsert(id)
+		}
+		if !p.warm {
+			p.firstLeft = p.ids.Len()
+			p.warm = p.firstLeft == 0
 		}
 		return
 	}
@@ -114,7 +124,9 @@ func (p *patrol) chunk(st *db.State, now time.Time, cfg Config, shards map[uint6
 	n := int(p.credit)
 	p.credit -= float64(n)
 	if !p.warm {
-		n = max(n, cfg.MaxShardsPerRound/2)
+		n = min(max(n, cfg.MaxShardsPerRound/2), p.firstLeft)
+		p.firstLeft -= n
+		p.warm = p.firstLeft <= 0
 	}
 	n = min(n, p.ids.Len())
 	for n > 0 {

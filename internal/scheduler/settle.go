@@ -20,7 +20,10 @@ import (
 // failed order, a replica that stops, a host falling silent or coming
 // back, a DB change and the patrol plan the shard at once.
 type settle struct {
-	held map[uint64]struct{}
+	// held maps each held shard to the due time of its FIFO entry: a
+	// shard released and held again has an older entry too, which must
+	// not release it early.
+	held map[uint64]time.Time
 	fifo []settleEntry // in hold order; due times are monotonic
 	head int
 }
@@ -30,14 +33,14 @@ type settleEntry struct {
 	due time.Time
 }
 
-func (s *settle) reset() { *s = settle{held: map[uint64]struct{}{}} }
+func (s *settle) reset() { *s = settle{held: map[uint64]time.Time{}} }
 
 // hold keeps id back until now+window unless it is held already.
 func (s *settle) hold(id uint64, due time.Time) {
 	if _, ok := s.held[id]; ok {
 		return
 	}
-	s.held[id] = struct{}{}
+	s.held[id] = due
 	s.fifo = append(s.fifo, settleEntry{id, due})
 }
 
@@ -50,7 +53,7 @@ func (s *settle) due(now time.Time, out map[uint64]struct{}) {
 	for s.head < len(s.fifo) && !s.fifo[s.head].due.After(now) {
 		e := s.fifo[s.head]
 		s.head++
-		if _, ok := s.held[e.id]; ok {
+		if d, ok := s.held[e.id]; ok && d.Equal(e.due) {
 			delete(s.held, e.id)
 			out[e.id] = struct{}{}
 		}
