@@ -11,6 +11,8 @@
 package planner
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/drummerhq/drummer/api/drummerpb"
@@ -103,6 +105,18 @@ type Observed struct {
 	Claims map[uint64]map[string]*HostClaims
 	// LastRunning is when a replica was last reported running.
 	LastRunning map[ReplicaKey]time.Time
+}
+
+// EqualMembership is proto.Equal for memberships without reflection
+// (on full reports, which repeat every leader's membership, proto.Equal
+// was 70 % of taking the report).
+func EqualMembership(a, b *drummerpb.Membership) bool {
+	if a == b {
+		return true
+	}
+	return a.ConfigChangeId == b.ConfigChangeId && maps.Equal(a.Voters, b.Voters) && maps.Equal(a.NonVoting, b.NonVoting) &&
+		maps.Equal(a.Witnesses, b.Witnesses) && slices.Equal(a.Removed, b.Removed) &&
+		len(a.ProtoReflect().GetUnknown()) == 0 && len(b.ProtoReflect().GetUnknown()) == 0
 }
 
 // NewerMembership tells whether a reported membership m should replace

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
@@ -114,7 +112,7 @@ func (o *Observed) AddClaim(shardID uint64, hostID string, replicaID uint64, m *
 		hs[hostID] = hc
 	}
 	c := Claim{ReplicaID: replicaID, M: m}
-	if hc.Latest.M == nil || hc.Latest.ReplicaID != replicaID || !proto.Equal(hc.Latest.M, m) {
+	if hc.Latest.M == nil || hc.Latest.ReplicaID != replicaID || !EqualMembership(hc.Latest.M, m) {
 		hc.Latest = c
 		changed = true
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 	"github.com/drummerhq/drummer/internal/dbpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // dropsOrRemoves lists the decisions of out that remove or forget a member.
@@ -182,5 +183,28 @@ func TestOneReplicaMoveNeedsTheOldHostsWord(t *testing.T) {
 	}
 	if !done {
 		t.Fatalf("move not finished after a reported the removal: decisions %v: %s", kinds(out), explanation(out, 1))
+	}
+}
+
+func TestEqualMembershipIsProtoEqual(t *testing.T) {
+	base := func() *drummerpb.Membership {
+		return &drummerpb.Membership{ConfigChangeId: 7, Voters: map[uint64]string{1: "a:1", 2: "b:2"}, NonVoting: map[uint64]string{3: "c:3"}, Removed: []uint64{9}}
+	}
+	variants := []func(*drummerpb.Membership){
+		func(m *drummerpb.Membership) {},
+		func(m *drummerpb.Membership) { m.ConfigChangeId = 8 },
+		func(m *drummerpb.Membership) { m.Voters[2] = "b:3" },
+		func(m *drummerpb.Membership) { delete(m.Voters, 2) },
+		func(m *drummerpb.Membership) { m.NonVoting = nil },
+		func(m *drummerpb.Membership) { m.Witnesses = map[uint64]string{4: "d:4"} },
+		func(m *drummerpb.Membership) { m.Removed = nil },
+		func(m *drummerpb.Membership) { m.Removed = []uint64{9, 10} },
+	}
+	for i, v := range variants {
+		m := base()
+		v(m)
+		if got, want := EqualMembership(base(), m), proto.Equal(base(), m); got != want {
+			t.Errorf("variant %d: EqualMembership %v, proto.Equal %v", i, got, want)
+		}
 	}
 }

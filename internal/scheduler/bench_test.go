@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/drummerhq/drummer/api/drummerpb"
 	"github.com/drummerhq/drummer/internal/db"
 )
@@ -46,29 +44,6 @@ func BenchmarkStepFullReport(b *testing.B) {
 		n.Step(reps[i%len(reps)], now, true)
 	}
 	_ = fmt.Sprint(len(n.dirtyS))
-}
-
-func TestSameMembershipIsProtoEqual(t *testing.T) {
-	base := func() *drummerpb.Membership {
-		return &drummerpb.Membership{ConfigChangeId: 7, Voters: map[uint64]string{1: "a:1", 2: "b:2"}, NonVoting: map[uint64]string{3: "c:3"}, Removed: []uint64{9}}
-	}
-	variants := []func(*drummerpb.Membership){
-		func(m *drummerpb.Membership) {},
-		func(m *drummerpb.Membership) { m.ConfigChangeId = 8 },
-		func(m *drummerpb.Membership) { m.Voters[2] = "b:3" },
-		func(m *drummerpb.Membership) { delete(m.Voters, 2) },
-		func(m *drummerpb.Membership) { m.NonVoting = nil },
-		func(m *drummerpb.Membership) { m.Witnesses = map[uint64]string{4: "d:4"} },
-		func(m *drummerpb.Membership) { m.Removed = nil },
-		func(m *drummerpb.Membership) { m.Removed = []uint64{9, 10} },
-	}
-	for i, v := range variants {
-		m := base()
-		v(m)
-		if got, want := sameMembership(base(), m), proto.Equal(base(), m); got != want {
-			t.Errorf("variant %d: sameMembership %v, proto.Equal %v", i, got, want)
-		}
-	}
 }
 
 // A repeated claim changes nothing; a changed one marks its shard dirty.

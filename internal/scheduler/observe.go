@@ -299,15 +299,8 @@ func (n *Node) repeatsClaim(hostID string, shardID, replicaID uint64, m *drummer
 	hc := n.obs.Claims[shardID][hostID]
 	kept := n.obs.Memberships[shardID]
 	return hc != nil && hc.Latest.M != nil && kept != nil && hc.Latest.ReplicaID == replicaID &&
-		sameMembership(hc.Latest.M, m) &&
+		planner.EqualMembership(hc.Latest.M, m) &&
 		!planner.NewerMembership(m, hc.Newest.M) && !planner.NewerMembership(m, kept)
-}
-
-// sameMembership is proto.Equal for memberships without reflection.
-func sameMembership(a, b *drummerpb.Membership) bool {
-	return a.ConfigChangeId == b.ConfigChangeId && maps.Equal(a.Voters, b.Voters) && maps.Equal(a.NonVoting, b.NonVoting) &&
-		maps.Equal(a.Witnesses, b.Witnesses) && slices.Equal(a.Removed, b.Removed) &&
-		len(a.ProtoReflect().GetUnknown()) == 0 && len(b.ProtoReflect().GetUnknown()) == 0
 }
 
 // LastHeard is when the host last reported to this node (zero if never).
