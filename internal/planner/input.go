@@ -40,6 +40,11 @@ type HostObs struct {
 	// the arrivals only noted): the scheduler's test for a host coming
 	// back from silence.
 	LastTaken time.Time
+	// ReplicasAt is when the last report whose replicas were recorded
+	// arrived (a full report, or a delta in sequence): Replicas is the
+	// host's truth as of then. A replica it does not list has been missing
+	// only that long, however much later the host is heard from.
+	ReplicasAt time.Time
 	// Replicas running on the host, by shard ID (dragonboat runs at most one
 	// replica of a shard per host). Change it with SetReplica, DropReplica
 	// and SetReplicas, which keep Leading.

@@ -113,7 +113,16 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 				since = t
 			}
 		}
-		gap := max(0, p.now.Sub(since))
+		// Missing as far as the host's last recorded replicas tell: a host
+		// heard from whose reports are not taken (they waited for a busy
+		// loop past their deadline) has an unknown replica list, not an
+		// empty one. At 10,000 hosts such hosts stayed up while their
+		// replicas, started and running, were judged dead and replaced.
+		seen := p.now
+		if o := p.obs.Hosts[rec.HostId]; o != nil && !o.ReplicasAt.IsZero() && o.ReplicasAt.Before(seen) {
+			seen = o.ReplicasAt
+		}
+		gap := max(0, seen.Sub(since))
 		m.since = gap
 		starting := false
 		if o := p.obs.Hosts[rec.HostId]; o != nil && o.Starting {

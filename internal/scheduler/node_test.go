@@ -756,3 +756,52 @@ func TestSettleHeldAgainWaitsForItsNewWindow(t *testing.T) {
 		t.Fatalf("shard 1 not released at its new due time (out %v, held %d)", out, s.Len())
 	}
 }
+
+// A replica is missing only as long as its host's recorded reports say: a
+// host heard from whose reports are not taken (they gave up waiting for a
+// busy loop) has an unknown replica list, and its replicas are not judged
+// dead and replaced for it. At 10,000 hosts such hosts stayed up while
+// replicas they ran were replaced.
+func TestUnknownReplicaListIsNotMissing(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: 1000})
+	f.registerHosts(4)
+	f.create(1, 1)
+	f.round() // places
+	f.round() // start orders
+	sh := f.st.Shards.Get(1)
+	for _, m := range sh.Members {
+		f.runs[m.HostId] = map[uint64]*drummerpb.ReplicaReport{1: {ShardId: 1, ReplicaId: m.ReplicaId, LeaderId: sh.Members[0].ReplicaId,
+			Term: 2, Role: drummerpb.ReplicaRole_REPLICA_ROLE_VOTER, App: "kv"}}
+		f.report(m.HostId)
+	}
+	f.round()
+	// The third member's replica is not in its host's next report, and
+	// then that host is only heard from.
+	quiet := sh.Members[2].HostId
+	delete(f.runs[quiet], 1)
+	f.report(quiet)
+	repairing := func() bool { return f.st.Shards.Get(1).Repair != nil }
+	dead := time.Duration(f.st.Config.DeadTimeoutMs) * time.Millisecond
+	for range int(2 * dead / time.Second) {
+		f.now = f.now.Add(time.Second)
+		for i := range 4 {
+			if h := hostName(i); h != quiet {
+				f.report(h)
+			}
+		}
+		f.n.Heard(quiet, f.now)
+		f.round()
+		if repairing() {
+			t.Fatalf("shard 1 repaired at %s while its host's reports were not taken", f.now.Sub(t0))
+		}
+	}
+	// Its next report taken says the replica is still missing: dead.
+	f.report(quiet)
+	for range 3 {
+		f.now = f.now.Add(time.Second)
+		f.round()
+	}
+	if !repairing() {
+		t.Fatal("shard 1 not repaired once its host's report showed the replica missing for longer than dead_timeout")
+	}
+}

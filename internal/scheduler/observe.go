@@ -151,6 +151,7 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 			n.replica(h, rr, now)
 		}
 		h.SetReplicas(next)
+		h.ReplicasAt = now
 	case inSequence:
 		for _, k := range r.Stopped {
 			if old := h.Replicas[k.ShardId]; old != nil && old.ReplicaId == k.ReplicaId {
@@ -162,6 +163,7 @@ func (n *Node) Step(r *drummerpb.ReportRequest, now time.Time, inSequence bool) 
 			n.replica(h, rr, now)
 			h.SetReplica(rr)
 		}
+		h.ReplicasAt = now
 	}
 	if r.HasDiskInventory {
 		disk := make(map[planner.ReplicaKey]struct{}, len(r.Disk))
