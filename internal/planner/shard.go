@@ -335,16 +335,24 @@ func (p *planner) evaluate(v *shardView) {
 				}
 			}
 			v.say("starting: %d of %d initial replicas running, no leader elected yet", started, len(v.members))
-			dead := 0
+			dead, onLiveHosts := 0, 0
 			for _, m := range v.members {
 				if m.state == memberDead || m.state == memberSuspect {
 					v.say("replica %d on %s is %s (%s)", m.rec.ReplicaId, p.addr(m.rec.HostId), m.state, m.since.Round(time.Second))
 				}
 				if m.state == memberDead {
 					dead++
+					if hl, _ := p.hostLiveness(m.rec.HostId, v.suspect, v.dead); hl == Up && m.host != nil {
+						onLiveHosts++
+					}
 				}
 			}
-			if len(v.members)-dead < db.Quorum(len(v.members)) {
+			if onLiveHosts > 0 {
+				// Not the hosts: they report, but did not start (or did
+				// not report starting) these replicas.
+				v.say("%d of those hosts are up but have not reported the replica running since it was placed; see their agents' logs and their report errors (drummercmd host list)", onLiveHosts)
+			}
+			if len(v.members)-dead+onLiveHosts < db.Quorum(len(v.members)) {
 				// Never formed, and cannot without hosts that are dead. It
 				// is not re-placed automatically: "never formed" cannot be
 				// proven from here (a restarted replica reports no term

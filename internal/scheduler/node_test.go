@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -803,5 +804,28 @@ func TestUnknownReplicaListIsNotMissing(t *testing.T) {
 	}
 	if !repairing() {
 		t.Fatal("shard 1 not repaired once its host's report showed the replica missing for longer than dead_timeout")
+	}
+}
+
+// A starting shard whose replicas were never reported running on hosts
+// that are up says so: the hosts are not dead, and "until the dead hosts
+// return" would send an operator after the wrong thing.
+func TestNeverStartedOnLiveHostsIsExplained(t *testing.T) {
+	f := newFixture(t, Config{PatrolPerSecond: 1000})
+	f.registerHosts(3)
+	f.create(1, 1)
+	f.round() // places
+	f.round() // start orders, never carried out
+	for range int((planner.StartGrace + time.Minute) / (5 * time.Second)) {
+		f.now = f.now.Add(5 * time.Second)
+		for i := range 3 {
+			f.report(hostName(i))
+		}
+		f.round()
+	}
+	r := f.n.Verdicts(f.st, []uint64{1}, f.now)[1]
+	text := strings.Join(r.Explanation, "\n")
+	if !strings.Contains(text, "3 of those hosts are up but have not reported the replica running") || strings.Contains(text, "until the dead hosts return") {
+		t.Fatalf("explanation of a shard never started on live hosts:\n%s", text)
 	}
 }
