@@ -134,7 +134,7 @@ func TestParseFaults(t *testing.T) {
 }
 
 // TestSimNoFaults: without faults every shard is placed, bootstrapped and
-// healthy quickly, and nothing is repaired.
+// healthy quickly, and nothing is repaired (balancing aside).
 func TestSimNoFaults(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		r := Run(Config{Seed: seed, FaultTime: 30 * time.Second})
@@ -142,8 +142,11 @@ func TestSimNoFaults(t *testing.T) {
 			report(t, r)
 			continue
 		}
-		if r.Stats.RepairsStarted != 0 {
-			t.Errorf("seed %d: %d repairs without faults", seed, r.Stats.RepairsStarted)
+		// Balancing may move a replica to a host that registered after
+		// the placement (seed 9: a host joined 0.2 s after its peers);
+		// nothing else is repaired without faults.
+		if n := r.Stats.RepairsStarted - r.Stats.BalanceMoves; n != 0 {
+			t.Errorf("seed %d: %d repairs without faults", seed, n)
 		}
 	}
 }
