@@ -17,6 +17,7 @@ import (
 
 	"github.com/drummerhq/drummer/client"
 	"github.com/drummerhq/drummer/internal/testcluster"
+	"github.com/drummerhq/drummer/kv"
 )
 
 // timeoutCounter is an slog handler counting the client's failed attempts
@@ -93,8 +94,15 @@ func TestDataPlaneSurvivesHostLoss(t *testing.T) {
 	t.Logf("victim %s leads %d shards; counter on shard %d led by %s", victim.Name, leads[victim.RaftAddr], counterShard, paused.Name)
 
 	// Writers: 1,000 keys over the 10 shards, each key written twice (the
-	// second value is the one that must survive). A failed put is retried
-	// until it is acknowledged (puts are idempotent).
+	// second value is the one that must survive). Each write is a
+	// compare-and-set on the key's previous value, retried until it is
+	// acknowledged: the client retries an attempt that timed out (at
+	// least once, client.Propose), so a late duplicate of a plain put of
+	// the first value could land after the second (it did once, with the
+	// paused nodehost holding the attempt: key-0465 read back v1). A
+	// duplicate compare-and-set finds its condition gone and changes
+	// nothing; a retry whose earlier attempt was applied finds its own
+	// value in place.
 	const keys = 1000
 	var (
 		written  atomic.Int64
@@ -103,13 +111,21 @@ func TestDataPlaneSurvivesHostLoss(t *testing.T) {
 		acked    = map[int]string{}
 		wg       sync.WaitGroup
 	)
-	put := func(i int, v string) {
+	put := func(i int, prev, v string) {
 		key := []byte(fmt.Sprintf("key-%04d", i))
 		shard := uint64(i%10 + 1)
+		cas := kv.CAS{Key: key, Value: []byte(v), ExpectAbsent: prev == ""}
+		if prev != "" {
+			cas.Expected = []byte(prev)
+		}
 		for {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := cl.KV(shard).Put(pctx, key, []byte(v))
+			r, err := cl.KV(shard).CAS(pctx, cas)
 			cancel()
+			if err == nil && !r.Swapped && !(r.Exists && string(r.Current) == v) {
+				t.Errorf("write %s: expected %q, found %q (exists %v)", key, prev, r.Current, r.Exists)
+				return
+			}
 			if err == nil {
 				mu.Lock()
 				acked[i] = v
@@ -128,8 +144,9 @@ func TestDataPlaneSurvivesHostLoss(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < keys; i += 8 {
-				put(i, fmt.Sprintf("v1-%d", i))
-				put(i, fmt.Sprintf("v2-%d", i))
+				v1 := fmt.Sprintf("v1-%d", i)
+				put(i, "", v1)
+				put(i, v1, fmt.Sprintf("v2-%d", i))
 				written.Add(1)
 				// Paced, so the faults land while writes go on.
 				time.Sleep(40 * time.Millisecond)
