@@ -74,7 +74,8 @@ func (v *shardView) say(format string, args ...any) {
 
 func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 	m := &member{rec: rec, host: p.st.Hosts[rec.HostId]}
-	if o := p.obs.Hosts[rec.HostId]; o != nil {
+	o := p.obs.Hosts[rec.HostId] // nil if the host never reported
+	if o != nil {
 		if r := o.Replicas[v.sh.Id]; r != nil && r.ReplicaId == rec.ReplicaId {
 			m.obs = r
 		}
@@ -114,20 +115,17 @@ func (p *planner) memberState(v *shardView, rec *dbpb.Replica) *member {
 			}
 		}
 		// Missing as far as the host's last recorded replicas tell: a host
-		// heard from whose reports are not taken (they waited for a busy
-		// loop past their deadline) has an unknown replica list, not an
-		// empty one. At 10,000 hosts such hosts stayed up while their
-		// replicas, started and running, were judged dead and replaced.
+		// heard from whose reports were not taken, or whose deltas came
+		// out of sequence, has an unknown replica list, not an empty one.
+		// At 10,000 hosts replicas on hosts that were up were judged dead
+		// and replaced mid-launch.
 		seen := p.now
-		if o := p.obs.Hosts[rec.HostId]; o != nil && !o.ReplicasAt.IsZero() && o.ReplicasAt.Before(seen) {
+		if o != nil && !o.ReplicasAt.IsZero() && o.ReplicasAt.Before(seen) {
 			seen = o.ReplicasAt
 		}
 		gap := max(0, seen.Sub(since))
 		m.since = gap
-		starting := false
-		if o := p.obs.Hosts[rec.HostId]; o != nil && o.Starting {
-			starting = true
-		}
+		starting := o != nil && o.Starting
 		// A replica that never ran, on a host that has not answered its
 		// start order yet, waits for the order, not for itself: the
 		// delay is the control plane's (a launch of 333,334 shards on a
